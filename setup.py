@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="gilmsg",
+    version="0.2.0",
+    description="A reliability layer for fedmsg: required recipients and signed acknowledgements",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="LGPLv2+",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gilmsg", "gilmsg.*"]),
+    install_requires=[
+        # The extras bring pygments/psutil, without which fedmsg-tail and fedmsg-hub fail.
+        "fedmsg[commands,consumers]>=1.1.7",
+        "moksha.hub>=1.5.17",
+        # moksha.hub and fedmsg import pkg_resources at run time; setuptools 82 removed it.
+        "setuptools>=76,<82",
+        "Twisted",
+        "pyzmq>=25",
+        "click>=8",
+        "cryptography>=42",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "gilmsg-certs=gilmsg.commands.certs:main",
+            "gilmsg-logger=gilmsg.commands.logger:main",
+            "gilmsg-tail=gilmsg.commands.tail:main",
+            "gilmsg-demo=gilmsg.commands.demo:main",
+        ],
+    },
+)
