@@ -1,0 +1,158 @@
+"""Reading what gilmsg needs out of a fedmsg configuration dict, without changing it.
+
+A process's identity follows fedmsg: ``config["name"]`` selects ``endpoints[name]`` to publish
+from and ``certnames[name]`` to sign with (``cert_prefix`` and the relay's ``shell`` entry as in
+fedmsg). The recipient name carried on the wire is the Common Name of the signing certificate.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gilmsg.errors import ConfigError
+
+#: Topic suffix of acknowledgements: ``<topic_prefix>.<environment>.gilmsg.ack``.
+ACK_MODNAME = "gilmsg"
+ACK_TOPIC_SUFFIX = "ack"
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return a private copy of fedmsg's configuration updated with ``overrides``.
+
+    Like :func:`fedmsg.init`, the files fedmsg reads (``/etc/fedmsg.d``, ``./fedmsg.d`` ...) are
+    the base and keyword arguments win. Neither fedmsg's cached dict nor ``overrides`` is ever
+    modified; the result may be changed freely by the caller.
+    """
+    import fedmsg.config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            base = fedmsg.config.load_config([], None)
+        except ValueError as exc:  # "No config value 'endpoints' found."
+            if not overrides or "endpoints" not in overrides:
+                raise ConfigError(f"fedmsg configuration: {exc}") from None
+            base = dict(fedmsg.config.defaults)
+    merged = copy.deepcopy(dict(base))
+    merged.update(copy.deepcopy(dict(overrides or {})))
+    return merged
+
+
+def short_hostname() -> str:
+    """The host name fedmsg uses in ``cert_prefix`` look-ups (up to the first dot)."""
+    return socket.gethostname().split(".", 1)[0]
+
+
+def process_name(config: Mapping[str, Any]) -> str:
+    """The fedmsg ``name`` of this process; with ``active`` it defaults to ``relay_inbound``."""
+    name = config.get("name")
+    if not name and config.get("active"):
+        return "relay_inbound"
+    if not name or not isinstance(name, str):
+        known = ", ".join(sorted(config.get("endpoints") or {})) or "none configured"
+        raise ConfigError(
+            f"config key 'name' is not set: pass name=<one of the endpoints: {known}>"
+        )
+    return name
+
+
+def certname(config: Mapping[str, Any]) -> str:
+    """The ``certnames`` entry this process signs with, looked up as fedmsg does."""
+    certnames = config.get("certnames") or {}
+    if "cert_prefix" in config:
+        index = f"{config['cert_prefix']}.{short_hostname()}"
+    else:
+        index = process_name(config)
+        if index == "relay_inbound":
+            index = f"shell.{short_hostname()}"
+    try:
+        value = certnames[index]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"config key certnames[{index!r}] is missing: add the certificate name this "
+            f"process signs with (gilmsg-certs prints the entries)"
+        ) from None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config key certnames[{index!r}] must be a non-empty string")
+    return value
+
+
+def ssldir(config: Mapping[str, Any]) -> str:
+    """The directory holding ``<certname>.key`` and ``<certname>.crt``."""
+    value = config.get("ssldir")
+    if not value or not isinstance(value, str):
+        raise ConfigError("config key 'ssldir' is not set: point it at the certificate directory")
+    return value
+
+
+def key_and_cert_paths(config: Mapping[str, Any]) -> tuple[str, str]:
+    """Paths of this process's private key and certificate."""
+    directory, name = ssldir(config), certname(config)
+    return f"{directory}/{name}.key", f"{directory}/{name}.crt"
+
+
+@dataclass(frozen=True)
+class Publishing:
+    """Where this process's messages leave from.
+
+    ``method`` is ``"bind"`` for the usual passive publisher (the first bindable address in
+    ``endpoints``) or ``"connect"`` for ``active`` mode (to ``relay_inbound``).
+    """
+
+    name: str
+    method: str
+    addresses: tuple[str, ...]
+
+
+def publishing(config: Mapping[str, Any]) -> Publishing:
+    """The endpoint(s) this process publishes on, checked before anything is sent."""
+    if config.get("active"):
+        relay = config.get("relay_inbound")
+        if isinstance(relay, (list, tuple)):
+            relay = relay[0] if relay else None
+        if not relay or not isinstance(relay, str):
+            raise ConfigError("config key 'relay_inbound' is not set, but 'active' is true")
+        return Publishing(process_name(config), "connect", (relay,))
+    name = process_name(config)
+    addresses = (config.get("endpoints") or {}).get(name)
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    if not addresses:
+        raise ConfigError(f"config key endpoints[{name!r}] is missing: this process publishes there")
+    return Publishing(name, "bind", tuple(addresses))
+
+
+def subscribe_endpoints(config: Mapping[str, Any], skip: str | None = None) -> list[str]:
+    """Every endpoint of the bus except ``relay_inbound`` and the entry named ``skip``."""
+    out: list[str] = []
+    for name, addresses in (config.get("endpoints") or {}).items():
+        if name in ("relay_inbound", skip):
+            continue
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        out.extend(a for a in addresses if a not in out)
+    return out
+
+
+def topic_base(config: Mapping[str, Any]) -> str:
+    """``<topic_prefix>.<environment>``, the start of every topic this process sends."""
+    return f"{config.get('topic_prefix', 'org.fedoraproject')}.{config.get('environment', 'dev')}"
+
+
+def ack_topic(config: Mapping[str, Any]) -> str:
+    """The full topic ACKs travel on."""
+    return f"{topic_base(config)}.{ACK_MODNAME}.{ACK_TOPIC_SUFFIX}"
+
+
+def full_topic(config: Mapping[str, Any], topic: str | None, modname: str) -> str:
+    """The topic fedmsg would build: ``<prefix>.<env>.<modname>.<topic>`` unless already full."""
+    joined = f"{modname}.{topic or 'unspecified'}"
+    prefix = config.get("topic_prefix", "org.fedoraproject")
+    if joined.startswith(prefix):
+        return joined
+    return f"{topic_base(config)}.{joined}"
