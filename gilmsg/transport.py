@@ -1,0 +1,339 @@
+"""The ZeroMQ adapter: one background thread per process identity that owns every socket.
+
+A :class:`Link` binds (or, in ``active`` mode, connects) the publishing socket, listens for ACKs
+on one SUB socket connected to the rest of the bus, re-sends pending messages on the
+:class:`~gilmsg.delivery.Backoff` schedule and whenever a new subscriber appears, and resolves
+the publishes waiting on it. Callers in any thread talk to it through a queue; ZeroMQ sockets are
+never touched outside the link's own thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from gilmsg import config as gconfig
+from gilmsg import message
+from gilmsg.delivery import Delivery, Ledger, Outcome, Report
+from gilmsg.errors import ConfigError, GilmsgError, Timeout
+
+log = logging.getLogger(__name__)
+
+#: Reconnect quickly to peers that start late: the bus is local or a LAN.
+RECONNECT_IVL_MS = 10
+RECONNECT_IVL_MAX_MS = 100
+#: Queue depth per peer before ZeroMQ drops (fedmsg cannot set this; we can).
+HWM = 100_000
+#: How long queued outgoing messages may delay process exit.
+EXIT_LINGER_MS = 200
+#: ACK frames processed per wake-up before timers get a turn.
+ACK_BATCH = 256
+
+
+def tune(sock: zmq.Socket) -> None:
+    """Socket options gilmsg uses on every socket it owns."""
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+
+
+@dataclass
+class _Waiter:
+    delivery: Delivery
+    frames: list[bytes]
+    validate: Callable[[Mapping[str, Any]], Any]
+    finished: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class Link:
+    """The sockets and the thread of one publishing identity in this process.
+
+    Create it with :func:`link_for`; it lives until the process exits.
+    """
+
+    def __init__(self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str]):
+        self.publishing = publishing
+        self.ack_topic = ack_topic
+        self.ack_endpoints = tuple(ack_endpoints)
+        self.address: str | None = None  #: the endpoint actually bound or connected
+        self._ctx = zmq.Context()
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._lock = threading.Lock()
+        self._ledger = Ledger()
+        self._i = 0
+        self._stopped = threading.Event()
+        ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"gilmsg-link-{publishing.name}", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    # -- API for any thread ------------------------------------------------------------------
+
+    def next_i(self) -> int:
+        """The next value of fedmsg's per-publisher counter ``i``."""
+        with self._lock:
+            self._i += 1
+            return self._i
+
+    def send(self, frames: list[bytes]) -> None:
+        """Queue frames for sending once; returns at once (fire-and-forget, like fedmsg)."""
+        self._command("send", frames)
+
+    def deliver(
+        self,
+        delivery: Delivery,
+        frames: list[bytes],
+        validate: Callable[[Mapping[str, Any]], Any],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> Report:
+        """Send ``frames`` and re-send them until every recipient of ``delivery`` acknowledged.
+
+        ``validate`` checks an ACK envelope's signature and returns a verdict with ``ok`` and
+        ``signer``. Returns a :class:`Report`; raises :class:`Timeout` at ``delivery.deadline``.
+        """
+        waiter = _Waiter(delivery, frames, validate)
+        self._command("deliver", waiter)
+        remaining = delivery.deadline - monotonic()
+        waiter.finished.wait(max(remaining, 0.0))
+        with self._lock:
+            self._ledger.remove(delivery.msg_id)
+            acks, missing, sends = dict(delivery.acks), delivery.missing, delivery.sends
+        if waiter.error is not None:
+            raise waiter.error
+        if missing:
+            raise Timeout(
+                delivery.msg_id,
+                delivery.topic,
+                acks,
+                missing,
+                delivery.deadline - delivery.started,
+            )
+        return Report(delivery.msg_id, delivery.topic, acks, sends)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the thread and close the sockets (pending messages get a short linger)."""
+        if self._stopped.is_set() or not self._thread.is_alive():
+            return
+        self._command("stop", None)
+        self._thread.join(timeout)
+
+    # -- the link's own thread ---------------------------------------------------------------
+
+    def _command(self, kind: str, payload: Any) -> None:
+        if self._stopped.is_set():
+            raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
+        self._queue.put((kind, payload))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:  # pipe full: the thread is awake anyway
+            pass
+
+    def _open_publisher(self) -> zmq.Socket:
+        pub = self._ctx.socket(zmq.XPUB)
+        tune(pub)
+        pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        errors = []
+        for address in self.publishing.addresses:
+            try:
+                getattr(pub, self.publishing.method)(address)
+            except zmq.ZMQError as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            self.address = address
+            return pub
+        pub.close(0)
+        raise ConfigError(
+            f"cannot {self.publishing.method} endpoints[{self.publishing.name!r}]: "
+            + "; ".join(errors)
+        )
+
+    def _open_ack_listener(self) -> zmq.Socket:
+        sub = self._ctx.socket(zmq.SUB)
+        tune(sub)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, self.ack_topic.encode("utf-8"))
+        for endpoint in self.ack_endpoints:
+            sub.connect(endpoint)
+        return sub
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            pub = self._open_publisher()
+            sub = self._open_ack_listener()
+        except BaseException as exc:  # handed to the constructor's caller
+            self._start_error = exc
+            self._stopped.set()
+            ready.set()
+            return
+        ready.set()
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(pub, zmq.POLLIN)
+        poller.register(sub, zmq.POLLIN)
+        waiters: dict[str, _Waiter] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                with self._lock:
+                    wakeup = self._ledger.next_wakeup(now)
+                timeout = None
+                if wakeup is not None:
+                    timeout = max(0, int((wakeup - now) * 1000) + 1)
+                events = dict(poller.poll(timeout))
+                if self._wake_r in events and not self._drain_commands(pub, waiters):
+                    return
+                if pub in events and self._new_subscriber(pub):
+                    self._resend(pub, waiters, force=True)
+                if sub in events:
+                    self._read_acks(sub, waiters)
+                self._resend(pub, waiters, force=False)
+        except Exception as exc:  # a bug here must not leave publishers waiting forever
+            log.exception("gilmsg link thread failed")
+            for waiter in waiters.values():
+                waiter.error = GilmsgError(f"gilmsg link thread failed: {exc}")
+                waiter.finished.set()
+        finally:
+            self._stopped.set()
+            pub.close(EXIT_LINGER_MS)
+            sub.close(0)
+            self._ctx.term()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain_commands(self, pub: zmq.Socket, waiters: dict[str, _Waiter]) -> bool:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if kind == "stop":
+                return False
+            if kind == "send":
+                pub.send_multipart(payload)
+            elif kind == "deliver":
+                now = time.monotonic()
+                with self._lock:
+                    self._ledger.add(payload.delivery)
+                    payload.delivery.sent(now)
+                waiters[payload.delivery.msg_id] = payload
+                pub.send_multipart(payload.frames)
+
+    def _new_subscriber(self, pub: zmq.Socket) -> bool:
+        """Read XPUB's subscription notices; True if someone (re)subscribed."""
+        joined = False
+        while True:
+            try:
+                notice = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return joined
+            if notice[:1] == b"\x01":
+                joined = True
+
+    def _read_acks(self, sub: zmq.Socket, waiters: dict[str, _Waiter]) -> None:
+        for _ in range(ACK_BATCH):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            decoded = message.decode(frames)
+            if decoded is None:
+                continue
+            _topic, envelope = decoded
+            ack = message.parse_ack(envelope)
+            if ack is None:
+                continue
+            waiter = waiters.get(ack.msg_id)
+            if waiter is None:  # not ours: no crypto spent on it
+                continue
+            try:
+                verdict = waiter.validate(envelope)
+            except GilmsgError as exc:  # CA or CRL unusable: the publish cannot succeed
+                waiter.error = exc
+                waiter.finished.set()
+                continue
+            signer = verdict.signer if verdict.ok else None
+            now = time.monotonic()
+            with self._lock:
+                delivery, outcome = self._ledger.on_ack(signer, ack, now)
+                done = delivery is not None and delivery.done
+            if outcome is not Outcome.ACCEPTED and outcome is not Outcome.REPEAT:
+                log.warning(
+                    "ignored ACK for %s from %s: %s %s",
+                    ack.msg_id, verdict.signer, outcome.value, verdict.reason,
+                )
+            if done:
+                waiter.finished.set()
+
+    def _resend(self, pub: zmq.Socket, waiters: dict[str, _Waiter], force: bool) -> None:
+        now = time.monotonic()
+        for msg_id, waiter in list(waiters.items()):
+            delivery = waiter.delivery
+            with self._lock:
+                live = self._ledger.get(msg_id) is delivery
+                due = live and (
+                    delivery.resend_due(now)
+                    or (force and not delivery.done and not delivery.expired(now))
+                )
+                if due:
+                    delivery.sent(now)
+                if live and delivery.expired(now):
+                    waiter.finished.set()
+            if not live:
+                del waiters[msg_id]
+            elif due:
+                pub.send_multipart(waiter.frames)
+
+
+_links: dict[tuple, Link] = {}
+_links_lock = threading.Lock()
+
+
+def link_for(config: Mapping[str, Any]) -> Link:
+    """The process-wide :class:`Link` for this config's publishing identity, started if needed.
+
+    Raises:
+        ConfigError: the identity has no endpoint, or none of its endpoints can be bound.
+    """
+    publishing = gconfig.publishing(config)
+    ack_topic = gconfig.ack_topic(config)
+    ack_endpoints = gconfig.subscribe_endpoints(config, skip=publishing.name)
+    key = (publishing, ack_topic, tuple(ack_endpoints))
+    with _links_lock:
+        link = _links.get(key)
+        if link is None or link._stopped.is_set():
+            link = _links[key] = Link(publishing, ack_topic, ack_endpoints)
+        return link
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every link (registered at exit; bounded to about a second in all)."""
+    with _links_lock:
+        links = list(_links.values())
+        _links.clear()
+    deadline = time.monotonic() + 1.0
+    for link in links:
+        link.close(max(0.0, deadline - time.monotonic()))
