@@ -1,13 +1,59 @@
-"""gilmsg: required recipients and signed acknowledgements on top of fedmsg."""
+"""gilmsg: required recipients and signed acknowledgements on top of fedmsg.
 
+The public API is flat: everything a user needs is importable from ``gilmsg``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gilmsg.delivery import Report
 from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput, Timeout
+from gilmsg.publish import DEFAULT_ACK_TIMEOUT, publish
+from gilmsg.tail import tail_messages
 
 __version__ = "0.2.0"
 
+
+def init(**config: Any) -> None:
+    """Check this process's configuration and open its publishing socket now.
+
+    Optional: :func:`publish` does the same on first use. Calling it at start-up surfaces
+    configuration errors early and binds the endpoint before the first message.
+
+    Raises:
+        ConfigError, CertificateError: as :func:`publish` would.
+    """
+    from gilmsg import config as gconfig
+    from gilmsg import signing, transport
+
+    cfg = gconfig.load(config)
+    if cfg.get("sign_messages") or cfg.get("certnames"):
+        signing.signer_for(cfg)
+    if cfg.get("ca_cert_location"):
+        signing.validator_for(cfg).check()
+    transport.link_for(cfg)
+
+
+def __getattr__(name: str) -> Any:
+    # The hub consumer pulls in moksha and Twisted: import it only when asked for.
+    if name == "GilmsgConsumer":
+        from gilmsg.consumers import GilmsgConsumer
+
+        return GilmsgConsumer
+    raise AttributeError(f"module 'gilmsg' has no attribute {name!r}")
+
+
 __all__ = [
+    "DEFAULT_ACK_TIMEOUT",
     "CertificateError",
     "ConfigError",
+    "GilmsgConsumer",
     "GilmsgError",
     "InvalidInput",
+    "Report",
     "Timeout",
+    "init",
+    "publish",
+    "tail_messages",
 ]

@@ -123,7 +123,9 @@ def publishing(config: Mapping[str, Any]) -> Publishing:
     if isinstance(addresses, str):
         addresses = [addresses]
     if not addresses:
-        raise ConfigError(f"config key endpoints[{name!r}] is missing: this process publishes there")
+        raise ConfigError(
+            f"config key endpoints[{name!r}] is missing: this process publishes there"
+        )
     return Publishing(name, "bind", tuple(addresses))
 
 

@@ -62,7 +62,9 @@ class Link:
     Create it with :func:`link_for`; it lives until the process exits.
     """
 
-    def __init__(self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str]):
+    def __init__(
+        self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str]
+    ) -> None:
         self.publishing = publishing
         self.ack_topic = ack_topic
         self.ack_endpoints = tuple(ack_endpoints)
@@ -75,6 +77,8 @@ class Link:
         self._ledger = Ledger()
         self._i = 0
         self._stopped = threading.Event()
+        self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first deliver
+        self._poller: zmq.Poller | None = None
         ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(
@@ -177,7 +181,6 @@ class Link:
     def _run(self, ready: threading.Event) -> None:
         try:
             pub = self._open_publisher()
-            sub = self._open_ack_listener()
         except BaseException as exc:  # handed to the constructor's caller
             self._start_error = exc
             self._stopped.set()
@@ -187,7 +190,7 @@ class Link:
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)
-        poller.register(sub, zmq.POLLIN)
+        self._poller = poller
         waiters: dict[str, _Waiter] = {}
         try:
             while True:
@@ -202,8 +205,8 @@ class Link:
                     return
                 if pub in events and self._new_subscriber(pub):
                     self._resend(pub, waiters, force=True)
-                if sub in events:
-                    self._read_acks(sub, waiters)
+                if self._sub is not None and self._sub in events:
+                    self._read_acks(self._sub, waiters)
                 self._resend(pub, waiters, force=False)
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
@@ -213,7 +216,8 @@ class Link:
         finally:
             self._stopped.set()
             pub.close(EXIT_LINGER_MS)
-            sub.close(0)
+            if self._sub is not None:
+                self._sub.close(0)
             self._ctx.term()
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -234,6 +238,9 @@ class Link:
             if kind == "send":
                 pub.send_multipart(payload)
             elif kind == "deliver":
+                if self._sub is None:  # first acknowledged publish: listen before sending
+                    self._sub = self._open_ack_listener()
+                    self._poller.register(self._sub, zmq.POLLIN)
                 now = time.monotonic()
                 with self._lock:
                     self._ledger.add(payload.delivery)

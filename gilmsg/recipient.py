@@ -1,0 +1,93 @@
+"""What a receiving process does with each incoming envelope: check, acknowledge, deduplicate.
+
+Shared by :func:`gilmsg.tail_messages` and :class:`gilmsg.GilmsgConsumer`, so both behave the
+same way: a gilmsg message that names this process (or names nobody) is acknowledged every time
+it arrives, and handed to the application the first time only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from gilmsg import config as gconfig
+from gilmsg import message, signing, transport
+from gilmsg.delivery import Seen
+
+log = logging.getLogger(__name__)
+
+
+class Recipient:
+    """The receiving side of one identity. Thread-safe: hub workers may share one.
+
+    Args:
+        config: a fedmsg config (not modified). With ``ack`` true it must name this process
+            (``name``, its ``endpoints`` entry and ``certnames``) so ACKs can be signed and sent.
+        ack: send ACKs. False watches the bus without answering.
+        seen_capacity: how many msg_ids are remembered for deduplication.
+
+    Raises:
+        ConfigError: with ``ack``, the identity, endpoint or certificate is missing.
+        CertificateError: a key, certificate, CA or CRL is unusable.
+    """
+
+    def __init__(self, config: Mapping[str, Any], ack: bool = True, seen_capacity: int = 100_000):
+        self.config = dict(config)
+        self.ack = ack
+        self.validate_signatures = bool(config.get("validate_signatures", False))
+        self.ack_topic = gconfig.ack_topic(config)
+        self._seen = Seen(seen_capacity)
+        self._seen_lock = threading.Lock()
+        self.common_name: str | None = None
+        self._signer: signing.Signer | None = None
+        self._validator: signing.Validator | None = None
+        self._link: transport.Link | None = None
+        if self.validate_signatures:
+            self._validator = signing.validator_for(config)
+            self._validator.check()
+        if ack:
+            self._signer = signing.signer_for(config)
+            self.common_name = self._signer.common_name
+            self._link = transport.link_for(config)
+
+    def is_ack(self, topic: str) -> bool:
+        """True for the topic ACKs travel on (never acknowledged, never deduplicated)."""
+        return topic == self.ack_topic
+
+    def check(self, envelope: Mapping[str, Any]) -> bool:
+        """False when signatures are validated and this envelope's does not hold."""
+        if self._validator is None:
+            return True
+        verdict = self._validator.validate(envelope)
+        if not verdict.ok:
+            log.warning(
+                "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"),
+                verdict.reason,
+            )
+        return verdict.ok
+
+    def handle(self, topic: str, envelope: Mapping[str, Any]) -> bool:
+        """Process one received envelope; True if the application should get it.
+
+        Invalid signatures (when validated) are neither acknowledged nor delivered. A gilmsg
+        message addressed to this identity is acknowledged before this returns.
+        """
+        if not self.check(envelope):
+            return False
+        if self.is_ack(topic) or not message.is_gilmsg(envelope):
+            return True
+        if self.ack and message.wants_ack_from(envelope, self.common_name or ""):
+            self.acknowledge(envelope)
+        with self._seen_lock:
+            return self._seen.first_time(envelope["msg_id"])
+
+    def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
+                    reason: str | None = None) -> None:
+        """Send a signed ACK for ``envelope`` (fire-and-forget; the publisher re-sends if lost)."""
+        assert self._link is not None and self._signer is not None, "created with ack=False"
+        body = message.ack_body(envelope, status, reason)
+        ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
+        signed = self._signer.sign(ack)
+        self._link.send(message.encode(self.ack_topic, signed))
