@@ -21,23 +21,35 @@ ACK_MODNAME = "gilmsg"
 ACK_TOPIC_SUFFIX = "ack"
 
 
-def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load(
+    overrides: Mapping[str, Any] | None = None, filename: str | None = None
+) -> dict[str, Any]:
     """Return a private copy of fedmsg's configuration updated with ``overrides``.
 
     Like :func:`fedmsg.init`, the files fedmsg reads (``/etc/fedmsg.d``, ``./fedmsg.d`` ...) are
-    the base and keyword arguments win. Neither fedmsg's cached dict nor ``overrides`` is ever
+    the base and keyword arguments win; ``filename`` (as ``--config-filename``) reads that one
+    file over fedmsg's defaults instead. Neither fedmsg's cached dict nor ``overrides`` is ever
     modified; the result may be changed freely by the caller.
+
+    Raises:
+        ConfigError: ``filename`` is missing or broken, or no configuration defines endpoints.
     """
     import fedmsg.config
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            base = fedmsg.config.load_config([], None)
-        except ValueError as exc:  # "No config value 'endpoints' found."
-            if not overrides or "endpoints" not in overrides:
+            if filename is not None:
+                base = copy.deepcopy(fedmsg.config.defaults)
+                base.update(fedmsg.config._process_config_file([filename]))
+            else:
+                base = fedmsg.config.load_config([], None)
+        except ValueError as exc:  # "No config value 'endpoints' found." / "is not a file"
+            if filename is not None or not overrides or "endpoints" not in overrides:
                 raise ConfigError(f"fedmsg configuration: {exc}") from None
             base = dict(fedmsg.config.defaults)
+        except (OSError, SyntaxError, NameError, KeyError) as exc:
+            raise ConfigError(f"cannot read config file {filename}: {exc}") from None
     merged = copy.deepcopy(dict(base))
     merged.update(copy.deepcopy(dict(overrides or {})))
     return merged

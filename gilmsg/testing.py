@@ -1,0 +1,237 @@
+"""Helpers for testing code that uses gilmsg: a throw-away local bus with real certificates.
+
+Import it in your own tests::
+
+    from gilmsg.testing import DevBus
+
+    def test_my_service(tmp_path):
+        with DevBus(tmp_path, ["publisher", "worker"]) as bus:
+            worker = bus.spawn_tail("worker")
+            report = gilmsg.publish(topic="t", msg={}, recipients=["worker"],
+                                    **bus.config_for("publisher"))
+
+Every service gets a certificate (CN = its name) from a fresh development CA and an endpoint on
+127.0.0.1 with a port picked free at run time. Processes started through the bus are stopped
+when it closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pprint
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gilmsg import certs
+
+#: Upper bound for any wait in these helpers, in seconds.
+DEFAULT_WAIT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A child process whose stdout lines are collected by a reader thread.
+
+    Every wait is bounded; :meth:`stop` always leaves no process behind.
+    """
+
+    def __init__(self, argv: Sequence[str], cwd: str | os.PathLike | None = None,
+                 env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL) -> None:
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr,
+                                                      self.stderr_lines.append), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(stream: Any, sink: Callable[[str], None]) -> None:
+        for line in stream:
+            sink(line.rstrip("\n"))
+
+    @property
+    def stderr(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        return "\n".join(self.stderr_lines)
+
+    def next_line(self, timeout: float = DEFAULT_WAIT) -> str:
+        """The next stdout line; AssertionError if none comes within ``timeout``."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"no output from {self.argv[0]} within {timeout}s; stderr:\n{self.stderr}"
+            ) from None
+        self.seen.append(line)
+        return line
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = DEFAULT_WAIT) -> str:
+        """Read stdout until a line satisfies ``predicate``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{self.argv[0]}: expected line not seen within {timeout}s; "
+                    f"got {self.seen[-5:]!r}; stderr:\n{self.stderr}"
+                )
+            line = self.next_line(remaining)
+            if predicate(line):
+                return line
+
+    def wait(self, timeout: float = DEFAULT_WAIT) -> int:
+        """Wait for exit; AssertionError (after killing it) if it takes longer."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"{self.argv} did not exit within {timeout}s") from None
+        for thread in self._threads:
+            thread.join(timeout)
+        return code
+
+    def signal(self, signum: int = signal.SIGINT) -> None:
+        """Send ``signum`` to the process (not to its children)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; kills the whole process group."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+            except ProcessLookupError:
+                pass
+        try:  # children that outlived their parent in the same group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return self.proc.returncode
+
+
+class DevBus:
+    """A local fedmsg bus for tests: a CA, a certificate and a free endpoint per service.
+
+    Args:
+        root: an empty directory to hold ``ssl/`` and ``fedmsg.d/``.
+        services: the service names; each is also its certificate's CN and its fedmsg ``name``.
+        extra: config keys to add (``validate_signatures`` ...).
+    """
+
+    def __init__(self, root: str | os.PathLike, services: Iterable[str],
+                 extra: dict[str, Any] | None = None) -> None:
+        self.root = Path(root)
+        self.ssldir = self.root / "ssl"
+        self.services = list(services)
+        certs.init_ca(self.ssldir)
+        for name in self.services:
+            certs.issue(self.ssldir, name)
+        self.config: dict[str, Any] = {
+            "topic_prefix": "org.gilmsg",
+            "environment": "test",
+            "endpoints": {
+                name: [f"tcp://127.0.0.1:{free_port()}"] for name in self.services
+            },
+            "sign_messages": True,
+            "validate_signatures": True,
+            "ssldir": str(self.ssldir),
+            "ca_cert_location": str(self.ssldir / "ca.crt"),
+            "crl_location": str(self.ssldir / "crl.pem"),
+            "certnames": {name: name for name in self.services},
+            "post_init_sleep": 0,
+            "zmq_reconnect_ivl_max": 100,
+        }
+        self.config.update(extra or {})
+        self.config_dir = self.root / "fedmsg.d"
+        self.write_config()
+        self.processes: list[Process] = []
+
+    def write_config(self) -> Path:
+        """(Re)write ``fedmsg.d/gilmsg.py`` from :attr:`config`; returns its path."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        path = self.config_dir / "gilmsg.py"
+        path.write_text("config = " + pprint.pformat(self.config) + "\n")
+        return path
+
+    @property
+    def config_file(self) -> Path:
+        """The config file to pass as ``--config-filename``."""
+        return self.config_dir / "gilmsg.py"
+
+    def add_service(self, name: str, issue_cert: bool = True) -> None:
+        """Add a service (endpoint, and a certificate unless told not to) and rewrite the config."""
+        if issue_cert:
+            certs.issue(self.ssldir, name)
+        self.services.append(name)
+        self.config["endpoints"][name] = [f"tcp://127.0.0.1:{free_port()}"]
+        self.config["certnames"][name] = name
+        self.write_config()
+
+    def config_for(self, name: str, **overrides: Any) -> dict[str, Any]:
+        """The configuration of service ``name`` (a fresh copy)."""
+        cfg = json.loads(json.dumps(self.config))
+        cfg["name"] = name
+        cfg.update(overrides)
+        return cfg
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes: unbuffered, this interpreter's path first."""
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        return env
+
+    def spawn(self, argv: Sequence[str], **kwargs: Any) -> Process:
+        """Start a process in the bus directory; it is stopped when the bus closes."""
+        kwargs.setdefault("env", self.env())
+        kwargs.setdefault("cwd", self.root)
+        proc = Process(argv, **kwargs)
+        self.processes.append(proc)
+        return proc
+
+    def spawn_tail(self, name: str, *args: str) -> Process:
+        """A real ``gilmsg-tail --json`` acknowledging as ``name``; one envelope per stdout line."""
+        exe = str(Path(sys.executable).parent / "gilmsg-tail")
+        return self.spawn([exe, "--config-filename", str(self.config_file), "--name", name,
+                           "--json", *args])
+
+    def close(self) -> None:
+        """Stop every process started through the bus."""
+        for proc in self.processes:
+            proc.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> DevBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
