@@ -1,0 +1,22 @@
+"""Shared fixtures: a fresh local bus (CA, certificates, free ports) per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from gilmsg.testing import DevBus
+
+
+@pytest.fixture
+def make_bus(tmp_path):
+    """Factory: ``make_bus(["pub", "r1"], extra={...})``; every bus is closed after the test."""
+    buses: list[DevBus] = []
+
+    def make(services, extra=None, subdir="bus"):
+        bus = DevBus(tmp_path / f"{subdir}{len(buses)}", services, extra=extra)
+        buses.append(bus)
+        return bus
+
+    yield make
+    for bus in buses:
+        bus.close()

@@ -1,0 +1,258 @@
+"""The pure core: wire format and ACK bookkeeping, driven without sockets or clocks."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+
+import pytest
+
+from gilmsg import message
+from gilmsg.delivery import Backoff, Delivery, Ledger, Outcome, Report, Seen
+from gilmsg.errors import InvalidInput, Timeout
+from gilmsg.message import Ack
+
+ENVELOPE = message.new_envelope(
+    "org.x.dev.mod.t", {"a": 1}, 1, recipients=["r1", "r2"], now=1_700_000_000.0,
+    msg_id="2023-abc", username="u",
+)
+
+
+def delivery(recipients=("r1", "r2"), started=100.0, timeout=5.0, env=ENVELOPE) -> Delivery:
+    return Delivery(env["msg_id"], message.digest(env), env["topic"], tuple(recipients),
+                    started, started + timeout)
+
+
+def ack_for(env=ENVELOPE, **changes) -> Ack:
+    body = message.ack_body(env)
+    body.update(changes)
+    parsed = message.parse_ack({"msg": body})
+    assert parsed is not None
+    return parsed
+
+
+# -- message format --------------------------------------------------------------------------
+
+def test_envelope_has_fedmsg_fields_and_gilmsg_fields_inside_signed_content():
+    assert ENVELOPE == {
+        "topic": "org.x.dev.mod.t", "msg": {"a": 1}, "timestamp": 1_700_000_000,
+        "msg_id": "2023-abc", "i": 1, "username": "u",
+        "gilmsg_version": message.PROTOCOL_VERSION, "gilmsg_recipients": ["r1", "r2"],
+    }
+    assert b'"gilmsg_recipients":["r1","r2"]' in message.canonical_bytes(ENVELOPE)
+
+
+def test_plain_envelope_has_no_gilmsg_fields():
+    env = message.new_envelope("t", {}, 3)
+    assert not message.is_gilmsg(env)
+    assert env["msg_id"].startswith(f"{datetime.datetime.now().year}-")
+
+
+def test_canonical_bytes_ignore_credentials_and_key_order():
+    signed = dict(reversed(list(ENVELOPE.items())), signature="x", certificate="y")
+    assert message.canonical_bytes(signed) == message.canonical_bytes(ENVELOPE)
+    assert message.digest(signed) == message.digest(ENVELOPE)
+
+
+@pytest.mark.parametrize("field,value", [("topic", "other"), ("msg", {"a": 2}),
+                                         ("msg_id", "2023-abd"), ("gilmsg_recipients", ["r1"])])
+def test_digest_changes_with_any_field(field, value):
+    assert message.digest({**ENVELOPE, field: value}) != message.digest(ENVELOPE)
+
+
+@pytest.mark.parametrize("recipients,expected", [
+    ("r1", ("r1",)), (["r1", "r2"], ("r1", "r2")), (("b", "a", "b"), ("b", "a")),
+    (iter(["x"]), ("x",)),
+])
+def test_check_recipients_accepts(recipients, expected):
+    assert message.check_recipients(recipients) == expected
+
+
+@pytest.mark.parametrize("recipients", [
+    [], [""], ["  "], [" r1"], [None], [1], b"r1", {"r1": 1}, 5, ["ok", ""],
+])
+def test_check_recipients_rejects(recipients):
+    with pytest.raises(InvalidInput):
+        message.check_recipients(recipients)
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), float("inf"), "3", None, True])
+def test_check_timeout_rejects(value):
+    with pytest.raises(InvalidInput):
+        message.check_timeout(value)
+
+
+def test_check_timeout_accepts_positive_numbers():
+    assert message.check_timeout(3) == 3.0
+    assert message.check_timeout(0.01) == 0.01
+
+
+def test_to_json_value_converts_like_fedmsg_and_rejects_the_rest():
+    assert message.to_json_value({"s": {1}}) == {"s": [1]}
+    with pytest.raises(InvalidInput, match="not JSON-serialisable"):
+        message.to_json_value({"o": object()})
+
+
+@pytest.mark.parametrize("env,cn,expected", [
+    (ENVELOPE, "r1", True),
+    (ENVELOPE, "r3", False),
+    ({k: v for k, v in ENVELOPE.items() if k != "gilmsg_recipients"}, "anyone", True),  # 0.1.2
+    ({**ENVELOPE, "gilmsg_recipients": "r1"}, "r1", False),  # malformed list names nobody
+    ({k: v for k, v in ENVELOPE.items() if not k.startswith("gilmsg")}, "r1", False),
+])
+def test_wants_ack_from(env, cn, expected):
+    assert message.wants_ack_from(env, cn) is expected
+
+
+def test_ack_body_binds_msg_id_and_digest():
+    body = message.ack_body(ENVELOPE)
+    assert body == {"ack_msg_id": "2023-abc", "ack_digest": message.digest(ENVELOPE),
+                    "status": "received"}
+    assert message.parse_ack({"msg": body}) == Ack("2023-abc", message.digest(ENVELOPE),
+                                                    "received")
+
+
+def test_ack_body_statuses():
+    assert message.ack_body(ENVELOPE, "rejected", "bad")["reason"] == "bad"
+    with pytest.raises(InvalidInput):
+        message.ack_body(ENVELOPE, "maybe")
+
+
+def test_parse_ack_accepts_0_1_2_bodies_without_digest():
+    assert message.parse_ack({"msg": {"ack_msg_id": "m"}}) == Ack("m", None, "received")
+
+
+@pytest.mark.parametrize("msg", [
+    None, "x", [], {}, {"ack_msg_id": 3}, {"ack_msg_id": ""}, {"ack_msg_id": "m", "ack_digest": 1},
+    {"ack_msg_id": "m", "status": "lost"}, {"ack_msg_id": "m", "reason": 5},
+])
+def test_parse_ack_rejects_malformed(msg):
+    assert message.parse_ack({"msg": msg}) is None
+
+
+def test_encode_decode_round_trip():
+    frames = message.encode("t", ENVELOPE)
+    assert message.decode(frames) == ("t", ENVELOPE)
+
+
+@pytest.mark.parametrize("frames", [
+    [], [b"t"], [b"t", b"{}", b"x"], [b"\xff", b"{}"], [b"t", b"not json"], [b"t", b"[1]"],
+    [b"t", b'{"msg_id": 1}'], [b"t", b"{" * 100_000], [b"t", b" " * (message.MAX_FRAME_BYTES + 1)],
+    [b"t", b'{"msg_id": "\xff"}'],
+])
+def test_decode_never_raises_on_garbage(frames):
+    assert message.decode(frames) is None
+
+
+# -- bookkeeping -----------------------------------------------------------------------------
+
+def test_done_only_when_every_recipient_acknowledged():
+    d = delivery()
+    assert d.missing == ("r1", "r2") and not d.done
+    assert d.on_ack("r2", ack_for(), 100.5) is Outcome.ACCEPTED
+    assert d.missing == ("r1",) and not d.done
+    assert d.on_ack("r1", ack_for(), 101.0) is Outcome.ACCEPTED
+    assert d.done and d.acks == {"r2": 0.5, "r1": 1.0}
+
+
+def test_repeat_ack_does_not_change_the_time():
+    d = delivery()
+    d.on_ack("r1", ack_for(), 100.2)
+    assert d.on_ack("r1", ack_for(), 103.0) is Outcome.REPEAT
+    assert d.acks == {"r1": pytest.approx(0.2)}
+
+
+@pytest.mark.parametrize("signer,ack,outcome", [
+    (None, ack_for(), Outcome.FORGED_SIGNATURE),  # signature did not validate
+    ("r3", ack_for(), Outcome.NOT_A_RECIPIENT),  # valid, but someone else
+    ("r1", ack_for(ack_digest="0" * 64), Outcome.WRONG_DIGEST),  # another message, same id
+    ("r1", ack_for(ack_digest=None), Outcome.WRONG_DIGEST),  # 0.1.2 ACK: not bound to content
+    ("r1", ack_for(ack_msg_id="2023-other"), Outcome.UNKNOWN_MESSAGE),
+    ("r1", ack_for(status="rejected", reason="no"), Outcome.REJECTED),
+])
+def test_no_false_positive(signer, ack, outcome):
+    d = delivery()
+    assert d.on_ack(signer, ack, 100.1) is outcome
+    assert d.acks == {} and not d.done
+
+
+def test_ack_replayed_from_an_earlier_message_never_counts():
+    earlier = message.new_envelope("org.x.dev.mod.t", {"a": 1}, 1, ["r1"], msg_id="2023-old")
+    later = {**earlier, "msg_id": "2023-new"}
+    d = delivery(["r1"], env=later)
+    replay = Ack("2023-new", message.digest(earlier), "received")
+    assert d.on_ack("r1", replay, 100.1) is Outcome.WRONG_DIGEST
+
+
+def test_every_order_of_acks_and_forgeries_ends_done_exactly_when_all_genuine_arrived():
+    events = [("r1", ack_for()), ("r2", ack_for()), (None, ack_for()), ("r3", ack_for()),
+              ("r2", ack_for(ack_digest="f" * 64))]
+    for order in itertools.permutations(events):
+        d = delivery()
+        genuine = set()
+        for t, (signer, ack) in enumerate(order):
+            d.on_ack(signer, ack, 100 + t)
+            if signer in ("r1", "r2") and ack.digest == d.digest:
+                genuine.add(signer)
+            assert d.done == (genuine == {"r1", "r2"})
+            assert set(d.acks) == genuine
+
+
+def test_processed_status_counts():
+    d = delivery(["r1"])
+    assert d.on_ack("r1", ack_for(status="processed"), 100.1) is Outcome.ACCEPTED
+    assert d.done
+
+
+def test_backoff_grows_to_ceiling():
+    delays = list(itertools.islice(Backoff(0.005, 2, 0.04).delays(), 6))
+    assert delays == [0.005, 0.01, 0.02, 0.04, 0.04, 0.04]
+
+
+def test_resend_schedule_stops_when_done_or_expired():
+    d = delivery(["r1"], timeout=1.0)
+    d.sent(100.0)
+    assert d.sends == 1 and not d.resend_due(100.001)
+    assert d.resend_due(100.005)
+    d.sent(100.005)
+    assert d.next_send == pytest.approx(100.015)
+    assert not d.resend_due(101.0)  # deadline reached
+    d.on_ack("r1", ack_for(), 100.01)
+    assert not d.resend_due(100.5)
+
+
+def test_ledger_routes_and_wakes_up_for_the_earliest_due_time():
+    ledger = Ledger()
+    a, b = delivery(["r1"]), delivery(["r1"], env={**ENVELOPE, "msg_id": "2023-b"}, timeout=0.5)
+    a.sent(100.0)
+    b.sent(100.0)
+    ledger.add(a)
+    ledger.add(b)
+    assert len(ledger) == 2
+    assert ledger.next_wakeup(100.0) == pytest.approx(100.005)
+    assert ledger.on_ack("r1", ack_for(), 100.1) == (a, Outcome.ACCEPTED)
+    assert ledger.on_ack("r1", ack_for(ack_msg_id="nope"), 100.1) == (None,
+                                                                       Outcome.UNKNOWN_MESSAGE)
+    assert ledger.next_wakeup(100.6) is None  # a is done, b expired: nothing left to wake for
+    assert ledger.remove("2023-abc") is a and ledger.get("2023-abc") is None
+
+
+def test_seen_is_bounded_and_remembers_recent_ids():
+    seen = Seen(capacity=3)
+    assert [seen.first_time(i) for i in "abca"] == [True, True, True, False]
+    assert seen.first_time("d") and len(seen) == 3
+    assert "b" not in seen  # the oldest was forgotten
+    assert "a" in seen  # refreshed by its repeat
+    with pytest.raises(ValueError):
+        Seen(0)
+
+
+def test_report_and_timeout_carry_per_recipient_results():
+    report = Report("m", "t", {"r1": 0.1, "r2": 0.3}, 2)
+    assert report.elapsed == 0.3
+    err = Timeout("m", "t", {"r1": 0.1}, ("r2", "r3"), 0.5)
+    assert err.missing == ("r2", "r3") and err.acked == {"r1": 0.1}
+    assert "r2, r3" in str(err) and "acknowledged by: r1" in str(err)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(err)).missing == ("r2", "r3")
