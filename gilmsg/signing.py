@@ -1,0 +1,646 @@
+"""Signing and validating fedmsg ``x509`` envelopes, with ``cryptography`` only.
+
+The wire format is fedmsg's x509 backend, so fedmsg's own validator accepts what :class:`Signer`
+produces and :class:`Validator` accepts what fedmsg signs:
+
+* ``crypto`` is set to ``"x509"`` before signing;
+* the signature covers :func:`gilmsg.message.canonical_bytes` of the envelope (fedmsg's JSON of
+  everything except ``signature`` and ``certificate``), with RSA PKCS#1 v1.5 and SHA-1;
+* ``signature`` is the base64 signature and ``certificate`` the base64 of the certificate PEM,
+  each wrapped every 76 characters with ``"\\n"`` and ending with ``"\\n"``.
+
+Keys, certificates, the CA and the CRL are read once and kept in memory; each use costs an
+``os.stat`` per file and they are re-read when a file changes on disk (key rotation, a new CRL),
+so a steady-state sign or validate is one RSA operation. A CA or CRL given as an ``http(s)`` URL
+is downloaded and cached on disk; the CRL is downloaded again once its next-update date passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from gilmsg import config as gconfig
+from gilmsg.errors import CertificateError, ConfigError, InvalidInput
+from gilmsg.message import canonical_bytes
+
+__all__ = [
+    "Verdict",
+    "Signer",
+    "Validator",
+    "signer_for",
+    "validator_for",
+    "sign",
+    "validate",
+    "CRYPTO",
+]
+
+log = logging.getLogger(__name__)
+
+#: Value of the envelope's ``crypto`` field for this format.
+CRYPTO = "x509"
+_WRAP = 76
+_PADDING = padding.PKCS1v15()
+_HASH = hashes.SHA1()  # fedmsg's choice; kept for wire compatibility
+_CERT_CACHE_MAX = 4096
+
+
+class Verdict(NamedTuple):
+    """The outcome of validating one envelope.
+
+    ``ok`` is True only when every check passed. ``signer`` is the Common Name of the signing
+    certificate when it is known (always when ``ok``). ``reason`` is ``""`` when ``ok``, else a
+    short human explanation (safe to log).
+    """
+
+    ok: bool
+    signer: str | None
+    reason: str
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _wrap(text: str) -> str:
+    """Split ``text`` every 76 characters with newlines and end with one, as fedmsg does."""
+    return "\n".join(text[i : i + _WRAP] for i in range(0, len(text), _WRAP)) + "\n"
+
+
+def _b64(data: bytes) -> str:
+    return _wrap(base64.b64encode(data).decode("ascii"))
+
+
+def _unb64(text: str) -> bytes:
+    """Strict base64 decoding that ignores whitespace (the wrapping newlines)."""
+    return base64.b64decode("".join(text.split()), validate=True)
+
+
+_Stamp = tuple[int, int, int, int]
+
+
+def _stamp(path: str, what: str) -> _Stamp:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise CertificateError(f"{what} {path}: {exc.strerror or exc}") from None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CertificateError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+def _read_stable(path: str, what: str) -> tuple[_Stamp, bytes]:
+    """Read ``path`` with the stat stamp it had while being read (retrying if it changed)."""
+    for _ in range(3):
+        before = _stamp(path, what)
+        data = _read(path, what)
+        if _stamp(path, what) == before:
+            return before, data
+    return before, data
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    try:
+        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _load_cert(data: bytes, where: str, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise CertificateError(f"{what} {where} is not a PEM certificate: {exc}") from None
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# signing
+
+
+class _KeyPair(NamedTuple):
+    stamps: tuple[_Stamp, _Stamp]
+    key: rsa.RSAPrivateKey
+    certificate_field: str
+    common_name: str
+
+
+class Signer:
+    """Signs envelopes with one private key and its certificate.
+
+    Both files are read at construction and re-read when either changes on disk, so after a key
+    rotation the next :meth:`sign` uses the new key and certificate. Thread-safe.
+
+    Raises:
+        CertificateError: a file is missing, unreadable or not PEM, the key is not an RSA key,
+            the certificate has no Common Name, or the key does not match the certificate.
+    """
+
+    def __init__(self, key_path: str, cert_path: str) -> None:
+        self.key_path = os.fspath(key_path)
+        self.cert_path = os.fspath(cert_path)
+        self._lock = threading.Lock()
+        self._pair = self._load()
+
+    def __repr__(self) -> str:
+        return f"Signer(key_path={self.key_path!r}, cert_path={self.cert_path!r})"
+
+    def _stamps(self) -> tuple[_Stamp, _Stamp]:
+        return (_stamp(self.key_path, "private key"), _stamp(self.cert_path, "certificate"))
+
+    def _load_once(self) -> _KeyPair:
+        key_stamp, key_data = _read_stable(self.key_path, "private key")
+        cert_stamp, cert_data = _read_stable(self.cert_path, "certificate")
+        try:
+            key = serialization.load_pem_private_key(key_data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise CertificateError(
+                f"private key {self.key_path} is not an unencrypted PEM private key: {exc}"
+            ) from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise CertificateError(
+                f"private key {self.key_path} is not an RSA key (fedmsg's x509 format needs RSA)"
+            )
+        cert = _load_cert(cert_data, self.cert_path, "certificate")
+        if _spki(key.public_key()) != _spki(cert.public_key()):
+            raise CertificateError(
+                f"private key {self.key_path} does not match certificate {self.cert_path}"
+            )
+        common_name = _common_name(cert)
+        if not common_name:
+            raise CertificateError(f"certificate {self.cert_path} has no Common Name")
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        return _KeyPair((key_stamp, cert_stamp), key, _b64(pem), common_name)
+
+    def _load(self) -> _KeyPair:
+        try:
+            return self._load_once()
+        except CertificateError:
+            # A rotation may be half-way (new key renamed in place, new certificate not yet):
+            # read both files once more before giving up.
+            return self._load_once()
+
+    def _current(self) -> _KeyPair:
+        pair = self._pair
+        if pair.stamps == self._stamps():
+            return pair
+        with self._lock:
+            pair = self._pair
+            if pair.stamps != self._stamps():
+                pair = self._load()
+                self._pair = pair
+                log.info("reloaded signing key %s and certificate %s", self.key_path,
+                         self.cert_path)
+        return pair
+
+    @property
+    def common_name(self) -> str:
+        """Common Name of the current certificate (the name receivers see as the signer)."""
+        return self._current().common_name
+
+    def sign(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a new dict: ``envelope`` with ``crypto``, ``signature`` and ``certificate``.
+
+        Any ``signature``/``certificate`` already present are replaced; ``envelope`` itself is
+        not modified.
+
+        Raises:
+            CertificateError: the key or certificate on disk became unusable.
+            InvalidInput: the envelope is not JSON-serialisable.
+        """
+        pair = self._current()
+        signed = dict(envelope)
+        signed["crypto"] = CRYPTO
+        try:
+            data = canonical_bytes(signed)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"envelope is not JSON-serialisable: {exc}") from None
+        signature = pair.key.sign(data, _PADDING, _HASH)
+        signed["signature"] = _b64(signature)
+        signed["certificate"] = pair.certificate_field
+        return signed
+
+
+_signers: dict[tuple[str, str], Signer] = {}
+_signers_lock = threading.Lock()
+
+
+def signer_for(config: Mapping[str, Any]) -> Signer:
+    """The process-wide :class:`Signer` for this config's ``ssldir`` and ``certnames`` entry.
+
+    One instance per (key, certificate) path pair, created on first use.
+
+    Raises:
+        ConfigError: ``ssldir`` or the ``certnames`` entry is missing.
+        CertificateError: the key or certificate cannot be used.
+    """
+    paths = gconfig.key_and_cert_paths(config)
+    signer = _signers.get(paths)
+    if signer is None:
+        with _signers_lock:
+            signer = _signers.get(paths)
+            if signer is None:
+                signer = Signer(*paths)
+                _signers[paths] = signer
+    return signer
+
+
+def sign(envelope: Mapping[str, Any], **config: Any) -> dict[str, Any]:
+    """Sign ``envelope`` with the key configured by ``config`` (see :func:`signer_for`).
+
+    Returns a new dict; ``envelope`` is not modified.
+    """
+    return signer_for(config).sign(envelope)
+
+
+# --------------------------------------------------------------------------------------------
+# validating
+
+
+def _is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/gilmsg``, or ``~/.cache/gilmsg``: where downloaded CA/CRLs are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gilmsg")
+
+
+class _Trust(NamedTuple):
+    generation: int
+    stamps: tuple[_Stamp | None, _Stamp | None]
+    ca: x509.Certificate
+    ca_not_after: float
+    revoked: frozenset[int]
+    crl_next_update: float | None
+
+
+class _CertInfo(NamedTuple):
+    generation: int
+    public_key: rsa.RSAPublicKey | None
+    common_name: str | None
+    not_before: float
+    not_after: float
+    reason: str  # "" when the certificate chains to the CA and is not revoked
+
+
+class Validator:
+    """Validates signed envelopes against one CA certificate and (optionally) one CRL.
+
+    ``ca_location`` and ``crl_location`` are local paths or ``http(s)://`` URLs. Local files are
+    re-read when they change on disk. URLs are downloaded (timeout ``fetch_timeout`` seconds) and
+    cached in ``cache_dir`` (default :func:`default_cache_dir`) under a hash of the URL; the CRL
+    is downloaded again once its next-update date has passed, and the CA when it has expired or
+    no longer verifies the CRL. Results per certificate are cached, so a steady-state
+    :meth:`validate` is one RSA verification.
+
+    Nothing is loaded by the constructor; :meth:`check` loads now.
+    """
+
+    def __init__(
+        self,
+        ca_location: str,
+        crl_location: str | None,
+        *,
+        cache_dir: str | None = None,
+        fetch_timeout: float = 10.0,
+    ) -> None:
+        if not ca_location or not isinstance(ca_location, str):
+            raise ConfigError("config key 'ca_cert_location' is not set: point it at the CA")
+        self.ca_location = os.fspath(ca_location)
+        self.crl_location = os.fspath(crl_location) if crl_location else None
+        self.cache_dir = os.fspath(cache_dir) if cache_dir else default_cache_dir()
+        self.fetch_timeout = fetch_timeout
+        self._lock = threading.Lock()
+        self._trust: _Trust | None = None
+        self._generation = 0
+        self._certs: dict[str, _CertInfo] = {}
+        #: Source of the current time (seconds since the epoch); tests may replace it.
+        self._clock = time.time
+
+    def __repr__(self) -> str:
+        return f"Validator(ca_location={self.ca_location!r}, crl_location={self.crl_location!r})"
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _cache_path(self, url: str) -> str:
+        return os.path.join(self.cache_dir, hashlib.sha256(url.encode()).hexdigest()[:32] + ".pem")
+
+    def _fetch(self, url: str, what: str) -> bytes:
+        log.info("downloading %s from %s", what, url)
+        try:
+            with urllib.request.urlopen(url, timeout=self.fetch_timeout) as resp:
+                return resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise CertificateError(f"cannot download {what} from {url}: {reason}") from None
+
+    def _store(self, url: str, data: bytes) -> None:
+        path = self._cache_path(url)
+        try:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            log.warning("cannot cache %s in %s: %s", url, self.cache_dir, exc)
+
+    def _get(self, location: str, what: str, refresh: bool) -> tuple[_Stamp | None, bytes, bool]:
+        """``(stamp, data, downloaded)`` for a path (stamp set) or a URL (stamp None)."""
+        if not _is_url(location):
+            stamp, data = _read_stable(location, what)
+            return stamp, data, False
+        if not refresh:
+            try:
+                with open(self._cache_path(location), "rb") as fh:
+                    return None, fh.read(), False
+            except OSError:
+                pass
+        return None, self._fetch(location, what), True
+
+    def _load_ca(self, refresh: bool) -> tuple[_Stamp | None, x509.Certificate]:
+        stamp, data, downloaded = self._get(self.ca_location, "CA certificate", refresh)
+        ca = _load_cert(data, self.ca_location, "CA certificate")
+        if downloaded:
+            self._store(self.ca_location, data)
+        return stamp, ca
+
+    def _load_crl(
+        self, refresh: bool
+    ) -> tuple[_Stamp | None, x509.CertificateRevocationList]:
+        assert self.crl_location is not None
+        stamp, data, downloaded = self._get(self.crl_location, "CRL", refresh)
+        try:
+            crl = x509.load_pem_x509_crl(data)
+        except ValueError as exc:
+            raise CertificateError(f"CRL {self.crl_location} is not a PEM CRL: {exc}") from None
+        if downloaded:
+            self._store(self.crl_location, data)
+        return stamp, crl
+
+    def _build(self, now: float) -> _Trust:
+        ca_refreshed = False
+        ca_stamp, ca = self._load_ca(refresh=False)
+        if _is_url(self.ca_location) and ca.not_valid_after_utc.timestamp() < now:
+            ca_stamp, ca = self._load_ca(refresh=True)
+            ca_refreshed = True
+        if ca.not_valid_after_utc.timestamp() < now:
+            raise CertificateError(f"CA certificate {self.ca_location} has expired")
+        if ca.not_valid_before_utc.timestamp() > now:
+            raise CertificateError(f"CA certificate {self.ca_location} is not valid yet")
+
+        crl_stamp: _Stamp | None = None
+        revoked: frozenset[int] = frozenset()
+        next_update: float | None = None
+        if self.crl_location is not None:
+            crl_url = _is_url(self.crl_location)
+            crl_stamp, crl = self._load_crl(refresh=False)
+            if crl_url and _crl_stale(crl, now):
+                crl_stamp, crl = self._load_crl(refresh=True)
+            if not crl.is_signature_valid(ca.public_key()) and _is_url(self.ca_location):
+                if not ca_refreshed:  # the CA may have been rotated: fetch it once more
+                    ca_stamp, ca = self._load_ca(refresh=True)
+                if crl_url and not crl.is_signature_valid(ca.public_key()):
+                    crl_stamp, crl = self._load_crl(refresh=True)
+            if not crl.is_signature_valid(ca.public_key()):
+                raise CertificateError(
+                    f"CRL {self.crl_location} is not signed by CA {self.ca_location}"
+                )
+            if _crl_stale(crl, now):
+                raise CertificateError(
+                    f"CRL {self.crl_location} is past its next-update date "
+                    f"({crl.next_update_utc:%Y-%m-%d %H:%M:%S} UTC): publish a fresh CRL"
+                )
+            revoked = frozenset(r.serial_number for r in crl)
+            if crl.next_update_utc is not None:
+                next_update = crl.next_update_utc.timestamp()
+
+        self._generation += 1
+        return _Trust(
+            self._generation,
+            (ca_stamp, crl_stamp),
+            ca,
+            ca.not_valid_after_utc.timestamp(),
+            revoked,
+            next_update,
+        )
+
+    def _stamps(self) -> tuple[_Stamp | None, _Stamp | None]:
+        ca = None if _is_url(self.ca_location) else _stamp(self.ca_location, "CA certificate")
+        crl = None
+        if self.crl_location is not None and not _is_url(self.crl_location):
+            crl = _stamp(self.crl_location, "CRL")
+        return ca, crl
+
+    def _fresh(self, trust: _Trust | None, now: float) -> bool:
+        if trust is None or trust.stamps != self._stamps():
+            return False
+        if trust.crl_next_update is not None and now > trust.crl_next_update:
+            return False
+        return now <= trust.ca_not_after
+
+    def _current(self, now: float) -> _Trust:
+        trust = self._trust
+        if self._fresh(trust, now):
+            return trust  # type: ignore[return-value]
+        with self._lock:
+            trust = self._trust
+            if not self._fresh(trust, now):
+                self._trust = None
+                self._certs = {}
+                trust = self._build(now)
+                self._trust = trust
+        return trust  # type: ignore[return-value]
+
+    def check(self) -> None:
+        """Load (or re-load if changed) the CA and CRL now.
+
+        Raises:
+            CertificateError: a file/URL is missing, unreadable or not PEM, a download failed,
+                the CA has expired, the CRL is not signed by the CA or is past its next-update.
+        """
+        self._current(self._clock())
+
+    # -- validating ---------------------------------------------------------------------------
+
+    def _inspect(self, text: str, trust: _Trust) -> _CertInfo:
+        def bad(reason: str, cn: str | None = None) -> _CertInfo:
+            return _CertInfo(trust.generation, None, cn, 0.0, 0.0, reason)
+
+        try:
+            pem = _unb64(text)
+        except (binascii.Error, ValueError):
+            return bad("certificate is not valid base64")
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            return bad("certificate field does not hold a PEM certificate")
+        cn = _common_name(cert)
+        if not cn:
+            return bad("certificate has no Common Name")
+        try:
+            cert.verify_directly_issued_by(trust.ca)
+        except (ValueError, TypeError, InvalidSignature):
+            return bad("certificate is not issued by the trusted CA", cn)
+        if _is_ca(cert):
+            return bad("certificate is a CA certificate, not a service certificate", cn)
+        if cert.serial_number in trust.revoked:
+            return bad(f"certificate is revoked (serial {cert.serial_number:x})", cn)
+        try:
+            public_key = cert.public_key()
+        except ValueError:
+            return bad("certificate public key cannot be read", cn)
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            return bad("certificate key is not RSA", cn)
+        return _CertInfo(
+            trust.generation,
+            public_key,
+            cn,
+            cert.not_valid_before_utc.timestamp(),
+            cert.not_valid_after_utc.timestamp(),
+            "",
+        )
+
+    def validate(self, envelope: Mapping[str, Any]) -> Verdict:
+        """Check that ``envelope`` was signed by a valid certificate of the configured CA.
+
+        In order: the credentials are well-formed; the certificate is directly issued by the CA,
+        is not itself a CA certificate, is within its validity period and not on the CRL; the
+        signature covers exactly this envelope (minus ``signature``/``certificate``). Returns a
+        :class:`Verdict`; a bad message never raises.
+
+        Raises:
+            CertificateError: only when the CA or CRL themselves cannot be used (see
+                :meth:`check`): accepting or rejecting would both be wrong then.
+        """
+        if not isinstance(envelope, Mapping):
+            return Verdict(False, None, "envelope is not a JSON object")
+        signature = envelope.get("signature")
+        certificate = envelope.get("certificate")
+        if signature is None:
+            return Verdict(False, None, "message is not signed (no signature field)")
+        if certificate is None:
+            return Verdict(False, None, "message has no certificate field")
+        if not isinstance(signature, str):
+            return Verdict(False, None, "signature field is not a string")
+        if not isinstance(certificate, str):
+            return Verdict(False, None, "certificate field is not a string")
+
+        now = self._clock()
+        trust = self._current(now)
+        info = self._certs.get(certificate)
+        if info is None or info.generation != trust.generation:
+            info = self._inspect(certificate, trust)
+            if len(self._certs) >= _CERT_CACHE_MAX:
+                self._certs = {}
+            self._certs[certificate] = info
+        cn = info.common_name
+        if info.reason:
+            return Verdict(False, cn, info.reason)
+        if now < info.not_before:
+            return Verdict(False, cn, "certificate is not valid yet")
+        if now > info.not_after:
+            return Verdict(False, cn, "certificate has expired")
+        try:
+            raw = _unb64(signature)
+        except (binascii.Error, ValueError):
+            return Verdict(False, cn, "signature is not valid base64")
+        try:
+            data = canonical_bytes(envelope)
+        except (TypeError, ValueError, RecursionError):
+            return Verdict(False, cn, "envelope is not JSON-serialisable")
+        assert info.public_key is not None
+        try:
+            info.public_key.verify(raw, data, _PADDING, _HASH)
+        except InvalidSignature:
+            return Verdict(False, cn, "signature does not match the message")
+        return Verdict(True, cn, "")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def _crl_stale(crl: x509.CertificateRevocationList, now: float) -> bool:
+    next_update = crl.next_update_utc
+    return next_update is not None and next_update.timestamp() < now
+
+
+_validators: dict[tuple[str, str | None], Validator] = {}
+_validators_lock = threading.Lock()
+
+
+def _locations(config: Mapping[str, Any]) -> tuple[str, str | None]:
+    ca = config.get("ca_cert_location")
+    if not ca or not isinstance(ca, str):
+        raise ConfigError(
+            "config key 'ca_cert_location' is not set: point it at the CA certificate "
+            "(a path, or an http(s) URL)"
+        )
+    crl = config.get("crl_location")
+    if crl is not None and not isinstance(crl, str):
+        raise ConfigError("config key 'crl_location' must be a path, a URL or None")
+    return ca, crl or None
+
+
+def validator_for(config: Mapping[str, Any]) -> Validator:
+    """The process-wide :class:`Validator` for this config's CA and CRL locations.
+
+    Raises:
+        ConfigError: ``ca_cert_location`` is not set (there is no remote default).
+    """
+    key = _locations(config)
+    validator = _validators.get(key)
+    if validator is None:
+        with _validators_lock:
+            validator = _validators.get(key)
+            if validator is None:
+                validator = Validator(*key)
+                _validators[key] = validator
+    return validator
+
+
+def validate(envelope: Mapping[str, Any], **config: Any) -> Verdict:
+    """Validate ``envelope`` with the CA/CRL configured by ``config`` (see :class:`Validator`)."""
+    return validator_for(config).validate(envelope)
+
