@@ -163,6 +163,13 @@ def interop_python(timeout: float = 900) -> str:
     marker = venv / _MARKER
     if marker.exists() and python.exists():
         return str(python)
+    try:
+        return _build_interop(venv, python, marker, timeout)
+    except OSError as exc:
+        raise InteropUnavailable(f"building {venv}: {exc}") from None
+
+
+def _build_interop(venv: Path, python: Path, marker: Path, timeout: float) -> str:
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time (parallel runs, the bench)
