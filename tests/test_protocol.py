@@ -1,0 +1,402 @@
+"""The reliability protocol end to end: real gilmsg-tail processes, real sockets, real certs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+import gilmsg
+from gilmsg import certs, message, signing, transport
+from gilmsg import config as gconfig
+from gilmsg.testing import DEFAULT_WAIT, free_port
+
+SUCCESS_TIMEOUT = 15.0  # generous: recipient processes need ~1 s to import and connect
+
+
+def publish(bus, sender="pub", recipients=("r1",), timeout=SUCCESS_TIMEOUT, **kw):
+    return gilmsg.publish(topic="t", msg={"k": "v"}, modname="test", recipients=recipients,
+                          ack_timeout=timeout, **bus.config_for(sender, **kw))
+
+
+class Raw:
+    """A raw XPUB + SUB pair in the test process: sees the bus and speaks on it, unchecked."""
+
+    def __init__(self, bus, name):
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.pub.bind(bus.config["endpoints"][name][0])
+        self.sub = self.ctx.socket(zmq.SUB)
+        transport.tune(self.sub)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        for other, endpoints in bus.config["endpoints"].items():
+            if other != name:
+                self.sub.connect(endpoints[0])
+
+    def wait_subscriber(self, timeout=DEFAULT_WAIT):
+        """Block until some peer subscribes to our XPUB."""
+        self.pub.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+        while self.pub.recv()[:1] != b"\x01":
+            pass
+
+    def recv(self, predicate, timeout=DEFAULT_WAIT, required=True):
+        """The next (topic, envelope) from the bus satisfying ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sub.poll(10):
+                decoded = message.decode(self.sub.recv_multipart())
+                if decoded and predicate(*decoded):
+                    return decoded
+        if required:
+            raise AssertionError("expected message not seen on the bus")
+        return None
+
+    def close(self):
+        self.pub.close(0)
+        self.sub.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def raw_factory():
+    raws = []
+
+    def make(bus, name):
+        raws.append(Raw(bus, name))
+        return raws[-1]
+
+    yield make
+    for raw in raws:
+        raw.close()
+
+
+def test_one_recipient_acknowledges(make_bus):
+    bus = make_bus(["pub", "r1"])
+    r1 = bus.spawn_tail("r1")
+    report = publish(bus)
+    assert set(report.acks) == {"r1"}
+    got = json.loads(r1.next_line())
+    assert got["msg_id"] == report.msg_id and got["msg"] == {"k": "v"}
+    assert got["gilmsg_recipients"] == ["r1"] and got["topic"] == "org.gilmsg.test.test.t"
+
+
+def test_three_recipients_acknowledge(make_bus):
+    bus = make_bus(["pub", "r1", "r2", "r3"])
+    procs = [bus.spawn_tail(n) for n in ("r1", "r2", "r3")]
+    report = publish(bus, recipients=["r1", "r2", "r3"])
+    assert set(report.acks) == {"r1", "r2", "r3"}
+    for proc in procs:
+        assert json.loads(proc.next_line())["msg_id"] == report.msg_id
+
+
+def test_offline_recipient_times_out(make_bus):
+    bus = make_bus(["pub", "r1"])
+    with pytest.raises(gilmsg.Timeout) as info:
+        publish(bus, timeout=0.3)
+    assert info.value.missing == ("r1",) and info.value.acked == {}
+    assert info.value.topic == "org.gilmsg.test.test.t"
+
+
+def test_partial_acks_name_exactly_who_answered(make_bus):
+    bus = make_bus(["pub", "r1", "r2", "r3"])
+    bus.spawn_tail("r1")
+    bus.spawn_tail("r3")
+    publish(bus, recipients=["r1", "r3"])  # both are up and connected
+    with pytest.raises(gilmsg.Timeout) as info:
+        publish(bus, recipients=["r1", "r2", "r3"], timeout=1.0)
+    assert set(info.value.acked) == {"r1", "r3"}
+    assert info.value.missing == ("r2",)
+    assert "r2" in str(info.value)
+
+
+def test_late_recipient_is_reached_by_redelivery(make_bus):
+    bus = make_bus(["pub", "r1"])
+    result = {}
+    started = threading.Event()
+
+    def run():
+        started.set()
+        result["report"] = publish(bus)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait(DEFAULT_WAIT)
+    r1 = bus.spawn_tail("r1")  # starts only after the publish began
+    thread.join(SUCCESS_TIMEOUT + 5)
+    report = result["report"]
+    assert set(report.acks) == {"r1"} and report.sends > 1
+    assert json.loads(r1.next_line())["msg_id"] == report.msg_id
+
+
+def test_no_fixed_sleep_on_the_acknowledged_path(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    # If publish honoured post_init_sleep (60 s) it would blow through its own 15 s deadline.
+    report = publish(bus, post_init_sleep=60)
+    assert set(report.acks) == {"r1"}
+
+
+def test_each_message_is_yielded_once_despite_redelivery(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1"])
+    raw = raw_factory(bus, "pub")
+    r1 = bus.spawn_tail("r1")
+    raw.wait_subscriber()
+    signer = signing.Signer(*map(str, certs.paths(bus.ssldir, "pub")))
+    env = signer.sign(message.new_envelope("org.gilmsg.test.x", {"n": 1}, 1, ["r1"]))
+    frames = message.encode("org.gilmsg.test.x", env)
+    acks = []
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while len(acks) < 3 and time.monotonic() < deadline:  # repeats until 3 ACKs came back
+        raw.pub.send_multipart(frames)
+        got = raw.recv(lambda t, e: t.endswith(".gilmsg.ack")
+                       and e["msg"]["ack_msg_id"] == env["msg_id"], timeout=0.1, required=False)
+        if got:
+            acks.append(got[1])
+    assert len(acks) == 3, "repeats were not acknowledged again"
+    for ack in acks:
+        assert ack["msg"]["ack_digest"] == message.digest(env)
+        assert signing.validate(ack, **bus.config).signer == "r1"
+    sentinel = signer.sign(message.new_envelope("org.gilmsg.test.x", {"n": 2}, 2, ["r1"]))
+    raw.pub.send_multipart(message.encode("org.gilmsg.test.x", sentinel))
+    r1.wait_for(lambda line: json.loads(line)["msg_id"] == sentinel["msg_id"])
+    ids = [json.loads(line)["msg_id"] for line in r1.seen]
+    assert ids == [env["msg_id"], sentinel["msg_id"]]  # each once, however often it came
+
+
+# -- forged ACKs never count -----------------------------------------------------------------
+
+def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=1.5):
+    """Publish to ``recipients`` while ``raw`` answers each copy with ``forge(envelope)``."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["report"] = publish(bus, recipients=recipients, timeout=timeout)
+        except gilmsg.Timeout as exc:
+            outcome["timeout"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+    while thread.is_alive():  # keep answering: our ACK may precede the publisher's subscription
+        ack = forge(original)
+        if ack is not None:
+            raw.pub.send_multipart(message.encode(gconfig.ack_topic(bus.config), ack))
+        thread.join(0.02)
+    return outcome
+
+
+def ack_envelope(original, **body_changes):
+    body = {**message.ack_body(original), **body_changes}
+    return message.new_envelope("org.gilmsg.test.gilmsg.ack", body, 1)
+
+
+def signer_of(ssldir, name):
+    return signing.Signer(*map(str, certs.paths(ssldir, name)))
+
+
+def test_genuine_ack_through_the_forgery_harness_counts(make_bus, raw_factory):
+    """Control: the harness below does deliver ACKs; with the right key they count."""
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    r1 = signer_of(bus.ssldir, "r1")
+    outcome = forge_while_publishing(bus, raw, lambda m: r1.sign(ack_envelope(m)), timeout=10)
+    assert set(outcome["report"].acks) == {"r1"}
+
+
+def _other_ca_r1(tmp_path):
+    other = tmp_path / "other-ca"
+    certs.init_ca(other)
+    certs.issue(other, "r1")
+    return signer_of(other, "r1")
+
+
+FORGERIES = {
+    "same CA, another CN": lambda bus, tmp: (
+        lambda m, s=signer_of(bus.ssldir, "forger"): s.sign(ack_envelope(m))),
+    "another CA, right CN": lambda bus, tmp: (
+        lambda m, s=_other_ca_r1(tmp): s.sign(ack_envelope(m))),
+    "unsigned": lambda bus, tmp: (lambda m: ack_envelope(m)),
+    "tampered body": lambda bus, tmp: (
+        lambda m, s=signer_of(bus.ssldir, "r1"): {
+            **s.sign(ack_envelope(m)), "msg": {**message.ack_body(m), "status": "processed"}}),
+    "ACK for another msg_id": lambda bus, tmp: (
+        lambda m, s=signer_of(bus.ssldir, "r1"): s.sign(
+            ack_envelope({**m, "msg_id": "2026-other"}))),
+    "same msg_id, other content": lambda bus, tmp: (
+        lambda m, s=signer_of(bus.ssldir, "r1"): s.sign(
+            ack_envelope({**m, "msg": {"k": "forged"}}))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORGERIES))
+def test_forged_ack_never_counts(make_bus, raw_factory, tmp_path, kind):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    outcome = forge_while_publishing(bus, raw, FORGERIES[kind](bus, tmp_path))
+    assert "report" not in outcome
+    assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].acked == {}
+
+
+def test_revoked_recipient_ack_never_counts(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    r1 = signer_of(bus.ssldir, "r1")
+    certs.revoke(bus.ssldir, "r1")
+    outcome = forge_while_publishing(bus, raw, lambda m: r1.sign(ack_envelope(m)))
+    assert outcome["timeout"].missing == ("r1",)
+
+
+def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    r1 = bus.spawn_tail("r1")
+    first = publish(bus)
+    _, old_ack = raw.recv(lambda t, e: t.endswith(".gilmsg.ack")
+                          and e["msg"]["ack_msg_id"] == first.msg_id)
+    r1.stop()
+    outcome = forge_while_publishing(bus, raw, lambda m: old_ack)
+    assert outcome["timeout"].missing == ("r1",)
+
+
+def test_ack_listener_survives_garbage(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    bus.spawn_tail("r1")
+    topic = gconfig.ack_topic(bus.config).encode()
+    garbage = [[topic, b"not json"], [topic, b"[1, 2]"], [topic, b'{"msg_id": 5}'],
+               [topic, b'{"msg_id": "x", "msg": {"ack_msg_id": ["a"]}}'],
+               [topic, b"\xff\xfe"], [topic, b"x" * (2 << 20)], [topic], [topic, b"{}", b"{}"]]
+    outcome = forge_while_publishing(
+        bus, raw, lambda m: [raw.pub.send_multipart(g) for g in garbage] and None, timeout=15)
+    assert set(outcome["report"].acks) == {"r1"}
+
+
+# -- process, config and threads -------------------------------------------------------------
+
+EXIT_SCRIPT = """
+import sys, gilmsg
+config = eval(open(sys.argv[1]).read().split("=", 1)[1])
+try:
+    gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=0.3, name="pub", **config)
+except gilmsg.Timeout as exc:
+    print("timeout", exc.missing, flush=True)
+"""
+
+
+def test_process_exits_promptly_after_a_timeout(make_bus):
+    bus = make_bus(["pub", "r1"])
+    script = Path(bus.root) / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    proc = bus.spawn([sys.executable, str(script), str(bus.config_file)])
+    assert proc.next_line() == "timeout ('r1',)"
+    assert proc.wait(timeout=1.0) == 0  # the ACK listener does not keep the process alive
+
+
+def test_config_dict_is_never_mutated_and_can_be_reused(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    config = bus.config_for("pub")
+    before = copy.deepcopy(config)
+    for _ in range(3):
+        gilmsg.publish(topic="t", msg={"a": 1}, recipients=["r1"], ack_timeout=SUCCESS_TIMEOUT,
+                       **config)
+    assert config == before
+
+
+def test_fedmsg_cached_config_is_not_mutated(make_bus, monkeypatch):
+    import fedmsg.config
+
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    monkeypatch.chdir(bus.root)  # fedmsg reads ./fedmsg.d/
+    cached = fedmsg.config.load_config(invalidate_cache=True)
+    try:
+        before = copy.deepcopy(cached)
+        gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=SUCCESS_TIMEOUT,
+                       name="pub", **cached)
+        gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=SUCCESS_TIMEOUT,
+                       name="pub")
+        assert fedmsg.config.load_config() is cached and cached == before
+    finally:
+        fedmsg.config.load_config(invalidate_cache=True, filenames=[str(bus.config_file)])
+
+
+def test_four_threads_publish_concurrently(make_bus):
+    bus = make_bus(["pub", "r1", "r2", "r3"])
+    for name in ("r1", "r2"):
+        bus.spawn_tail(name)
+    publish(bus, recipients=["r1", "r2"])  # both connected
+    results: dict[int, list] = {}
+
+    def worker(n):
+        out = results.setdefault(n, [])
+        targets = [["r1"], ["r2"], ["r1", "r2"], ["r1", "r3"]][n]
+        for i in range(5):
+            try:
+                report = gilmsg.publish(topic="t", msg={"n": n, "i": i}, recipients=targets,
+                                        ack_timeout=5 if "r3" not in targets else 0.5,
+                                        **bus.config_for("pub"))
+                out.append(("ok", report.msg_id, sorted(report.acks)))
+            except gilmsg.Timeout as exc:
+                out.append(("timeout", exc.msg_id, sorted(exc.acked), exc.missing))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r[0] for r in results[0]] == ["ok"] * 5 and all(r[2] == ["r1"] for r in results[0])
+    assert all(r[2] == ["r2"] for r in results[1])
+    assert all(r[2] == ["r1", "r2"] for r in results[2])
+    assert all(r[0] == "timeout" and r[2] == ["r1"] and r[3] == ("r3",) for r in results[3])
+    ids = [r[1] for rs in results.values() for r in rs]
+    assert len(set(ids)) == 20
+
+
+# -- bad input: a clear gilmsg error before anything is sent ---------------------------------
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"recipients": []}, gilmsg.InvalidInput),
+    ({"recipients": [""]}, gilmsg.InvalidInput),
+    ({"recipients": [3]}, gilmsg.InvalidInput),
+    ({"ack_timeout": 0}, gilmsg.InvalidInput),
+    ({"ack_timeout": -1}, gilmsg.InvalidInput),
+    ({"msg": {"x": object()}}, gilmsg.InvalidInput),
+    ({"name": "ghost"}, gilmsg.ConfigError),
+    ({"certnames": {}}, gilmsg.ConfigError),
+    ({"ca_cert_location": None}, gilmsg.ConfigError),
+    ({"ssldir": "/nonexistent"}, gilmsg.CertificateError),
+])
+def test_bad_input_raises_before_sending(make_bus, raw_factory, kwargs, error):
+    bus = make_bus(["pub", "r1"])
+    raw = raw_factory(bus, "r1")
+    args = {"topic": "t", "msg": {}, "recipients": ["r1"], "ack_timeout": 1,
+            **bus.config_for("pub")}
+    args.update(kwargs)
+    with pytest.raises(error):
+        gilmsg.publish(**args)
+    assert not raw.sub.poll(200)  # nothing went out
+
+
+def test_endpoint_in_use_is_a_config_error(make_bus):
+    bus = make_bus(["pub", "r1"])
+    port = free_port()
+    ctx = zmq.Context()
+    blocker = ctx.socket(zmq.PUB)
+    blocker.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        with pytest.raises(gilmsg.ConfigError, match="cannot bind"):
+            gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=1,
+                           **bus.config_for("pub", endpoints={
+                               "pub": [f"tcp://127.0.0.1:{port}"], "r1": ["tcp://127.0.0.1:1"]}))
+    finally:
+        blocker.close(0)
+        ctx.term()
