@@ -71,26 +71,40 @@ def paths(ssldir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
 
 def _write(path: Path, data: bytes, mode: int, force: bool) -> None:
     """Write ``path`` atomically with ``mode``; refuse to replace it unless ``force``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _write_all([(path, data, mode)], force)
+
+
+def _write_all(files: list[tuple[Path, bytes, int]], force: bool) -> None:
+    """Write several files atomically, renaming them into place back to back at the end.
+
+    All contents are written and synced to temporary files first, so a key and its certificate
+    change on disk within microseconds of each other (a reloading signer retries once if it
+    catches the pair half-way).
+    """
+    temps: list[tuple[str, Path]] = []
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic "create only if absent"
-            except FileExistsError:
-                raise _exists(path) from None
-            os.unlink(tmp)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        for path, data, mode in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            temps.append((tmp, path))
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in temps:
+            if force:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)  # atomic "create only if absent"
+                except FileExistsError:
+                    raise _exists(path) from None
+                os.unlink(tmp)
+    finally:
+        for tmp, _ in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _exists(path: Path) -> CertificateError:
@@ -187,10 +201,15 @@ def init_ca(
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(key_path, _key_pem(key), 0o600, force)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644, force)
-    _write(crl_path, _sign_crl(key, cert, [], 1, now, now + dt.timedelta(days=CRL_DAYS)),
-           0o644, force)
+    crl = _sign_crl(key, cert, [], 1, now, now + dt.timedelta(days=CRL_DAYS))
+    _write_all(
+        [
+            (key_path, _key_pem(key), 0o600),
+            (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644),
+            (crl_path, crl, 0o644),
+        ],
+        force,
+    )
     return cert_path
 
 
@@ -249,8 +268,13 @@ def issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write(key_path, _key_pem(key), 0o600, force)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644, force)
+    _write_all(
+        [
+            (key_path, _key_pem(key), 0o600),
+            (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644),
+        ],
+        force,
+    )
     return key_path, cert_path
 
 

@@ -59,6 +59,7 @@ _WRAP = 76
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA1()  # fedmsg's choice; kept for wire compatibility
 _CERT_CACHE_MAX = 4096
+_MAX_DOWNLOAD = 10 << 20
 
 
 class Verdict(NamedTuple):
@@ -343,6 +344,9 @@ class Validator:
         self.crl_location = os.fspath(crl_location) if crl_location else None
         self.cache_dir = os.fspath(cache_dir) if cache_dir else default_cache_dir()
         self.fetch_timeout = fetch_timeout
+        if self.ca_location.startswith("http://"):
+            log.warning("CA certificate %s is fetched over plain HTTP: anyone on the path can "
+                        "replace it; prefer a local file or https", self.ca_location)
         self._lock = threading.Lock()
         self._trust: _Trust | None = None
         self._generation = 0
@@ -362,10 +366,13 @@ class Validator:
         log.info("downloading %s from %s", what, url)
         try:
             with urllib.request.urlopen(url, timeout=self.fetch_timeout) as resp:
-                return resp.read()
+                data = resp.read(_MAX_DOWNLOAD + 1)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise CertificateError(f"cannot download {what} from {url}: {reason}") from None
+        if len(data) > _MAX_DOWNLOAD:
+            raise CertificateError(f"cannot download {what} from {url}: larger than 10 MiB")
+        return data
 
     def _store(self, url: str, data: bytes) -> None:
         path = self._cache_path(url)

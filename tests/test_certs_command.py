@@ -89,6 +89,7 @@ def test_issue_refuses_existing_without_force(ssl):
         "pass --force (force=True) to replace it\n"
     )
     assert (ssl / "alice.crt").read_bytes() == before
+    assert not list(ssl.glob(".*")), "temporary files are removed after a refusal"
     result = run("issue", "alice", "--ssldir", str(ssl), "--force")
     assert result.exit_code == 0
     assert (ssl / "alice.crt").read_bytes() != before
