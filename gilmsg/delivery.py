@@ -31,7 +31,7 @@ class Outcome(enum.Enum):
 class Backoff:
     """Redelivery intervals: ``first``, then times ``factor`` each time, never above ``ceiling``."""
 
-    first: float = 0.005
+    first: float = 0.02
     factor: float = 2.0
     ceiling: float = 0.5
 

@@ -213,9 +213,9 @@ def test_resend_schedule_stops_when_done_or_expired():
     d = delivery(["r1"], timeout=1.0)
     d.sent(100.0)
     assert d.sends == 1 and not d.resend_due(100.001)
-    assert d.resend_due(100.005)
-    d.sent(100.005)
-    assert d.next_send == pytest.approx(100.015)
+    assert d.resend_due(100.02)
+    d.sent(100.02)
+    assert d.next_send == pytest.approx(100.06)
     assert not d.resend_due(101.0)  # deadline reached
     d.on_ack("r1", ack_for(), 100.01)
     assert not d.resend_due(100.5)
@@ -229,7 +229,7 @@ def test_ledger_routes_and_wakes_up_for_the_earliest_due_time():
     ledger.add(a)
     ledger.add(b)
     assert len(ledger) == 2
-    assert ledger.next_wakeup(100.0) == pytest.approx(100.005)
+    assert ledger.next_wakeup(100.0) == pytest.approx(100.02)
     assert ledger.on_ack("r1", ack_for(), 100.1) == (a, Outcome.ACCEPTED)
     assert ledger.on_ack("r1", ack_for(ack_msg_id="nope"), 100.1) == (None,
                                                                        Outcome.UNKNOWN_MESSAGE)
