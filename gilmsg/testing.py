@@ -37,6 +37,20 @@ from gilmsg import certs
 DEFAULT_WAIT = 20.0
 
 
+#: Logging for hubs started by :meth:`DevBus.spawn_hub`: INFO on stdout, read by :class:`Process`.
+HUB_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "formatters": {"bare": {"format": "[%(asctime)s][%(name)s %(levelname)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "bare",
+                             "stream": "ext://sys.stdout"}},
+    "loggers": {
+        name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+        for name in ("gilmsg", "gilmsg_example", "moksha", "fedmsg")
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -223,6 +237,57 @@ class DevBus:
         exe = str(Path(sys.executable).parent / "gilmsg-tail")
         return self.spawn([exe, "--config-filename", str(self.config_file), "--name", name,
                            "--json", *args])
+
+    def hub_config(self, name: str, **extra: Any) -> dict[str, Any]:
+        """Configuration for a ``fedmsg-hub`` whose consumers acknowledge as service ``name``.
+
+        The bus configuration plus what fedmsg-hub needs (``zmq_enabled``), ``name`` (the default
+        identity of :class:`gilmsg.GilmsgConsumer`), logging of ``gilmsg``, ``moksha`` and
+        ``fedmsg`` at INFO on stdout, then ``extra`` (consumer ``config_key`` switches ...).
+        """
+        cfg = self.config_for(name)
+        cfg["zmq_enabled"] = True
+        cfg["logging"] = HUB_LOGGING
+        cfg.update(extra)
+        return cfg
+
+    def write_hub_config(self, name: str, **extra: Any) -> Path:
+        """Write :meth:`hub_config` to ``hub-<name>.py`` in the bus root; returns its path."""
+        path = self.root / f"hub-{name}.py"
+        path.write_text("config = " + pprint.pformat(self.hub_config(name, **extra)) + "\n")
+        return path
+
+    def spawn_hub(self, name: str, *, consumers: Sequence[str] | None = None,
+                  pythonpath: Sequence[str | os.PathLike] = (), wait: bool = True,
+                  timeout: float = DEFAULT_WAIT, **extra: Any) -> Process:
+        """A real ``fedmsg-hub --config-filename hub-<name>.py``, stopped when the bus closes.
+
+        Args:
+            name: the service whose endpoint and certificate the hub's consumers use by default.
+            consumers: ``module:Class`` strings for ``--with-consumers`` (only those run); None
+                runs every consumer installed under the ``moksha.consumer`` entry point.
+            pythonpath: directories put first on the hub's ``PYTHONPATH``.
+            wait: return only once a :class:`gilmsg.GilmsgConsumer` logged that the hub runs
+                (its socket is bound, its subscriptions made and its stop handlers installed);
+                AssertionError if that takes longer than ``timeout``.
+            extra: config keys for :meth:`hub_config`.
+        """
+        path = self.write_hub_config(name, **extra)
+        argv = [str(Path(sys.executable).parent / "fedmsg-hub"), "--config-filename", str(path)]
+        if consumers:
+            argv += ["--with-consumers", ",".join(consumers)]
+        env = self.env()
+        if pythonpath:
+            parts = [os.fspath(p) for p in pythonpath]
+            if env.get("PYTHONPATH"):
+                parts.append(env["PYTHONPATH"])
+            env["PYTHONPATH"] = os.pathsep.join(parts)
+        proc = self.spawn(argv, env=env)
+        if wait:
+            from gilmsg.consumers import READY_LOG
+
+            proc.wait_for(lambda line: READY_LOG in line, timeout)
+        return proc
 
     def close(self) -> None:
         """Stop every process started through the bus."""

@@ -1,0 +1,1 @@
+"""An example gilmsg hub consumer package: see :mod:`gilmsg_example.consumers`."""

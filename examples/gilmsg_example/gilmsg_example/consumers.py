@@ -1,0 +1,73 @@
+"""Example consumers: acknowledge gilmsg messages, record each consumed message as a JSON line.
+
+Configuration (``fedmsg.d/*.py``), for a consumer whose ``config_key`` is ``K``:
+
+``K``
+    True to run the consumer in ``fedmsg-hub``.
+``K.topic``
+    Topic prefix to subscribe to (default ``""``: every message on the bus).
+``K.output``
+    File to append one JSON object per consumed message to (default: none, log only).
+``K.gilmsg_name``
+    Identity to acknowledge as (default: the hub's ``name``); see :mod:`gilmsg.consumers`.
+
+Each line written holds ``consumer`` (class name), ``identity`` (Common Name it acknowledges
+as), ``topic``, ``msg_id``, ``msg``, ``pid`` and ``thread``, and is written with a single
+``write`` on a file opened for appending, so readers never see half a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from typing import Any
+
+from gilmsg import GilmsgConsumer
+
+log = logging.getLogger(__name__)
+
+
+class ExampleConsumer(GilmsgConsumer):
+    """Acknowledges what is addressed to it; records every message it consumes."""
+
+    config_key = "gilmsg_example"
+    topic = ""
+
+    def __init__(self, hub: Any) -> None:
+        config = hub.config
+        # moksha subscribes to self.topic in the constructor: set it first.
+        self.topic = config.get(f"{self.config_key}.topic", type(self).topic)
+        self.output: str | None = config.get(f"{self.config_key}.output")
+        self._write_lock = threading.Lock()
+        super().__init__(hub)
+
+    def consume(self, message: dict[str, Any]) -> None:
+        """Record ``message`` (the moksha wrapper; the fedmsg envelope is ``message["body"]``)."""
+        envelope = message["body"]
+        record = {
+            "consumer": type(self).__name__,
+            "identity": self.common_name,
+            "topic": message["topic"],
+            "msg_id": envelope.get("msg_id"),
+            "msg": envelope.get("msg"),
+            "pid": os.getpid(),
+            "thread": threading.current_thread().name,
+        }
+        log.info("consumed %s on %s", record["msg_id"], record["topic"])
+        if not self.output:
+            return
+        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        with self._write_lock:
+            fd = os.open(self.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+
+class OtherExampleConsumer(ExampleConsumer):
+    """The same behaviour under its own ``config_key``: to run two consumers in one hub."""
+
+    config_key = "gilmsg_example_other"

@@ -1,0 +1,314 @@
+"""``gilmsg.GilmsgConsumer``: a fedmsg-hub consumer that acknowledges gilmsg messages by itself.
+
+Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``config_key``,
+``consume(self, message)``), register it under the ``moksha.consumer`` entry point, enable it in
+``fedmsg.d`` and run the stock ``fedmsg-hub``. Then:
+
+* a gilmsg message that names this consumer's identity among its recipients (or names no
+  recipients) is answered with a signed ACK *before* ``consume()`` sees it (status
+  ``"received"``: the hub has it, not "the application finished with it");
+* every copy of a gilmsg message that arrives again (the publisher re-sends until it has every
+  ACK) is acknowledged again, but ``consume()`` is called once per ``msg_id`` and consumer
+  (remembered for the hub's lifetime, last 100 000 ids);
+* everything else reaches ``consume()`` exactly as with ``FedmsgConsumer``: the moksha wrapper
+  ``{"topic": ..., "body": <fedmsg envelope>}``;
+* ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
+  when one entry of ``topic`` is that ACK topic (a trailing ``*`` allowed); consumers on
+  ``""`` or ``org.example.*`` never see them;
+* with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg), a
+  message whose signature, certificate chain, CRL status or topic does not hold is logged and
+  dropped: never acknowledged, never consumed. Validation uses gilmsg's own validator
+  (fedmsg's is broken on current pyOpenSSL). Like gilmsg's other receivers it does **not**
+  apply fedmsg's ``routing_policy``.
+
+Identity (which fedmsg ``name`` a consumer acknowledges as, hence which ``endpoints`` entry its
+ACKs leave from and which ``certnames`` entry signs them), first match wins:
+
+1. the config key ``<config_key>.gilmsg_name``;
+2. the class attribute ``gilmsg_name``;
+3. the hub's config key ``name``.
+
+The recipient name publishers use is the Common Name of that certificate. Several gilmsg
+consumers in one hub may share one identity (they share one publishing socket; a message to
+that name is acknowledged by every consumer subscribed to its topic, and each consumes it once),
+or each may have its own (its own ``endpoints`` and ``certnames`` entries; publishers then name
+each consumer separately). The ACK socket is bound when the consumer is created, before the hub
+receives anything. Workers (``moksha.workers_per_consumer`` > 1) share the consumer's
+:class:`~gilmsg.recipient.Recipient` and publishing link, which are thread-safe.
+
+Stopping: once the hub runs, SIGINT, SIGTERM and SIGHUP stop it promptly (stock moksha waits for
+the next message on SIGINT/SIGHUP, and dies without cleanup on SIGTERM). Any previous handler is
+chained (moksha's own runs first); queued messages are still processed and in-flight
+``consume()`` calls are waited for; a second signal exits at once (status 128 + signal number).
+Signals set to be ignored (``SIG_IGN``, e.g. SIGHUP under ``nohup``) stay ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import fedmsg.consumers
+from moksha.hub.reactor import reactor
+from twisted.internet.error import ReactorNotRunning
+
+from gilmsg import transport
+from gilmsg.errors import ConfigError, GilmsgError
+from gilmsg.recipient import Recipient
+
+__all__ = ["GilmsgConsumer", "NAME_KEY_SUFFIX", "READY_LOG", "resolve_identity"]
+
+log = logging.getLogger(__name__)
+
+#: ``<config_key>`` + this is the config key naming a consumer's identity.
+NAME_KEY_SUFFIX = ".gilmsg_name"
+#: Logged (INFO, logger ``gilmsg.consumers``) once the hub runs with the stop handlers in place.
+READY_LOG = "gilmsg: hub running"
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+Message = dict[str, Any]
+
+
+def resolve_identity(
+    config_key: str, class_name: str | None, config: Mapping[str, Any]
+) -> str:
+    """The fedmsg ``name`` a consumer acknowledges as (see the module docstring for the order).
+
+    Args:
+        config_key: the consumer's ``config_key``.
+        class_name: the consumer class's ``gilmsg_name`` attribute (None if unset).
+        config: the hub's configuration.
+
+    Raises:
+        ConfigError: none of the three is set to a non-empty string.
+    """
+    key = config_key + NAME_KEY_SUFFIX
+    for source, value in (
+        (f"config key {key!r}", config.get(key)),
+        ("class attribute gilmsg_name", class_name),
+        ("config key 'name'", config.get("name")),
+    ):
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{source} must be a string naming an endpoints entry, not "
+                              f"{value!r}")
+        return value
+    raise ConfigError(
+        f"no gilmsg identity for consumer {config_key!r}: set config key {key!r} (or the hub's "
+        f"'name', or the class attribute gilmsg_name) to the endpoints/certnames entry it "
+        f"acknowledges as"
+    )
+
+
+def asks_for_acks(topics: str | Iterable[str], ack_topic: str) -> bool:
+    """True when one of ``topics`` is ``ack_topic`` itself (a trailing ``*`` allowed)."""
+    if isinstance(topics, str):
+        topics = [topics]
+    return any(t.rstrip("*") == ack_topic for t in topics)
+
+
+class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
+    """A :class:`fedmsg.consumers.FedmsgConsumer` that acknowledges gilmsg messages.
+
+    Subclasses set ``topic``, ``config_key`` and implement ``consume(self, message)``; they may
+    set ``gilmsg_name`` (identity) and ``validate_signatures``. See the module docstring for the
+    full contract.
+
+    After construction (when enabled by config):
+
+    Attributes:
+        identity: the fedmsg ``name`` this consumer acknowledges as.
+        common_name: the Common Name of its certificate: the recipient name publishers use.
+        recipient: the :class:`~gilmsg.recipient.Recipient` doing check, ACK and dedup.
+
+    Raises (from the constructor; moksha logs it and runs the hub without this consumer):
+        ConfigError: no identity, no ``endpoints``/``certnames`` entry or ``ssldir`` for it, no
+            ``ca_cert_location`` while validating, or its endpoint cannot be bound.
+        CertificateError: its key, certificate, the CA or the CRL is unusable.
+    """
+
+    #: fedmsg ``name`` to acknowledge as, unless ``<config_key>.gilmsg_name`` is configured.
+    gilmsg_name: str | None = None
+
+    identity: str
+    common_name: str
+    recipient: Recipient
+
+    def __init__(self, hub: Any) -> None:
+        self._tls = threading.local()
+        self._acks_wanted = False
+        config = hub.config
+        if self.config_key and config.get(self.config_key, False):
+            # Everything that can fail, and the socket bind, happen before moksha subscribes
+            # and starts workers: no message can arrive before the recipient exists.
+            self._setup(config)
+        super().__init__(hub)
+        if not getattr(self, "_initialized", False):
+            return
+        _register_hub(hub)
+        reactor.callWhenRunning(_install_stop_handlers)
+
+    def _setup(self, config: Mapping[str, Any]) -> None:
+        validate = self.validate_signatures
+        if validate is None:
+            validate = config.get("validate_signatures", True)
+        self.validate_signatures = bool(validate)
+        self.identity = resolve_identity(self.config_key, self.gilmsg_name, config)
+        cfg = dict(config)
+        cfg["name"] = self.identity
+        cfg["validate_signatures"] = self.validate_signatures
+        self.recipient = Recipient(cfg, ack=True)
+        self.common_name = self.recipient.common_name or ""
+        self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        log.info(
+            "%s acknowledges as %s (name %r, endpoint %s); signatures %s",
+            type(self).__name__, self.common_name, self.identity, transport.link_for(cfg).address,
+            "validated" if self.validate_signatures else "NOT validated",
+        )
+
+    # -- message flow ------------------------------------------------------------------------
+    #
+    # moksha calls _consume() in the reactor thread (FedmsgConsumer's version validates there),
+    # then _do_work() in a worker thread, which validates again before consume(). Here the
+    # signature is checked once, by Recipient.handle() in _do_work(), before any ACK; the two
+    # validate() calls moksha makes for that same message object are skipped.
+
+    def _consume(self, message: Message) -> Any:
+        """Reactor thread: drop unwanted ACKs cheaply; defer signature checks to the worker."""
+        topic, _envelope = self._unwrap(message)
+        if not self._acks_wanted and self.recipient.is_ack(topic):
+            return True
+        return self._skipping_validate(message, super()._consume)
+
+    def _do_work(self, message: Message) -> Any:
+        """Worker thread: check, acknowledge, deduplicate; then moksha's pre/consume/post."""
+        try:
+            topic, envelope = self._unwrap(message)
+            if self.recipient.is_ack(topic) and not self._acks_wanted:
+                return True
+            if self.validate_signatures and envelope.get("topic") != topic:
+                log.warning("dropped message %s: topic %r does not match its envelope's %r",
+                            envelope.get("msg_id"), topic, envelope.get("topic"))
+                return False
+            if not self.recipient.handle(topic, envelope):
+                return True  # forged (logged by the recipient) or a repeat (acknowledged)
+        except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
+            log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)
+            return False
+        except Exception:  # an exception here would kill moksha's worker thread
+            log.exception("gilmsg failed on %s", _msg_id(message))
+            return False
+        return self._skipping_validate(message, super()._do_work)
+
+    def validate(self, message: Message) -> None:
+        """Raise ``RuntimeWarning`` if ``message`` must not be consumed (fedmsg's contract).
+
+        Normalises the wrapper as FedmsgConsumer does; with ``validate_signatures``, checks the
+        topic against the envelope's and the signature with gilmsg's validator. Does not
+        acknowledge or deduplicate. Messages already checked by this consumer's worker are not
+        checked twice.
+        """
+        if getattr(self._tls, "checked", None) is message:
+            return
+        topic, envelope = self._unwrap(message)
+        if not self.validate_signatures:
+            return
+        if topic != envelope.get("topic"):
+            raise RuntimeWarning("Topic envelope mismatch.")
+        if not self.recipient.check(envelope):
+            raise RuntimeWarning("Failed to authn message.")
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _skipping_validate(self, message: Message, call: Callable[[Message], Any]) -> Any:
+        previous = getattr(self._tls, "checked", None)
+        self._tls.checked = message
+        try:
+            return call(message)
+        finally:
+            self._tls.checked = previous
+
+    @staticmethod
+    def _unwrap(message: Message) -> tuple[str, dict[str, Any]]:
+        """``(topic, envelope)``; wraps a non-envelope body in place as FedmsgConsumer does."""
+        body = message.get("body")
+        if not isinstance(body, dict) or "topic" not in body:
+            body = message["body"] = {"topic": message.get("topic"), "msg": body}
+        topic = message.get("topic")
+        return (topic if isinstance(topic, str) else ""), body
+
+
+def _msg_id(message: Any) -> Any:
+    try:
+        return message["body"].get("msg_id")
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+# -- prompt stop on signals ------------------------------------------------------------------
+
+_hubs: list[Any] = []
+_previous: dict[int, Any] = {}
+_state = {"stopping": False}
+_state_lock = threading.Lock()
+
+
+def _register_hub(hub: Any) -> None:
+    with _state_lock:
+        if not any(h is hub for h in _hubs):
+            _hubs.append(hub)
+
+
+def _install_stop_handlers() -> None:
+    """In the reactor (main) thread once it runs: take over SIGINT/SIGTERM/SIGHUP, chaining."""
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("reactor not in the main thread: gilmsg installs no signal handlers")
+        return
+    for signum in STOP_SIGNALS:
+        previous = signal.getsignal(signum)
+        if previous is _on_stop_signal or previous == signal.SIG_IGN:
+            continue
+        _previous[signum] = previous
+        signal.signal(signum, _on_stop_signal)
+    log.info("%s; SIGINT, SIGTERM or SIGHUP stops it", READY_LOG)
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """Signal handler: ask the reactor to stop (and wake it up); a second signal exits at once."""
+    with _state_lock:
+        again, _state["stopping"] = _state["stopping"], True
+    if again:
+        os._exit(128 + signum)
+    reactor.callFromThread(_stop_hub, signum)
+
+
+def _stop_hub(signum: int) -> None:
+    """Reactor thread: run the previous handler (moksha's), then make sure hubs and reactor stop.
+
+    Stopping a hub stops its consumers' workers; without that the reactor's thread pool would
+    wait for them forever.
+    """
+    log.info("%s: stopping the hub", signal.Signals(signum).name)
+    previous = _previous.get(signum)
+    if callable(previous) and previous is not signal.default_int_handler:
+        try:
+            previous(signum, None)
+        except Exception:
+            log.exception("previous %s handler failed", signal.Signals(signum).name)
+    for hub in list(_hubs):
+        if not getattr(hub, "consumers", None):  # already stopped (moksha's handler does it)
+            continue
+        try:
+            hub.stop()
+        except Exception:
+            log.exception("stopping the moksha hub failed")
+    try:
+        reactor.stop()
+    except ReactorNotRunning:  # the previous handler already did
+        pass
