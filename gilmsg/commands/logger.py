@@ -1,0 +1,425 @@
+"""``gilmsg-logger``: fedmsg-logger that says whether each message was acknowledged.
+
+fedmsg-logger exits 0 even when no relay runs and its message is dropped. gilmsg-logger
+publishes each message with the required recipients (``--recipients``) and reports, per message,
+who acknowledged it; its exit code is 0 only when every message was acknowledged by every
+recipient. Without ``--recipients`` it is a plain fedmsg publish and says that nothing was
+confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import click
+
+import gilmsg
+from gilmsg import config as gconfig
+from gilmsg import signing
+from gilmsg.commands import _common
+from gilmsg.errors import GilmsgError, InvalidInput, Timeout
+
+PROG = "gilmsg-logger"
+
+#: Result statuses, as written in ``--json-report`` and counted in the summary.
+DELIVERED = "delivered"  #: every required recipient acknowledged
+SENT = "sent"  #: published without recipients: nothing confirms it arrived
+NOT_ACKNOWLEDGED = "not_acknowledged"  #: published, some recipients did not acknowledge
+INVALID = "invalid"  #: bad input (not JSON ...): not sent
+FAILED = "failed"  #: an error stopped this message; it may or may not have left
+NOT_SENT = "not_sent"  #: read but not published (the command was stopped first)
+
+_SUMMARY_WORDS = {
+    DELIVERED: "delivered",
+    SENT: "sent (not confirmed)",
+    NOT_ACKNOWLEDGED: "not acknowledged",
+    INVALID: "invalid",
+    FAILED: "failed",
+    NOT_SENT: "not sent",
+}
+
+
+@dataclass
+class Result:
+    """What happened to one message (one input line, or ``--message``)."""
+
+    line: int | None
+    status: str
+    msg_id: str | None = None
+    topic: str | None = None
+    acked: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    sends: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True for a message that needs no attention: delivered, or sent without recipients."""
+        return self.status in (DELIVERED, SENT)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json-report`` object for this message."""
+        return {
+            "line": self.line,
+            "status": self.status,
+            "msg_id": self.msg_id,
+            "topic": self.topic,
+            "acked": {cn: round(t, 6) for cn, t in self.acked.items()},
+            "missing": list(self.missing),
+            "sends": self.sends,
+            "error": self.error,
+        }
+
+    def describe(self) -> str:
+        """The one-line human report (without the program name)."""
+        where = "message" if self.line is None else f"line {self.line}"
+        ident = f" [{self.msg_id}]" if self.msg_id else ""
+        if self.status == DELIVERED:
+            who = ", ".join(f"{cn} ({t:.3f}s)" for cn, t in self.acked.items())
+            return f"{where}: delivered, acknowledged by {who}{ident}"
+        if self.status == SENT:
+            return f"{where}: sent, delivery not confirmed (no --recipients){ident}"
+        if self.status == NOT_ACKNOWLEDGED:
+            got = ", ".join(self.acked) or "nobody"
+            return (f"{where}: NOT acknowledged by {', '.join(self.missing)}: {self.error} "
+                    f"(acknowledged by: {got}){ident}")
+        if self.status == INVALID:
+            return f"{where}: not sent: {self.error}"
+        if self.status == NOT_SENT:
+            return f"{where}: not sent: {self.error}"
+        return f"{where}: failed: {self.error}{ident}"
+
+
+@dataclass
+class Item:
+    """One message to send, or the reason an input line cannot be sent."""
+
+    line: int | None
+    body: Any = None
+    problem: str | None = None
+
+
+def split_recipients(values: Iterable[str]) -> tuple[str, ...]:
+    """``--recipients`` values to names: each value may hold several, space- or comma-separated.
+
+    ``("a", "b c", "d,e")`` gives ``("a", "b", "c", "d", "e")``; repeats are dropped, order kept.
+
+    Raises:
+        click.BadParameter: a value is empty or has an empty name between commas.
+    """
+    out: list[str] = []
+    for value in values:
+        if not value.strip():
+            raise click.BadParameter("empty recipient name (give a certificate CN)")
+        for part in value.split(","):
+            names = part.split()
+            if not names:
+                raise click.BadParameter(
+                    f"empty recipient name in {value!r} (a comma with no name next to it)"
+                )
+            out.extend(n for n in names if n not in out)
+    return tuple(out)
+
+
+def _recipients_callback(_ctx: click.Context, _param: click.Parameter,
+                         value: tuple[str, ...]) -> tuple[str, ...]:
+    return split_recipients(value)
+
+
+def _timeout_callback(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter(f"must be a positive number of seconds, not {value:g}")
+    return value
+
+
+def _parse(text: str, json_input: bool) -> Any:
+    if json_input:
+        return json.loads(text)
+    return {"log": text}
+
+
+def read_items(message: str | None, json_input: bool, stream: BinaryIO) -> Iterator[Item]:
+    """The messages to send: ``--message``, else stdin line by line (blank lines skipped).
+
+    With ``json_input`` each line (or ``--message``) is one JSON document; without it a line
+    ``text`` becomes ``{"log": "text"}`` (surrounding whitespace removed), as in fedmsg-logger.
+    A line that is not UTF-8 or not JSON yields an :class:`Item` with a ``problem``.
+    """
+    if message is not None:
+        if not message.strip():
+            yield Item(None, problem="--message is empty")
+            return
+        try:
+            yield Item(None, body=_parse(message.strip(), json_input))
+        except ValueError as exc:
+            yield Item(None, problem=f"--message is not valid JSON: {exc}")
+        return
+    for number, raw in enumerate(iter(stream.readline, b""), start=1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            yield Item(number, problem=f"not UTF-8 text: {exc}")
+            continue
+        if not text:
+            continue
+        try:
+            yield Item(number, body=_parse(text, json_input))
+        except ValueError as exc:
+            yield Item(number, problem=f"invalid JSON: {exc}")
+
+
+class Session:
+    """Publishes items one by one and keeps the results."""
+
+    def __init__(self, config: dict[str, Any], topic: str, modname: str,
+                 recipients: tuple[str, ...], ack_timeout: float, quiet: bool,
+                 json_report: bool) -> None:
+        self.config = config
+        self.topic = topic
+        self.modname = modname
+        self.recipients = recipients
+        self.ack_timeout = ack_timeout
+        self.quiet = quiet
+        self.json_report = json_report
+        self.results: list[Result] = []
+        self.stop_code: int | None = None  #: set when an error stops the stream
+        self.last_line: int | None = None  #: the last input line read
+
+    def record(self, result: Result) -> None:
+        """Keep ``result`` and report it (stderr line, ``--json-report`` object)."""
+        self.results.append(result)
+        if self.json_report:
+            click.echo(json.dumps(result.to_json(), sort_keys=True))
+        if not (self.quiet and result.ok):
+            click.echo(f"{PROG}: {result.describe()}", err=True)
+
+    def send(self, item: Item) -> None:
+        """Publish one item and record what happened to it."""
+        if item.problem is not None:
+            self.record(Result(item.line, INVALID, error=item.problem))
+            return
+        sent: dict[str, Any] = {}
+
+        def remember(envelope: dict[str, Any]) -> None:
+            sent["msg_id"] = envelope.get("msg_id")
+            sent["topic"] = envelope.get("topic")
+
+        try:
+            report = gilmsg.publish(
+                topic=self.topic, msg=item.body, modname=self.modname,
+                recipients=self.recipients or None, ack_timeout=self.ack_timeout,
+                pre_fire_hook=remember, **self.config,
+            )
+        except Timeout as exc:
+            self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic, exc.acked,
+                               list(exc.missing), error=f"no ACK within {exc.ack_timeout:g}s"))
+        except InvalidInput as exc:
+            self.record(Result(item.line, INVALID, error=str(exc)))
+        except (_common.Interrupted, KeyboardInterrupt):
+            if "msg_id" not in sent:
+                self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
+            elif self.recipients:
+                self.record(Result(item.line, NOT_ACKNOWLEDGED, sent["msg_id"], sent["topic"],
+                                   missing=list(self.recipients),
+                                   error="interrupted before every ACK arrived"))
+            else:
+                self.record(Result(item.line, FAILED, sent["msg_id"], sent["topic"],
+                                   error="interrupted while sending; it may not have left"))
+            raise
+        except GilmsgError as exc:
+            self.record(Result(item.line, FAILED, sent.get("msg_id"), sent.get("topic"),
+                               error=_with_hint(exc)))
+            self.stop_code = _common.exit_code_for(exc)
+        else:
+            if report is None:
+                self.record(Result(item.line, SENT, sent.get("msg_id"), sent.get("topic")))
+            else:
+                self.record(Result(item.line, DELIVERED, report.msg_id, report.topic,
+                                   dict(report.acks), sends=report.sends))
+
+    def run(self, items: Iterable[Item]) -> int:
+        """Send every item (until an error stops the stream); returns the exit code."""
+        interrupted: BaseException | None = None
+        try:
+            for item in items:
+                self.last_line = item.line
+                self.send(item)
+                if self.stop_code is not None:
+                    break
+        except (_common.Interrupted, KeyboardInterrupt) as exc:
+            interrupted = exc
+        if not self.results and interrupted is None:
+            _common.error(PROG, "no input: stdin was empty or blank (pipe lines in, or pass "
+                                "--message TEXT)")
+            return _common.EXIT_BAD_INPUT
+        code = self.exit_code(interrupted)
+        self.summarise(code, interrupted)
+        return code
+
+    def exit_code(self, interrupted: BaseException | None) -> int:
+        """Precedence: interrupted, configuration, not acknowledged, bad input, success."""
+        if interrupted is not None:
+            return _common.exit_code_for(interrupted)
+        if self.stop_code is not None:
+            return self.stop_code
+        statuses = {r.status for r in self.results}
+        if statuses & {NOT_ACKNOWLEDGED, FAILED}:
+            return _common.EXIT_NOT_ACKNOWLEDGED
+        if INVALID in statuses:
+            return _common.EXIT_BAD_INPUT
+        return _common.EXIT_OK
+
+    def summarise(self, code: int, interrupted: BaseException | None) -> None:
+        """One summary line on stderr (skipped for a lone success, or with --quiet on success)."""
+        if not self.results:
+            return
+        if code == _common.EXIT_OK and (self.quiet or len(self.results) == 1):
+            return
+        counts = Counter(r.status for r in self.results)
+        parts = [f"{counts[s]} {word}" for s, word in _SUMMARY_WORDS.items() if counts[s]]
+        text = ", ".join(parts)
+        stopped = interrupted is not None or self.stop_code is not None
+        if stopped and self.last_line is not None:
+            text += f"; input after line {self.last_line} was not read"
+        if interrupted is not None:
+            name = "SIGINT" if isinstance(interrupted, KeyboardInterrupt) else str(interrupted)
+            text = f"interrupted ({name}): {text}"
+        elif self.stop_code is not None:
+            text = f"stopped: {text}"
+        _common.note(PROG, text)
+
+
+def prepare_config(config_filename: str | None, name: str | None, active: bool,
+                   cert_prefix: str | None) -> dict[str, Any]:
+    """Load the configuration and pick how this process publishes.
+
+    With ``--name`` (or a ``name`` in the configuration) it publishes from that endpoint;
+    with ``--active``, or when no name is known, through fedmsg-relay (``relay_inbound``).
+
+    Raises:
+        ConfigError: the configuration cannot be read, or neither a name nor a relay is
+            configured.
+    """
+    overrides: dict[str, Any] = {}
+    if name is not None:
+        overrides["name"] = name
+    if cert_prefix is not None:
+        overrides["cert_prefix"] = cert_prefix
+    cfg = _common.load_config(config_filename, overrides)
+    if active or not cfg.get("name"):
+        if not cfg.get("name") and not cfg.get("relay_inbound"):
+            raise _common.SetupError(
+                f"no identity to publish as: pass --name NAME (one of: {_common.known_names(cfg)})"
+                f" to publish from its endpoint, or set relay_inbound and run fedmsg-relay"
+            )
+        cfg["active"] = True
+    else:
+        cfg["active"] = False
+    return cfg
+
+
+def preflight(cfg: dict[str, Any], recipients: tuple[str, ...]) -> None:
+    """Check identity, endpoint, key, certificate, CA and CRL before reading any input.
+
+    Opens no socket: a bad configuration fails at once, not after the first line.
+    """
+    gconfig.publishing(cfg)
+    if recipients or cfg.get("sign_messages"):
+        signing.signer_for(cfg)
+    if recipients:
+        signing.validator_for(cfg).check()
+
+
+EXAMPLES = [
+    "echo 'disk full on db1' | gilmsg-logger --recipients 'ops-bot pager' --name cron",
+    "gilmsg-logger --name cron -r ops-bot --message '{\"a\": 1}' --json-input --topic alert",
+    "tail -f events.jsonl | gilmsg-logger --json-input --name feeder -r archiver --json-report",
+]
+
+
+@click.command(context_settings=_common.CONTEXT_SETTINGS, epilog=_common.epilog(EXAMPLES))
+@click.option("-m", "--message", default=None, metavar="TEXT",
+              help="Send this one message instead of reading stdin.")
+@click.option("--json-input", is_flag=True,
+              help="Each line (or --message) is one JSON document; without it a line TEXT is "
+                   'sent as {"log": "TEXT"}.')
+@click.option("--topic", default="log", show_default=True,
+              help="Topic: <prefix>.<env>.MODNAME.TOPIC.")
+@click.option("--modname", default="logger", show_default=True, help="Module part of the topic.")
+@click.option("--cert-prefix", default=None, metavar="PREFIX",
+              help="Sign with certnames['PREFIX.<short hostname>'] (as fedmsg's --cert-prefix); "
+                   "default: certnames[NAME], or 'shell' through the relay.")
+@click.option("--config-filename", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Read this fedmsg config file instead of fedmsg.d/.")
+@click.option("--name", default=None, metavar="NAME",
+              help="Publish directly from endpoints[NAME] (default: the config's 'name').")
+@click.option("--active", is_flag=True,
+              help="Publish through fedmsg-relay (relay_inbound), as fedmsg-logger does; the "
+                   "default when no name is known.")
+@click.option("-r", "--recipients", multiple=True, metavar="CN", callback=_recipients_callback,
+              help="Required recipient (certificate CN). Repeat it or separate names with "
+                   "spaces or commas. Without it nothing confirms delivery.")
+@click.option("--ack-timeout", type=float, default=gilmsg.DEFAULT_ACK_TIMEOUT, show_default=True,
+              metavar="SECONDS", callback=_timeout_callback,
+              help="How long each message waits for every ACK.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only failures: no line per delivered message, no summary.")
+@click.option("--json-report", is_flag=True,
+              help="Print one JSON object per message on stdout: line, status, msg_id, topic, "
+                   "acked, missing, sends, error.")
+@click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
+def main(message: str | None, json_input: bool, topic: str, modname: str,
+         cert_prefix: str | None, config_filename: str | None, name: str | None, active: bool,
+         recipients: tuple[str, ...], ack_timeout: float, quiet: bool, json_report: bool,
+         debug: bool) -> None:
+    """Publish messages on the fedmsg bus and report who acknowledged each one.
+
+    Reads stdin line by line (one message per line, blank lines skipped) unless --message is
+    given. Each message goes out with the required --recipients and waits up to --ack-timeout
+    for a signed ACK from every one of them; one line per message on stderr says who
+    acknowledged it, and a summary ends a stream ("3 delivered, 1 not acknowledged").
+
+    Without --recipients a message is published as fedmsg-logger does, fire-and-forget: the
+    command says so and exits 0 once it is sent, which proves nothing about delivery.
+
+    Ctrl-C stops at once: the message in flight is reported as not acknowledged, and the
+    summary says from which line on the input was not read.
+    """
+
+    def body() -> int:
+        _common.setup_logging(PROG, debug=debug, quiet=quiet)
+        cfg = prepare_config(config_filename, name, active, cert_prefix)
+        preflight(cfg, recipients)
+        if not recipients and not quiet:
+            _common.note(PROG, "note: no --recipients: messages are published without "
+                               "acknowledgement; delivery is not confirmed")
+        stdin = click.get_binary_stream("stdin")
+        if message is None and not quiet and _isatty(stdin):
+            _common.note(PROG, "reading messages from the terminal, one per line; end with "
+                               "Ctrl-D")
+        session = Session(cfg, topic, modname, recipients, ack_timeout, quiet, json_report)
+        return session.run(read_items(message, json_input, stdin))
+
+    _common.run(PROG, body, debug=debug)
+
+
+def _with_hint(exc: BaseException) -> str:
+    hint = _common.hint_for(exc)
+    return f"{exc} ({hint})" if hint else str(exc)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
