@@ -61,12 +61,13 @@ CONTEXT_SETTINGS: dict[str, Any] = {
 }
 
 
-def epilog(examples: list[str], codes: Mapping[int, str] | None = None) -> str:
+def epilog(examples: list[str], codes: Mapping[int, str] | None = None,
+           omit: tuple[int, ...] = ()) -> str:
     """The ``--help`` epilog: examples, then the exit codes (``\\b`` keeps click from rewrapping).
 
-    ``codes`` overrides the wording of some codes for one command.
+    ``codes`` rewords some codes for one command; ``omit`` leaves out codes it never uses.
     """
-    meanings = {**EXIT_CODES, **(codes or {})}
+    meanings = {c: m for c, m in {**EXIT_CODES, **(codes or {})}.items() if c not in omit}
     lines = ["\b", "Examples:"]
     lines += [f"  {example}" for example in examples]
     lines += ["", "\b", "Exit codes:"]

@@ -343,7 +343,14 @@ EXAMPLES = [
 ]
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS, epilog=_common.epilog(EXAMPLES))
+LOGGER_CODES = {
+    _common.EXIT_OK: "every message was acknowledged by every recipient (without --recipients: "
+                     "every message was sent, and nothing confirms delivery)",
+}
+
+
+@click.command(context_settings=_common.CONTEXT_SETTINGS,
+               epilog=_common.epilog(EXAMPLES, LOGGER_CODES))
 @click.option("-m", "--message", default=None, metavar="TEXT",
               help="Send this one message instead of reading stdin.")
 @click.option("--json-input", is_flag=True,

@@ -1,46 +1,285 @@
-"""``gilmsg-tail``: watch the bus, acknowledging the gilmsg messages addressed to this identity."""
+"""``gilmsg-tail``: watch the bus, acknowledging the gilmsg messages addressed to this identity.
+
+Like fedmsg-tail it prints every message on the bus. In addition, a gilmsg message that names
+this process's certificate Common Name among its recipients (or names none) is acknowledged with
+a signed ACK before it is printed, and a message re-sent by its publisher is printed once only.
+``--no-ack`` watches without answering.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Mapping
+from typing import Any
 
 import click
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 import gilmsg
 from gilmsg import config as gconfig
+from gilmsg import message as gmessage
+from gilmsg.commands import _common
+
+PROG = "gilmsg-tail"
+
+FORMATS = ("line", "json", "pretty", "terse")
+CREDENTIALS = ("signature", "certificate")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config-filename", type=click.Path(dir_okay=False), default=None,
+def signer_cn(envelope: Mapping[str, Any]) -> str | None:
+    """The Common Name in an envelope's ``certificate`` field, or None.
+
+    Not a validation: it is trustworthy only when ``validate_signatures`` is on (then messages
+    whose signature does not hold are dropped before they get here).
+    """
+    text = envelope.get("certificate")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(base64.b64decode(text))
+        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (ValueError, binascii.Error):
+        return None
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def describe_ack(envelope: Mapping[str, Any]) -> str:
+    """``ACK received of <msg_id> from <cn>`` for an ACK envelope."""
+    ack = gmessage.parse_ack(envelope)
+    if ack is None:
+        return "malformed ACK " + json.dumps(envelope.get("msg"), sort_keys=True)
+    who = signer_cn(envelope) or "?"
+    text = f"ACK {ack.status} of {ack.msg_id} from {who}"
+    if ack.reason:
+        text += f": {ack.reason}"
+    return text
+
+
+def format_line(topic: str, envelope: Mapping[str, Any], is_ack: bool = False) -> str:
+    """Default format: ``<topic> <msg_id> <msg as compact JSON>`` on one line."""
+    if is_ack:
+        return f"{topic} {envelope.get('msg_id')} {describe_ack(envelope)}"
+    body = json.dumps(envelope.get("msg"), sort_keys=True, ensure_ascii=False)
+    return f"{topic} {envelope.get('msg_id')} {body}"
+
+
+def format_json(topic: str, envelope: Mapping[str, Any], is_ack: bool = False) -> str:
+    """``--json``: the whole envelope, credentials included, as one line of JSON."""
+    return json.dumps(envelope, sort_keys=True)
+
+
+def format_terse(topic: str, envelope: Mapping[str, Any], is_ack: bool = False,
+                 width: int = 120) -> str:
+    """``--terse``: ``HH:MM:SS <topic> <short summary>`` (a log line's text, else short JSON)."""
+    stamp = envelope.get("timestamp")
+    when = time.strftime("%H:%M:%S", time.localtime(stamp)) if isinstance(
+        stamp, (int, float)) else "--:--:--"
+    msg = envelope.get("msg")
+    if is_ack:
+        summary = describe_ack(envelope)
+    elif isinstance(msg, Mapping) and isinstance(msg.get("log"), str):
+        summary = msg["log"]
+    else:
+        summary = json.dumps(msg, sort_keys=True, ensure_ascii=False)
+    summary = " ".join(summary.split())
+    if len(summary) > width:
+        summary = summary[: width - 3] + "..."
+    return f"{when} {topic} {summary}"
+
+
+def format_pretty(topic: str, envelope: Mapping[str, Any], is_ack: bool = False,
+                  color: bool = False) -> str:
+    """``--pretty``: indented JSON without signature and certificate, time made readable.
+
+    Coloured (ANSI) only when ``color`` is true.
+    """
+    shown = {k: v for k, v in envelope.items() if k not in CREDENTIALS}
+    stamp = shown.get("timestamp")
+    if isinstance(stamp, (int, float)):
+        shown["timestamp"] = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(stamp))
+    if is_ack:
+        signer = signer_cn(envelope)
+        if signer:
+            shown["signed_by"] = signer
+    text = json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False)
+    if color:
+        try:
+            import pygments
+            import pygments.formatters
+            import pygments.lexers
+        except ImportError:  # pragma: no cover - pygments comes with fedmsg[commands]
+            return text
+        text = pygments.highlight(text, pygments.lexers.JsonLexer(),
+                                  pygments.formatters.TerminalFormatter()).rstrip("\n")
+    return text
+
+
+def use_color(choice: bool | None, stream: Any) -> bool:
+    """``--color``/``--no-color`` if given, else colour only on a terminal (and no NO_COLOR)."""
+    if choice is not None:
+        return choice
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def pick_format(as_json: bool, pretty: bool, terse: bool, fmt: str | None) -> str | None:
+    """The output format from ``--json``/``--pretty``/``--terse``/``--format``; None if none given.
+
+    Raises:
+        click.UsageError: two different formats were asked for.
+    """
+    chosen = {name for name, on in (("json", as_json), ("pretty", pretty), ("terse", terse))
+              if on}
+    if fmt is not None:
+        chosen.add(fmt)
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one output format, not {' and '.join(sorted(chosen))}")
+    return chosen.pop() if chosen else None
+
+
+def run_exec(command: str, topic: str, envelope: Mapping[str, Any]) -> int:
+    """Run ``command`` with the shell, the envelope as one JSON line on its stdin.
+
+    ``GILMSG_TOPIC`` and ``GILMSG_MSG_ID`` are set in its environment. Its stdout and stderr are
+    this command's. Returns its exit status (negative: killed by that signal).
+    """
+    sys.stdout.flush()
+    env = dict(os.environ)
+    env["GILMSG_TOPIC"] = topic
+    env["GILMSG_MSG_ID"] = str(envelope.get("msg_id"))
+    data = (json.dumps(envelope, sort_keys=True) + "\n").encode("utf-8")
+    try:
+        proc = subprocess.run(command, shell=True, input=data, env=env, check=False)
+    except BrokenPipeError:  # the command did not read its stdin: that is its choice
+        return 0
+    return proc.returncode
+
+
+EXAMPLES = [
+    "gilmsg-tail --name worker                  # print and acknowledge",
+    "gilmsg-tail --no-ack --pretty --topic org.example.prod.logger",
+    "gilmsg-tail --name archiver --exec 'jq -c .msg >> archive.jsonl'",
+    "gilmsg-tail --name worker --count 1 --json  # wait for one message",
+]
+
+TAIL_CODES = {
+    _common.EXIT_OK: "stopped after --count messages",
+    _common.EXIT_NOT_ACKNOWLEDGED: "stopped after --count messages; an --exec command failed",
+}
+
+
+@click.command(context_settings=_common.CONTEXT_SETTINGS,
+               epilog=_common.epilog(EXAMPLES, TAIL_CODES,
+                                     omit=(_common.EXIT_BAD_INPUT,)))
+@click.option("--config-filename", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Read this fedmsg config file instead of fedmsg.d/.")
-@click.option("--name", default=None, help="fedmsg name to acknowledge as (default: config).")
-@click.option("--topic", default="", help="Only messages whose topic starts with this.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON envelope per line.")
-@click.option("--no-ack", is_flag=True, help="Watch silently: send no ACKs.")
-@click.option("--show-acks", is_flag=True, help="Also print ACK traffic (hidden by default).")
-def main(config_filename: str | None, name: str | None, topic: str, as_json: bool,
-         no_ack: bool, show_acks: bool) -> None:
+@click.option("--name", default=None, metavar="NAME",
+              help="fedmsg name to acknowledge as: its certificate CN is the recipient name "
+                   "it answers to (default: the config's 'name').")
+@click.option("--topic", default="", metavar="PREFIX",
+              help="Only messages whose topic starts with PREFIX (others are not received, so "
+                   "not acknowledged either).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON envelope per line (same as --format json).")
+@click.option("--pretty", is_flag=True,
+              help="Indented JSON without credentials; coloured on a terminal.")
+@click.option("--terse", is_flag=True, help="One short line: time, topic, summary.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format; 'line' (default) is: topic msg_id msg-as-JSON.")
+@click.option("--color/--no-color", "color", default=None,
+              help="Force colour on or off for --pretty (default: only on a terminal).")
+@click.option("--exec", "exec_cmd", default=None, metavar="CMD",
+              help="Run shell command CMD per message, the JSON envelope on its stdin "
+                   "($GILMSG_TOPIC, $GILMSG_MSG_ID set); nothing else is printed unless a "
+                   "format is given.")
+@click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Exit after N messages.")
+@click.option("--no-ack", is_flag=True, help="Watch silently: send no ACKs (needs no identity).")
+@click.option("--show-acks", is_flag=True, help="Also show ACK traffic (hidden by default).")
+@click.option("--validate/--no-validate", "validate", default=None,
+              help="Override 'validate_signatures': drop messages whose signature does not hold.")
+@click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
+def main(config_filename: str | None, name: str | None, topic: str, as_json: bool, pretty: bool,
+         terse: bool, fmt: str | None, color: bool | None, exec_cmd: str | None,
+         count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
+         debug: bool) -> None:
     """Print messages from the bus; acknowledge gilmsg messages that name this identity.
 
-    Example: gilmsg-tail --name worker --json
+    Every message on every endpoint of the configuration is printed, once: a gilmsg message
+    that its publisher re-sends is printed the first time only. Before a gilmsg message
+    addressed to this identity's certificate CN is printed (or handed to --exec), a signed ACK
+    has been sent for it. The ACK says "received": it is sent whether or not --exec succeeds.
+
+    Runs until interrupted (Ctrl-C: exit 130, SIGTERM: 143) or --count messages.
     """
-    overrides = {"name": name} if name else {}
-    try:
-        cfg = gconfig.load(overrides, filename=config_filename)
+    chosen = pick_format(as_json, pretty, terse, fmt)
+    show = chosen is not None or exec_cmd is None
+    fmt_name = chosen or "line"
+    colored = fmt_name == "pretty" and use_color(color, sys.stdout)
+
+    def body() -> int:
+        _common.setup_logging(PROG, debug=debug)
+        overrides: dict[str, Any] = {"name": name} if name else {}
+        if validate is not None:
+            overrides["validate_signatures"] = validate
+        cfg = _common.load_config(config_filename, overrides)
+        if not no_ack and not cfg.get("name"):
+            raise _common.SetupError(
+                f"no identity to acknowledge as: pass --name NAME (one of: "
+                f"{_common.known_names(cfg)}), or --no-ack to watch without acknowledging"
+            )
         ack_topic = gconfig.ack_topic(cfg)
-        for _name, _endpoint, msg_topic, envelope in gilmsg.tail_messages(
-            topic=topic, ack=not no_ack, **cfg
-        ):
-            if msg_topic == ack_topic and not show_acks:
-                continue
-            if as_json:
-                line = json.dumps(envelope, sort_keys=True)
-            else:
-                line = f"{msg_topic} {envelope.get('msg_id')} {json.dumps(envelope.get('msg'))}"
-            click.echo(line)
-    except gilmsg.GilmsgError as exc:
-        click.echo(f"gilmsg-tail: error: {exc}", err=True)
-        sys.exit(4)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        handled = 0
+        exec_failures = 0
+        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, **cfg)
+        with contextlib.closing(stream):  # sockets closed on --count, errors and signals
+            for _name, _endpoint, msg_topic, envelope in stream:
+                is_ack = msg_topic == ack_topic
+                if is_ack and not show_acks:
+                    continue
+                if show:
+                    if fmt_name == "pretty":
+                        text = format_pretty(msg_topic, envelope, is_ack, color=colored)
+                    else:
+                        text = FORMATTERS[fmt_name](msg_topic, envelope, is_ack)
+                    click.echo(text)
+                if exec_cmd is not None:
+                    status = run_exec(exec_cmd, msg_topic, envelope)
+                    if status != 0:
+                        exec_failures += 1
+                        how = f"exit status {status}" if status > 0 else f"signal {-status}"
+                        _common.warn(PROG, f"--exec command failed ({how}) for "
+                                           f"{envelope.get('msg_id')} on {msg_topic}")
+                handled += 1
+                if count is not None and handled >= count:
+                    break
+        return _common.EXIT_NOT_ACKNOWLEDGED if exec_failures else _common.EXIT_OK
+
+    _common.run(PROG, body, debug=debug)
+
+
+FORMATTERS = {
+    "line": format_line,
+    "json": format_json,
+    "terse": format_terse,
+    "pretty": format_pretty,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
