@@ -29,7 +29,8 @@ def load(
     Like :func:`fedmsg.init`, the files fedmsg reads (``/etc/fedmsg.d``, ``./fedmsg.d`` ...) are
     the base and keyword arguments win; ``filename`` (as ``--config-filename``) reads that one
     file over fedmsg's defaults instead. Neither fedmsg's cached dict nor ``overrides`` is ever
-    modified; the result may be changed freely by the caller.
+    modified: the result is a new dict whose top-level keys the caller may set freely; nested
+    values are shared with the sources and must be treated as read-only (gilmsg only reads them).
 
     Raises:
         ConfigError: ``filename`` is missing or broken, or no configuration defines endpoints.
@@ -50,8 +51,8 @@ def load(
             base = dict(fedmsg.config.defaults)
         except (OSError, SyntaxError, NameError, KeyError) as exc:
             raise ConfigError(f"cannot read config file {filename}: {exc}") from None
-    merged = copy.deepcopy(dict(base))
-    merged.update(copy.deepcopy(dict(overrides or {})))
+    merged = dict(base)
+    merged.update(overrides or {})
     return merged
 
 

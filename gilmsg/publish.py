@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-
-from fedmsg.utils import guess_calling_module
 
 from gilmsg import config as gconfig
 from gilmsg import message, signing, transport
@@ -17,6 +16,21 @@ from gilmsg.delivery import Delivery, Report
 DEFAULT_ACK_TIMEOUT = 5.0
 
 _first_plain_publish: set[tuple] = set()
+
+
+def calling_module() -> str:
+    """The top-level package of the code that called gilmsg, as fedmsg guesses ``modname``.
+
+    Walks frames directly: fedmsg's own guess uses ``inspect.stack()``, which reads source files
+    and costs about 0.3 ms per call.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        top = str(frame.f_globals.get("__name__", "")).split(".")[0]
+        if top not in ("gilmsg", "fedmsg"):
+            return top
+        frame = frame.f_back
+    return "gilmsg"
 
 
 def publish(
@@ -57,7 +71,7 @@ def publish(
         recipients = message.check_recipients(recipients)
         ack_timeout = message.check_timeout(ack_timeout)
     body = message.to_json_value(msg if msg is not None else {})
-    modname = modname or guess_calling_module(default="gilmsg")
+    modname = modname or calling_module()
     full_topic = gconfig.full_topic(cfg, topic, modname)
 
     signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None

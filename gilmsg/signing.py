@@ -184,7 +184,11 @@ class Signer:
         key_stamp, key_data = _read_stable(self.key_path, "private key")
         cert_stamp, cert_data = _read_stable(self.cert_path, "certificate")
         try:
-            key = serialization.load_pem_private_key(key_data, password=None)
+            # The consistency checks of an RSA key cost ~40 ms; this is our own key file, and the
+            # match with the certificate is checked below.
+            key = serialization.load_pem_private_key(
+                key_data, password=None, unsafe_skip_rsa_key_validation=True
+            )
         except (ValueError, TypeError) as exc:
             raise CertificateError(
                 f"private key {self.key_path} is not an unencrypted PEM private key: {exc}"

@@ -19,6 +19,7 @@ def tail_messages(
     topic: str = "",
     passive: bool = False,
     ack: bool = True,
+    show_acks: bool = True,
     **config: Any,
 ) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
     """Yield ``(name, endpoint, topic, envelope)`` for every message on the bus, as fedmsg does.
@@ -28,7 +29,8 @@ def tail_messages(
     Name (or names no recipients) is yielded, a signed ACK has been sent. Each gilmsg msg_id is
     yielded once however often it is re-sent; repeats are acknowledged again. With
     ``validate_signatures`` true, messages whose signature does not hold are dropped (and logged).
-    ``ack=False`` watches without acknowledging and needs no identity.
+    ``ack=False`` watches without acknowledging and needs no identity. ``show_acks=False``
+    drops ACK traffic unread (fedmsg yields it; with many recipients it is most of the bus).
 
     Raises:
         ConfigError, CertificateError: at the first ``next()``, if ``ack`` is true and this
@@ -36,6 +38,7 @@ def tail_messages(
     """
     cfg = gconfig.load(config)
     recipient = Recipient(cfg, ack=ack)
+    ack_topic = recipient.ack_topic.encode("utf-8")
     ctx = zmq.Context()
     poller = zmq.Poller()
     subs: dict[zmq.Socket, tuple[str, str]] = {}
@@ -54,7 +57,10 @@ def tail_messages(
         while True:
             for sock, _ in poller.poll(POLL_MS):
                 name, endpoint = subs[sock]
-                decoded = message.decode(sock.recv_multipart())
+                frames = sock.recv_multipart()
+                if not show_acks and frames[0] == ack_topic:
+                    continue
+                decoded = message.decode(frames)
                 if decoded is None:
                     continue
                 msg_topic, envelope = decoded

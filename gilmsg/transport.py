@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: Reconnect quickly to peers that start late: the bus is local or a LAN.
 RECONNECT_IVL_MS = 10
-RECONNECT_IVL_MAX_MS = 100
+RECONNECT_IVL_MAX_MS = 50
 #: Queue depth per peer before ZeroMQ drops (fedmsg cannot set this; we can).
 HWM = 100_000
 #: How long queued outgoing messages may delay process exit.
@@ -286,7 +286,7 @@ class Link:
             with self._lock:
                 delivery, outcome = self._ledger.on_ack(signer, ack, now)
                 done = delivery is not None and delivery.done
-            if outcome is not Outcome.ACCEPTED and outcome is not Outcome.REPEAT:
+            if outcome not in (Outcome.ACCEPTED, Outcome.REPEAT, Outcome.UNKNOWN_MESSAGE):
                 log.warning(
                     "ignored ACK for %s from %s: %s %s",
                     ack.msg_id, verdict.signer, outcome.value, verdict.reason,

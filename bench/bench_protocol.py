@@ -1,0 +1,152 @@
+"""Benchmark (not a test): gilmsg's acknowledged publish against plain fedmsg, in one run.
+
+Prints, on loopback with signatures on:
+- cold start: time from a fresh process's first publish call to its first acknowledged result,
+  after interpreter start and imports (recipients already running);
+- steady round trip (publish call -> every ACK validated) p50/p99 for 1, 3 and 10 recipients;
+- beside them, plain fedmsg.publish -> fedmsg.tail_messages in another process (one way, no
+  ACK; unsigned, since fedmsg's own signing is disabled on current pyOpenSSL), and fedmsg's
+  time to its first publish (its init sleeps post_init_sleep).
+
+Usage: .venv/bin/python bench/bench_protocol.py [--n 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gilmsg
+from gilmsg.testing import DevBus
+
+COLD = r"""
+import json, sys, time
+t0 = time.monotonic()
+import gilmsg
+t1 = time.monotonic()
+config = eval(open(sys.argv[1]).read().split("=", 1)[1])
+gilmsg.init(name="cold", **config)
+t2 = time.monotonic()
+report = gilmsg.publish(topic="cold", msg={}, recipients=["r1"], ack_timeout=10,
+                        name="cold", **config)
+t3 = time.monotonic()
+print(json.dumps({"import": t1 - t0, "init": t2 - t1, "first_publish": t3 - t1,
+                  "sends": report.sends}))
+"""
+
+FEDMSG_TAIL = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+import fedmsg, fedmsg.config
+config = eval(open(sys.argv[1]).read().split("=", 1)[1])
+config.update(sign_messages=False, validate_signatures=False, name="fedtail")
+print("ready", flush=True)
+for _name, _ep, topic, msg in fedmsg.tail_messages(**config):
+    print(json.dumps({"latency": time.monotonic() - msg["msg"]["sent"], "n": msg["msg"]["n"]}),
+          flush=True)
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def fmt(values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return f"p50 {pct(ms, 0.5):7.3f} ms   p99 {pct(ms, 0.99):7.3f} ms   (n={len(ms)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=300, help="publishes per figure")
+    args = parser.parse_args()
+    recipients = [f"r{i}" for i in range(1, 11)]
+    with tempfile.TemporaryDirectory() as tmp, DevBus(
+        Path(tmp), ["pub", "cold", "fedpub", "fedtail", *recipients]
+    ) as bus:
+        cfg = bus.config_for("pub")
+        r1 = bus.spawn_tail("r1")
+        warm = gilmsg.publish(topic="warm", msg={}, recipients=["r1"], ack_timeout=30, **cfg)
+        print(f"recipient r1 started and reached (first publish took {warm.elapsed:.2f}s, "
+              f"{warm.sends} sends)")
+
+        print("\n== cold start: fresh process, recipient r1 already running ==")
+        script = Path(tmp) / "cold.py"
+        script.write_text(COLD)
+        colds = []
+        for _ in range(7):
+            out = subprocess.run([sys.executable, str(script), str(bus.config_file)],
+                                 capture_output=True, text=True, timeout=60, check=True)
+            colds.append(json.loads(out.stdout))
+        imp = statistics.median(c["import"] for c in colds)
+        first = statistics.median(c["first_publish"] for c in colds)
+        init = statistics.median(c["init"] for c in colds)
+        print(f"gilmsg  import {imp * 1000:6.1f} ms; init (config, certificates, bind) "
+              f"{init * 1000:6.1f} ms")
+        print(f"gilmsg  after imports -> first acknowledged publish "
+              f"median {first * 1000:6.1f} ms, max {max(c['first_publish'] for c in colds) * 1000:6.1f}"
+              f" ms (sends: {[c['sends'] for c in colds]})")
+
+        print("\n== steady round trip: publish -> all ACKs validated (signed both ways) ==")
+        results = {}
+        tails = {"r1": r1}
+        for count in (1, 3, 10):
+            # Only the recipients of this figure run: on 2 cores idle ones would steal CPU.
+            targets = recipients[:count]
+            for name in targets:
+                tails.setdefault(name, bus.spawn_tail(name))
+            gilmsg.publish(topic="warm", msg={}, recipients=targets, ack_timeout=30, **cfg)
+            times = []
+            for i in range(args.n + 20):
+                t = time.monotonic()
+                gilmsg.publish(topic="bench", msg={"i": i}, recipients=targets, ack_timeout=10,
+                               **cfg)
+                if i >= 20:
+                    times.append(time.monotonic() - t)
+            results[count] = times
+            print(f"gilmsg  {count:2d} recipient(s): {fmt(times)}")
+
+        print("\n== plain fedmsg: fedmsg.publish -> fedmsg.tail_messages, one way, no ACK ==")
+        tail_script = Path(tmp) / "fedtail.py"
+        tail_script.write_text(FEDMSG_TAIL)
+        tail = bus.spawn([sys.executable, str(tail_script), str(bus.config_file)])
+        tail.wait_for(lambda line: line == "ready")
+        import warnings
+
+        warnings.simplefilter("ignore")
+        import fedmsg
+
+        fcfg = bus.config_for("fedpub", sign_messages=False, validate_signatures=False,
+                              post_init_sleep=0.5)
+        t = time.monotonic()
+        fedmsg.init(**fcfg)
+        print(f"fedmsg  init (binds, then sleeps post_init_sleep): "
+              f"{(time.monotonic() - t) * 1000:.1f} ms")
+        # Slow joiner: send until the subscriber has connected, then measure.
+        n = 0
+        while True:
+            fedmsg.publish(topic="bench", msg={"sent": time.monotonic(), "n": n}, modname="b")
+            try:
+                tail.next_line(timeout=0.05)
+                break
+            except AssertionError:
+                n += 1
+        print(f"fedmsg  messages lost before the subscriber was connected: {n}")
+        lat = []
+        for i in range(args.n):
+            fedmsg.publish(topic="bench", msg={"sent": time.monotonic(), "n": i}, modname="b")
+            lat.append(json.loads(tail.next_line())["latency"])
+        print(f"fedmsg  one way, unsigned:    {fmt(lat)}")
+        ratio = pct(results[1], 0.5) / pct(lat, 0.5)
+        print(f"\nratio gilmsg 1-recipient round trip / fedmsg one way (p50): {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
