@@ -9,11 +9,12 @@ confirmed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -217,7 +218,8 @@ class Session:
                 pre_fire_hook=remember, **self.config,
             )
         except Timeout as exc:
-            self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic, exc.acked,
+            self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic,
+                               self._in_order(exc.acked),
                                list(exc.missing), error=f"no ACK within {exc.ack_timeout:g}s"))
         except InvalidInput as exc:
             self.record(Result(item.line, INVALID, error=str(exc)))
@@ -241,7 +243,11 @@ class Session:
                 self.record(Result(item.line, SENT, sent.get("msg_id"), sent.get("topic")))
             else:
                 self.record(Result(item.line, DELIVERED, report.msg_id, report.topic,
-                                   dict(report.acks), sends=report.sends))
+                                   self._in_order(report.acks), sends=report.sends))
+
+    def _in_order(self, acks: Mapping[str, float]) -> dict[str, float]:
+        """ACK times in the order the recipients were named (not the order they arrived)."""
+        return {cn: acks[cn] for cn in self.recipients if cn in acks}
 
     def run(self, items: Iterable[Item]) -> int:
         """Send every item (until an error stops the stream); returns the exit code."""
@@ -406,7 +412,7 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
         if not recipients and not quiet:
             _common.note(PROG, "note: no --recipients: messages are published without "
                                "acknowledgement; delivery is not confirmed")
-        stdin = click.get_binary_stream("stdin")
+        stdin = _stdin_bytes()
         if message is None and not quiet and _isatty(stdin):
             _common.note(PROG, "reading messages from the terminal, one per line; end with "
                                "Ctrl-D")
@@ -414,6 +420,13 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
         return session.run(read_items(message, json_input, stdin))
 
     _common.run(PROG, body, debug=debug)
+
+
+def _stdin_bytes() -> BinaryIO:
+    stream = sys.stdin
+    if stream is None:  # started with fd 0 closed: same as empty input
+        return io.BytesIO()
+    return getattr(stream, "buffer", stream)
 
 
 def _with_hint(exc: BaseException) -> str:
