@@ -23,6 +23,7 @@ config = dict(
     },
     # fedmsg-relay listens here; `gilmsg-logger --active` and fedmsg-logger publish through it.
     relay_inbound=["tcp://127.0.0.1:39141"],
+    zmq_enabled=True,
     sign_messages=True,
     validate_signatures=True,
     ssldir=_ssldir,

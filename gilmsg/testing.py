@@ -182,6 +182,7 @@ class DevBus:
             "crl_location": str(self.ssldir / "crl.pem"),
             "certnames": {name: name for name in self.services},
             "post_init_sleep": 0,
+            "zmq_enabled": True,  # moksha (fedmsg-hub, fedmsg-relay) needs it
             "zmq_reconnect_ivl_max": 100,
         }
         self.config.update(extra or {})

@@ -407,3 +407,37 @@ def test_endpoint_in_use_is_a_config_error(make_bus):
     finally:
         blocker.close(0)
         ctx.term()
+
+
+# -- fedmsg compatibility: plain publish, relay -----------------------------------------------
+
+def test_publish_without_recipients_is_a_plain_signed_fedmsg_message(make_bus):
+    bus = make_bus(["pub", "r1"])
+    r1 = bus.spawn_tail("r1")
+    cfg = bus.config_for("pub")
+    deadline = time.monotonic() + DEFAULT_WAIT
+    got = None
+    while got is None and time.monotonic() < deadline:  # fire-and-forget: the first may be lost
+        assert gilmsg.publish(topic="plain", msg={"x": 1}, modname="m", **cfg) is None
+        try:
+            got = json.loads(r1.next_line(timeout=0.2))
+        except AssertionError:
+            pass
+    assert got is not None, "no plain message arrived"
+    assert got["topic"] == "org.gilmsg.test.m.plain" and got["msg"] == {"x": 1}
+    assert not message.is_gilmsg(got)
+    assert signing.validate(got, **bus.config).signer == "pub"
+
+
+def test_active_publisher_goes_through_a_real_fedmsg_relay(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.config["endpoints"]["relay_outbound"] = [f"tcp://127.0.0.1:{free_port()}"]
+    bus.config["relay_inbound"] = f"tcp://127.0.0.1:{free_port()}"
+    bus.write_config()
+    relay = bus.spawn([str(Path(sys.executable).parent / "fedmsg-relay"),
+                       "--config-filename", str(bus.config_file)])
+    r1 = bus.spawn_tail("r1")
+    report = publish(bus, active=True)
+    assert set(report.acks) == {"r1"}
+    assert json.loads(r1.next_line())["msg_id"] == report.msg_id
+    assert relay.proc.poll() is None
