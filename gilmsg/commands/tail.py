@@ -137,21 +137,6 @@ def use_color(choice: bool | None, stream: Any) -> bool:
         return False
 
 
-def pick_format(as_json: bool, pretty: bool, terse: bool, fmt: str | None) -> str | None:
-    """The output format from ``--json``/``--pretty``/``--terse``/``--format``; None if none given.
-
-    Raises:
-        click.UsageError: two different formats were asked for.
-    """
-    chosen = {name for name, on in (("json", as_json), ("pretty", pretty), ("terse", terse))
-              if on}
-    if fmt is not None:
-        chosen.add(fmt)
-    if len(chosen) > 1:
-        raise click.UsageError(f"choose one output format, not {' and '.join(sorted(chosen))}")
-    return chosen.pop() if chosen else None
-
-
 def run_exec(command: str, topic: str, envelope: Mapping[str, Any]) -> int:
     """Run ``command`` with the shell, the envelope as one JSON line on its stdin.
 
@@ -194,13 +179,14 @@ TAIL_CODES = {
 @click.option("--topic", default="", metavar="PREFIX",
               help="Only messages whose topic starts with PREFIX (others are not received, so "
                    "not acknowledged either).")
-@click.option("--json", "as_json", is_flag=True,
+@click.option("--json", "fmt", flag_value="json",
               help="One JSON envelope per line (same as --format json).")
-@click.option("--pretty", is_flag=True,
+@click.option("--pretty", "fmt", flag_value="pretty",
               help="Indented JSON without credentials; coloured on a terminal.")
-@click.option("--terse", is_flag=True, help="One short line: time, topic, summary.")
+@click.option("--terse", "fmt", flag_value="terse", help="One short line: time, topic, summary.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Output format; 'line' (default) is: topic msg_id msg-as-JSON.")
+              help="Output format; 'line' (default) is: topic msg_id msg-as-JSON. Of several "
+                   "format options, the last one wins.")
 @click.option("--color/--no-color", "color", default=None,
               help="Force colour on or off for --pretty (default: only on a terminal).")
 @click.option("--exec", "exec_cmd", default=None, metavar="CMD",
@@ -214,8 +200,8 @@ TAIL_CODES = {
 @click.option("--validate/--no-validate", "validate", default=None,
               help="Override 'validate_signatures': drop messages whose signature does not hold.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
-def main(config_filename: str | None, name: str | None, topic: str, as_json: bool, pretty: bool,
-         terse: bool, fmt: str | None, color: bool | None, exec_cmd: str | None,
+def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
+         color: bool | None, exec_cmd: str | None,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
          debug: bool) -> None:
     """Print messages from the bus; acknowledge gilmsg messages that name this identity.
@@ -227,9 +213,8 @@ def main(config_filename: str | None, name: str | None, topic: str, as_json: boo
 
     Runs until interrupted (Ctrl-C: exit 130, SIGTERM: 143) or --count messages.
     """
-    chosen = pick_format(as_json, pretty, terse, fmt)
-    show = chosen is not None or exec_cmd is None
-    fmt_name = chosen or "line"
+    show = fmt is not None or exec_cmd is None
+    fmt_name = fmt or "line"
     colored = fmt_name == "pretty" and use_color(color, sys.stdout)
 
     def body() -> int:

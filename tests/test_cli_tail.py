@@ -1,0 +1,258 @@
+"""gilmsg-tail: options and formats in-process (CliRunner), acknowledging with real processes.
+
+The subprocess tests run the installed ``gilmsg-tail`` (through ``DevBus.spawn_tail`` where the
+``--json`` line contract suits) and feed it with ``gilmsg-logger``; they wait on output lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gilmsg import config as gconfig
+from gilmsg import message, signing
+from gilmsg.commands import _common
+from gilmsg.commands import tail as cli
+from gilmsg.testing import DevBus, Process
+
+LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
+TAIL = str(Path(sys.executable).parent / "gilmsg-tail")
+
+
+# --------------------------------------------------------------------------------------------
+# in-process
+
+
+@pytest.fixture(scope="module")
+def quiet_bus(tmp_path_factory) -> Iterator[DevBus]:
+    """Certificates and a config file; no process of it is started."""
+    bus = DevBus(tmp_path_factory.mktemp("tail-cli"), ["pub", "r1", "nokey"])
+    (bus.ssldir / "nokey.key").unlink()
+    yield bus
+    bus.close()
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.main, list(args), prog_name="gilmsg-tail")
+
+
+def test_help_shows_examples_and_exit_codes():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and "gilmsg-tail --name worker" in result.output
+    codes = re.findall(r"^ +(\d+) +\S", result.output.split("Exit codes:")[1], re.M)
+    assert codes == ["0", "1", "2", "4", "5", "130"]
+
+
+def test_unknown_option_is_a_usage_error():
+    result = invoke("--follow")
+    assert result.exit_code == _common.EXIT_USAGE
+    assert "No such option" in result.stderr
+
+
+@pytest.mark.parametrize("args, fmt", [
+    ((), None), (("--pretty",), "pretty"), (("--json", "--terse"), "terse"),
+    (("--terse", "--format", "json"), "json"), (("--format", "line", "--pretty"), "pretty"),
+])
+def test_the_last_format_option_wins(args, fmt):
+    # DevBus.spawn_tail passes --json first: spawn_tail("r1", "--terse") gives terse lines.
+    assert cli.main.make_context("gilmsg-tail", list(args)).params["fmt"] == fmt
+
+
+def test_missing_config_file_is_exit_4(tmp_path):
+    result = invoke("--config-filename", str(tmp_path / "nope.py"), "--name", "r1")
+    assert result.exit_code == _common.EXIT_CONFIG
+    assert result.stderr.startswith("gilmsg-tail: error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_no_identity_suggests_name_or_no_ack(quiet_bus):
+    result = invoke("--config-filename", str(quiet_bus.config_file))
+    assert result.exit_code == _common.EXIT_CONFIG
+    assert "pass --name NAME (one of: nokey, pub, r1), or --no-ack" in result.stderr
+
+
+def test_missing_key_is_exit_4(quiet_bus):
+    result = invoke("--config-filename", str(quiet_bus.config_file), "--name", "nokey")
+    assert result.exit_code == _common.EXIT_CONFIG
+    assert "nokey.key" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def sample(quiet_bus) -> tuple[str, dict, str, dict]:
+    """A signed gilmsg message from pub and r1's signed ACK of it."""
+    cfg = quiet_bus.config_for("pub")
+    topic = gconfig.full_topic(cfg, "log", "logger")
+    env = signing.signer_for(cfg).sign(
+        message.new_envelope(topic, {"log": "disk  full\non db1"}, 1, ["r1"], now=0))
+    r1 = quiet_bus.config_for("r1")
+    ack_topic = gconfig.ack_topic(r1)
+    ack = signing.signer_for(r1).sign(
+        message.new_envelope(ack_topic, message.ack_body(env), 1, now=0))
+    return topic, env, ack_topic, ack
+
+
+def test_line_format(sample):
+    topic, env, ack_topic, ack = sample
+    assert cli.format_line(topic, env) == (
+        f'{topic} {env["msg_id"]} {{"log": "disk  full\\non db1"}}')
+    assert cli.format_line(ack_topic, ack, is_ack=True) == (
+        f"{ack_topic} {ack['msg_id']} ACK received of {env['msg_id']} from r1")
+
+
+def test_json_format_is_the_whole_envelope_on_one_line(sample):
+    topic, env, _, _ = sample
+    text = cli.format_json(topic, env)
+    assert "\n" not in text and json.loads(text) == env
+
+
+def test_terse_format(sample):
+    topic, env, ack_topic, ack = sample
+    assert re.fullmatch(rf"\d\d:\d\d:\d\d {re.escape(topic)} disk full on db1",
+                        cli.format_terse(topic, env))
+    assert cli.format_terse(ack_topic, ack, is_ack=True).endswith(f"of {env['msg_id']} from r1")
+    long = dict(env, msg={"x": "y" * 500})
+    assert len(cli.format_terse(topic, long, width=40).split(" ", 2)[2]) == 40
+
+
+def test_pretty_format_drops_credentials_and_colours_only_when_asked(sample):
+    topic, env, ack_topic, ack = sample
+    plain = cli.format_pretty(topic, env)
+    shown = json.loads(plain)
+    assert "signature" not in shown and "certificate" not in shown
+    assert shown["msg"] == env["msg"] and "\x1b[" not in plain
+    assert "\x1b[" in cli.format_pretty(topic, env, color=True)
+    assert json.loads(cli.format_pretty(ack_topic, ack, is_ack=True))["signed_by"] == "r1"
+
+
+def test_colour_only_on_a_terminal(monkeypatch):
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as _, os.fdopen(write_fd, "w") as pipe:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        assert cli.use_color(None, pipe) is False
+        assert cli.use_color(True, pipe) is True
+
+        class Tty:
+            def isatty(self) -> bool:
+                return True
+
+        assert cli.use_color(None, Tty()) is True
+        assert cli.use_color(False, Tty()) is False
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert cli.use_color(None, Tty()) is False
+
+
+# --------------------------------------------------------------------------------------------
+# real processes on a DevBus
+
+
+def publish(bus: DevBus, *lines: str, recipients: str = "r1", timeout: str = "10",
+            keep_open: bool = False) -> Process:
+    """Run gilmsg-logger as ``pub`` with --json-report, one message per line."""
+    proc = bus.spawn([LOGGER, "--config-filename", str(bus.config_file), "--name", "pub",
+                      "--recipients", recipients, "--ack-timeout", timeout, "--json-report"],
+                     stdin=subprocess.PIPE)
+    proc.proc.stdin.write("".join(f"{line}\n" for line in lines))
+    proc.proc.stdin.flush()
+    if not keep_open:
+        proc.proc.stdin.close()
+    return proc
+
+
+def msg_ids(proc: Process, n: int) -> list[str]:
+    return [json.loads(proc.next_line())["msg_id"] for _ in range(n)]
+
+
+def test_acknowledges_and_prints_each_message_once(make_bus):
+    bus = make_bus(["pub", "r1"])
+    tail = bus.spawn_tail("r1")
+    first = publish(bus, "one", "two")
+    sent = msg_ids(first, 2)
+    assert first.wait() == 0, first.stderr  # r1 acknowledged both
+    second = publish(bus, "three")
+    sent += msg_ids(second, 1)
+    assert second.wait() == 0, second.stderr
+    # Re-sent copies and r1's own ACKs (it hears its own endpoint) are not printed: the lines
+    # are exactly the three messages, in order.
+    got = [json.loads(tail.next_line()) for _ in range(3)]
+    assert [e["msg_id"] for e in got] == sent
+    assert [e["msg"]["log"] for e in got] == ["one", "two", "three"]
+    tail.signal(signal.SIGINT)
+    assert tail.wait() == _common.EXIT_INTERRUPTED
+    assert "Traceback" not in tail.stderr
+    assert tail.lines.empty()
+
+
+def test_no_ack_watches_without_acknowledging(make_bus):
+    bus = make_bus(["pub", "r1"])
+    tail = bus.spawn_tail("r1", "--no-ack")
+    proc = publish(bus, "are you there?", timeout="60")
+    # The tail prints the message (re-sent until it connected) but sends no ACK: the logger is
+    # still waiting when it is interrupted.
+    assert json.loads(tail.next_line())["msg"] == {"log": "are you there?"}
+    proc.signal(signal.SIGINT)
+    report = json.loads(proc.next_line())
+    assert proc.wait() == _common.EXIT_INTERRUPTED
+    assert report["status"] == "not_acknowledged" and report["missing"] == ["r1"]
+
+
+def test_show_acks_prints_ack_traffic(make_bus):
+    bus = make_bus(["pub", "r1"])
+    tail = bus.spawn_tail("r1", "--show-acks")
+    proc = publish(bus, "ack me")
+    [msg_id] = msg_ids(proc, 1)
+    assert proc.wait() == 0, proc.stderr
+    assert json.loads(tail.next_line())["msg_id"] == msg_id
+    ack = json.loads(tail.wait_for(lambda line: "gilmsg.ack" in line))
+    assert ack["topic"] == "org.gilmsg.test.gilmsg.ack"
+    assert ack["msg"]["ack_msg_id"] == msg_id and "gilmsg_version" not in ack
+
+
+def test_exec_runs_a_command_per_message_and_count_stops(make_bus):
+    bus = make_bus(["pub", "r1"])
+    command = ('read -r env; printf "%s %s %s\\n" "$GILMSG_TOPIC" "$GILMSG_MSG_ID" "$env"; '
+               'case "$env" in *good*) exit 0;; *) exit 3;; esac')
+    tail = bus.spawn([TAIL, "--config-filename", str(bus.config_file), "--name", "r1",
+                      "--exec", command, "--count", "2"])
+    proc = publish(bus, "good", "bad")
+    sent = msg_ids(proc, 2)
+    assert proc.wait() == 0, proc.stderr  # ACKs do not depend on the command's outcome
+    for msg_id, word in zip(sent, ("good", "bad"), strict=True):
+        topic, got_id, env = tail.next_line().split(" ", 2)
+        assert (topic, got_id) == ("org.gilmsg.test.logger.log", msg_id)
+        assert json.loads(env)["msg"] == {"log": word}
+    assert tail.wait() == _common.EXIT_NOT_ACKNOWLEDGED  # --count reached, one command failed
+    assert f"--exec command failed (exit status 3) for {sent[1]}" in tail.stderr
+    assert "good" not in tail.stderr
+
+
+def test_sigterm_stops_cleanly(make_bus):
+    bus = make_bus(["pub", "r1"])
+    tail = bus.spawn_tail("r1", "--terse")
+    proc = publish(bus, "hello")
+    assert proc.wait() == 0, proc.stderr
+    assert tail.next_line().endswith("org.gilmsg.test.logger.log hello")
+    tail.signal(signal.SIGTERM)
+    assert tail.wait() == 128 + signal.SIGTERM
+    assert tail.stderr == ""
+
+
+def test_pretty_on_a_pipe_has_no_colour(make_bus):
+    bus = make_bus(["pub", "r1"])
+    tail = bus.spawn([TAIL, "--config-filename", str(bus.config_file), "--name", "r1",
+                      "--pretty", "--count", "1"])
+    proc = publish(bus, "pretty")
+    assert proc.wait() == 0, proc.stderr
+    assert tail.wait() == 0, tail.stderr
+    text = "\n".join(tail.lines.get_nowait() for _ in range(tail.lines.qsize()))
+    assert "\x1b[" not in text
+    assert json.loads(text)["msg"] == {"log": "pretty"}
