@@ -11,6 +11,7 @@ import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -117,6 +118,21 @@ def test_no_name_and_no_relay_says_what_to_pass(quiet_bus):
     result = invoke("--config-filename", str(quiet_bus.config_file), "--message", "hi")
     assert result.exit_code == _common.EXIT_CONFIG
     assert "--name NAME (one of: nokey, pub, r1)" in result.stderr
+
+
+def test_endpoint_in_use_stops_at_the_first_message_with_exit_4(quiet_bus):
+    [endpoint] = quiet_bus.config["endpoints"]["pub"]
+    port = int(endpoint.rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = invoke(*cfg_args(quiet_bus), "-r", "r1", "--json-report", input="a\nb\n")
+    assert result.exit_code == _common.EXIT_CONFIG
+    [report] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert report["status"] == "failed" and "cannot bind" in report["error"]
+    assert "pass another --name" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "gilmsg-logger: stopped: 1 failed; input after line 1 was not read")
 
 
 @pytest.mark.parametrize("stdin", ["", "\n  \n\n"])

@@ -147,6 +147,9 @@ def hint_for(exc: BaseException) -> str:
     """What a user can do about ``exc``, to follow the error message ("" if it says already)."""
     if isinstance(exc, SetupError):
         return exc.hint
+    if isinstance(exc, ConfigError) and str(exc).startswith("cannot bind"):
+        return ("is a process of that name running already? pass another --name, or --active "
+                "to publish through fedmsg-relay")
     if isinstance(exc, CertificateError):
         return "repair or re-issue the file named above (gilmsg-certs), or fix ssldir/certnames"
     if isinstance(exc, ConfigError):
@@ -169,23 +172,47 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (click's test runner swaps it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+_saved_level: list[int] = []
+
+
 def setup_logging(prog: str, debug: bool = False, quiet: bool = False) -> None:
-    """Library log records on stderr as ``<prog>: <level>: <message>``.
+    """Library log records on stderr as ``<prog>: <level>: <message>``, until :func:`run` ends.
 
     Warnings by default (an ignored forged ACK, a dropped message with a bad signature), errors
     only with ``quiet``, everything with ``debug``.
     """
+    teardown_logging()
     level = logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(name)s: %(message)s"
                                            if debug else f"{prog}: %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        if getattr(old, "_gilmsg_cli", False):
-            root.removeHandler(old)
     handler._gilmsg_cli = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    _saved_level.append(root.level)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def teardown_logging() -> None:
+    """Undo :func:`setup_logging` (the commands are also run in-process by tests)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_gilmsg_cli", False):
+            root.removeHandler(handler)
+    if _saved_level:
+        root.setLevel(_saved_level.pop())
 
 
 def load_config(config_filename: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,6 +265,8 @@ def run(prog: str, body: Callable[[], int], debug: bool = False) -> NoReturn:
             traceback.print_exc()
         error(prog, f"unexpected {type(exc).__name__}: {exc} ({hint_for(exc)})")
         code = EXIT_FAILURE
+    finally:
+        teardown_logging()
     _flush_or_silence()
     sys.exit(code)
 
