@@ -14,12 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import zmq
 from click.testing import CliRunner
 
 from gilmsg.commands import _common
@@ -325,35 +323,6 @@ def test_sigterm_stops_like_sigint(make_bus):
         "input after line 1 was not read")
 
 
-class Relay:
-    """A minimal fedmsg-relay: SUB bound on relay_inbound, republished on relay_outbound."""
-
-    def __init__(self, inbound: str, outbound: str) -> None:
-        self.ctx = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.bind(inbound)
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.bind(outbound)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sub, zmq.POLLIN)
-        while not self.stop.is_set():
-            if poller.poll(50):
-                self.pub.send_multipart(self.sub.recv_multipart())
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.sub.close(0)
-        self.pub.close(0)
-        self.ctx.term()
-
-
 def with_relay_config(bus: DevBus) -> tuple[str, str]:
     inbound = f"tcp://127.0.0.1:{free_port()}"
     outbound = f"tcp://127.0.0.1:{free_port()}"
@@ -373,17 +342,16 @@ def test_active_mode_without_a_relay_is_never_reported_as_delivered(make_bus):
     assert result["status"] == "not_acknowledged" and result["missing"] == ["r1"]
 
 
-def test_active_mode_delivers_through_a_relay(make_bus):
+def test_active_mode_delivers_through_a_real_fedmsg_relay(make_bus):
     bus = make_bus(["pub", "r1"])
-    relay = Relay(*with_relay_config(bus))
-    try:
-        tail = bus.spawn_tail("r1")
-        proc = spawn_logger(bus, "--active", "--name", "pub", "-r", "r1",
-                            "--ack-timeout", OK_TIMEOUT, "--message", "via the relay")
-        [result] = reports(proc, 1)
-        assert proc.wait() == 0, proc.stderr
-        assert result["status"] == "delivered" and list(result["acked"]) == ["r1"]
-        assert json.loads(tail.next_line())["msg_id"] == result["msg_id"]
-    finally:
-        bus.close()
-        relay.close()
+    with_relay_config(bus)
+    relay = bus.spawn([str(Path(sys.executable).parent / "fedmsg-relay"),
+                       "--config-filename", str(bus.config_file)])
+    tail = bus.spawn_tail("r1")
+    proc = spawn_logger(bus, "--active", "--name", "pub", "-r", "r1",
+                        "--ack-timeout", OK_TIMEOUT, "--message", "via the relay")
+    [result] = reports(proc, 1)
+    assert proc.wait() == 0, proc.stderr
+    assert result["status"] == "delivered" and list(result["acked"]) == ["r1"]
+    assert json.loads(tail.next_line())["msg_id"] == result["msg_id"]
+    assert relay.proc.poll() is None, relay.stderr

@@ -231,7 +231,7 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
         ack_topic = gconfig.ack_topic(cfg)
         handled = 0
         exec_failures = 0
-        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, **cfg)
+        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks, **cfg)
         with contextlib.closing(stream):  # sockets closed on --count, errors and signals
             for _name, _endpoint, msg_topic, envelope in stream:
                 is_ack = msg_topic == ack_topic
