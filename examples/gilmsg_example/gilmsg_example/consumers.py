@@ -55,16 +55,16 @@ class ExampleConsumer(GilmsgConsumer):
             "pid": os.getpid(),
             "thread": threading.current_thread().name,
         }
-        log.info("consumed %s on %s", record["msg_id"], record["topic"])
-        if not self.output:
-            return
-        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-        with self._write_lock:
-            fd = os.open(self.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+        if self.output:
+            line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+            with self._write_lock:
+                fd = os.open(self.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, line)
+                finally:
+                    os.close(fd)
+        # Logged once the line is written: tests await this log line, then read the file.
+        log.info("%s consumed %s on %s", record["consumer"], record["msg_id"], record["topic"])
 
 
 class OtherExampleConsumer(ExampleConsumer):
