@@ -37,6 +37,10 @@ from gilmsg import certs
 DEFAULT_WAIT = 20.0
 
 
+#: What :class:`gilmsg.GilmsgConsumer` logs once the hub runs (``gilmsg.consumers.READY_LOG``;
+#: not imported from there, which would load moksha and install Twisted's reactor here).
+HUB_READY_LOG = "gilmsg: hub running"
+
 #: Logging for hubs started by :meth:`DevBus.spawn_hub`: INFO on stdout, read by :class:`Process`.
 HUB_LOGGING: dict[str, Any] = {
     "version": 1,
@@ -285,9 +289,7 @@ class DevBus:
             env["PYTHONPATH"] = os.pathsep.join(parts)
         proc = self.spawn(argv, env=env)
         if wait:
-            from gilmsg.consumers import READY_LOG
-
-            proc.wait_for(lambda line: READY_LOG in line, timeout)
+            proc.wait_for(lambda line: HUB_READY_LOG in line, timeout)
         return proc
 
     def close(self) -> None:

@@ -24,9 +24,9 @@ import zmq
 import gilmsg
 from gilmsg import certs, message, signing
 from gilmsg.config import ack_topic
-from gilmsg.consumers import asks_for_acks, resolve_identity
+from gilmsg.consumers import READY_LOG, asks_for_acks, resolve_identity
 from gilmsg.errors import ConfigError
-from gilmsg.testing import DEFAULT_WAIT, DevBus, Process
+from gilmsg.testing import DEFAULT_WAIT, HUB_READY_LOG, DevBus, Process
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SRC = REPO / "examples" / "gilmsg_example"
@@ -197,6 +197,10 @@ def test_identity_config_key_then_class_attribute_then_hub_name():
         resolve_identity("mine", None, {})
     with pytest.raises(ConfigError, match="must be a string"):
         resolve_identity("mine", None, {"mine.gilmsg_name": 3})
+
+
+def test_devbus_waits_for_the_line_the_consumer_logs():
+    assert HUB_READY_LOG == READY_LOG
 
 
 def test_acks_reach_consume_only_for_the_ack_topic_itself():
@@ -416,6 +420,26 @@ def test_signal_stops_an_idle_hub_within_two_seconds(bus, signum):
     hub.signal(signum)
     assert hub.wait(timeout=2) == 0
     wait_line(hub, f"{signal.Signals(signum).name}: stopping the hub")
+
+
+def test_signal_waits_for_the_message_being_consumed(bus):
+    hub = start_hub(bus, **{"gilmsg_example.delay": 1})
+    report = publish(bus, ["hub"])  # acknowledged on receipt, before consume() starts
+    wait_line(hub, f"ExampleConsumer consuming {report.msg_id}")
+    hub.signal(signal.SIGINT)
+    assert hub.wait() == 0
+    assert [r["msg_id"] for r in records(bus.root / "consumed.jsonl")] == [report.msg_id]
+
+
+def test_second_signal_exits_at_once_while_consume_is_stuck(bus):
+    hub = start_hub(bus, **{"gilmsg_example.delay": 3600})
+    report = publish(bus, ["hub"])
+    wait_line(hub, f"ExampleConsumer consuming {report.msg_id}")
+    hub.signal(signal.SIGTERM)
+    wait_line(hub, "SIGTERM: stopping the hub")
+    hub.signal(signal.SIGINT)
+    assert hub.wait(timeout=2) == 128 + signal.SIGINT
+    assert records(bus.root / "consumed.jsonl") == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ Configuration (``fedmsg.d/*.py``), for a consumer whose ``config_key`` is ``K``:
     File to append one JSON object per consumed message to (default: none, log only).
 ``K.gilmsg_name``
     Identity to acknowledge as (default: the hub's ``name``); see :mod:`gilmsg.consumers`.
+``K.delay``
+    Seconds each ``consume()`` takes (default 0): stands for slow work, e.g. to watch how the
+    hub stops while a message is being consumed.
 
 Each line written holds ``consumer`` (class name), ``identity`` (Common Name it acknowledges
 as), ``topic``, ``msg_id``, ``msg``, ``pid`` and ``thread``, and is written with a single
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from gilmsg import GilmsgConsumer
@@ -40,12 +44,16 @@ class ExampleConsumer(GilmsgConsumer):
         # moksha subscribes to self.topic in the constructor: set it first.
         self.topic = config.get(f"{self.config_key}.topic", type(self).topic)
         self.output: str | None = config.get(f"{self.config_key}.output")
+        self.delay = float(config.get(f"{self.config_key}.delay", 0) or 0)
         self._write_lock = threading.Lock()
         super().__init__(hub)
 
     def consume(self, message: dict[str, Any]) -> None:
         """Record ``message`` (the moksha wrapper; the fedmsg envelope is ``message["body"]``)."""
         envelope = message["body"]
+        if self.delay:
+            log.info("%s consuming %s", type(self).__name__, envelope.get("msg_id"))
+            time.sleep(self.delay)
         record = {
             "consumer": type(self).__name__,
             "identity": self.common_name,
