@@ -39,11 +39,13 @@ SERVICES = ["pub", "hub", "hub2", "raw", "nobody"]
 # helpers
 
 
-def start_hub(bus: DevBus, consumers=(EXAMPLE,), name: str = "hub", **extra: Any) -> Process:
+def start_hub(bus: DevBus, consumers=(EXAMPLE,), name: str = "hub", wait: bool = True,
+              **extra: Any) -> Process:
     """A fedmsg-hub running the example consumer(s) from the source tree (PYTHONPATH)."""
     extra.setdefault("gilmsg_example", True)
     extra.setdefault("gilmsg_example.output", str(bus.root / "consumed.jsonl"))
-    return bus.spawn_hub(name, consumers=list(consumers), pythonpath=[EXAMPLE_SRC], **extra)
+    return bus.spawn_hub(name, consumers=list(consumers), pythonpath=[EXAMPLE_SRC], wait=wait,
+                         **extra)
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -297,11 +299,15 @@ def test_plain_fedmsg_messages_are_consumed_unsigned_ones_dropped(bus, raw):
     assert consumed == [plain["msg_id"]]
 
 
-@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("mode", [
+    {"moksha.workers_per_consumer": 1},
+    {"moksha.workers_per_consumer": 4},
+    {"moksha.blocking_mode": True},  # consume() in the reactor thread, no workers
+], ids=["1-worker", "4-workers", "blocking"])
 def test_redelivered_duplicates_are_consumed_once_and_acknowledged_each_time(
-    bus, raw, acks, workers
+    bus, raw, acks, mode
 ):
-    hub = start_hub(bus, **{"moksha.workers_per_consumer": workers})
+    hub = start_hub(bus, **mode)
     raw.wait_subscriber()
     acks.sync(raw_probe(raw))
     env = raw.signed(msg={"dup": True})
@@ -336,6 +342,13 @@ def test_concurrent_publishes_with_several_workers(bus):
     consumed = [r["msg_id"] for r in records(bus.root / "consumed.jsonl")]
     assert sorted(consumed) == sorted(r.msg_id for r in reports)
     assert len({r["thread"] for r in records(bus.root / "consumed.jsonl")}) >= 1
+
+
+def test_misconfigured_identity_is_reported_by_the_hub(bus):
+    hub = start_hub(bus, wait=False, **{"gilmsg_example.gilmsg_name": "ghost"})
+    wait_line(hub, "ExampleConsumer acknowledging as 'ghost': config key certnames['ghost']")
+    with pytest.raises(gilmsg.Timeout):
+        publish(bus, ["ghost"], timeout=0.5)
 
 
 # --------------------------------------------------------------------------------------------

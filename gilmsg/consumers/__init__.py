@@ -163,7 +163,12 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         cfg = dict(config)
         cfg["name"] = self.identity
         cfg["validate_signatures"] = self.validate_signatures
-        self.recipient = Recipient(cfg, ack=True)
+        try:
+            self.recipient = Recipient(cfg, ack=True)
+        except ConfigError as exc:  # say which consumer and identity (CertificateError too)
+            raise type(exc)(
+                f"{type(self).__name__} acknowledging as {self.identity!r}: {exc}"
+            ) from None
         self.common_name = self.recipient.common_name or ""
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
         log.info(
