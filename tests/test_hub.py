@@ -215,6 +215,73 @@ def test_acks_reach_consume_only_for_the_ack_topic_itself():
 
 
 # --------------------------------------------------------------------------------------------
+# in this process, with a stand-in for moksha's hub (blocking mode: no threads, no reactor)
+
+
+class FakeHub:
+    """What FedmsgConsumer and moksha's Consumer use of a hub: ``config`` and ``subscribe``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.subscribed: list[str] = []
+
+    def subscribe(self, topic: str, callback: Any) -> None:
+        self.subscribed.append(topic)
+
+
+def make_consumer(bus: DevBus, identity: str = "hub", **extra: Any):
+    from gilmsg import GilmsgConsumer
+
+    class Recorder(GilmsgConsumer):
+        config_key = "recorder"
+        topic = ""
+
+        def __init__(self, hub: Any) -> None:
+            self.got: list[dict[str, Any]] = []
+            super().__init__(hub)
+
+        def consume(self, message: dict[str, Any]) -> None:
+            self.got.append(message)
+
+    cfg = bus.hub_config(identity, **{"recorder": True, "moksha.blocking_mode": True, **extra})
+    return Recorder(FakeHub(cfg))
+
+
+def test_message_not_received_through_the_hub_is_still_checked_and_deduplicated(bus, raw):
+    """fedmsg's datagrepper backlog puts messages straight on the queue: _do_work checks them."""
+    consumer = make_consumer(bus)
+    valid, forged = raw.signed(), raw.signed()
+    forged["msg"] = {"changed": True}
+    for env in (forged, valid, valid):
+        consumer._do_work({"topic": env["topic"], "body": env})
+    assert [m["body"]["msg_id"] for m in consumer.got] == [valid["msg_id"]]
+    assert "_gilmsg_received" not in consumer.got[0]
+
+
+def test_validate_keeps_fedmsgs_contract(bus, raw):
+    consumer = make_consumer(bus)
+    valid = raw.signed()
+    consumer.validate({"topic": valid["topic"], "body": valid})  # no exception
+    with pytest.raises(RuntimeWarning, match="authn"):
+        consumer.validate({"topic": valid["topic"], "body": dict(valid, msg={"x": 1})})
+    with pytest.raises(RuntimeWarning, match="mismatch"):
+        consumer.validate({"topic": "org.gilmsg.test.other", "body": valid})
+    unvalidated = make_consumer(bus, **{"validate_signatures": False})
+    unvalidated.validate({"topic": "t", "body": dict(valid, msg={"x": 1})})
+
+
+def test_consumer_disabled_by_config_opens_no_socket(bus):
+    consumer = make_consumer(bus, "nobody", recorder=False)
+    assert not getattr(consumer, "_initialized", False)
+    assert not hasattr(consumer, "recipient")
+    probe = zmq.Context.instance().socket(zmq.PUB)
+    try:
+        probe.bind(bus.config["endpoints"]["nobody"][0])  # still free
+    finally:
+        probe.close(0)
+
+
+# --------------------------------------------------------------------------------------------
 # the hub acknowledges, consumes once, rejects forgeries
 
 
@@ -442,6 +509,19 @@ def test_signal_waits_for_the_message_being_consumed(bus):
     hub.signal(signal.SIGINT)
     assert hub.wait() == 0
     assert [r["msg_id"] for r in records(bus.root / "consumed.jsonl")] == [report.msg_id]
+
+
+def test_acknowledged_on_receipt_while_consume_is_busy(bus):
+    hub = start_hub(bus, **{"gilmsg_example.delay": 3600})
+    first = publish(bus, ["hub"])
+    wait_line(hub, f"ExampleConsumer consuming {first.msg_id}")
+    # The only worker is stuck in consume(): the ACK must not wait for it.
+    second = publish(bus, ["hub"])
+    assert set(second.acks) == {"hub"}
+    hub.signal(signal.SIGTERM)
+    wait_line(hub, "SIGTERM: stopping the hub")
+    hub.signal(signal.SIGTERM)
+    assert hub.wait() == 128 + signal.SIGTERM
 
 
 def test_second_signal_exits_at_once_while_consume_is_stuck(bus):

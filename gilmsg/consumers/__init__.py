@@ -5,11 +5,14 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 ``fedmsg.d`` and run the stock ``fedmsg-hub``. Then:
 
 * a gilmsg message that names this consumer's identity among its recipients (or names no
-  recipients) is answered with a signed ACK *before* ``consume()`` sees it (status
-  ``"received"``: the hub has it, not "the application finished with it");
+  recipients) is answered with a signed ACK on receipt, in the hub's receiving thread, once
+  its signature is checked and before it is queued for ``consume()`` (status ``"received"``).
+  A publisher's Report therefore means "the hub validated and queued it", not "consume()
+  finished": a slow or busy ``consume()`` does not delay ACKs, and the hub consumes what it
+  acknowledged unless the process dies first (a stop by signal drains the queue);
 * every copy of a gilmsg message that arrives again (the publisher re-sends until it has every
-  ACK) is acknowledged again, but ``consume()`` is called once per ``msg_id`` and consumer
-  (remembered for the hub's lifetime, last 100 000 ids);
+  ACK) is acknowledged again, but is queued, hence passed to ``consume()``, once per ``msg_id``
+  and consumer (remembered for the hub's lifetime, last 100 000 ids);
 * everything else reaches ``consume()`` exactly as with ``FedmsgConsumer``: the moksha wrapper
   ``{"topic": ..., "body": <fedmsg envelope>}``;
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
@@ -33,8 +36,9 @@ consumers in one hub may share one identity (they share one publishing socket; a
 that name is acknowledged by every consumer subscribed to its topic, and each consumes it once),
 or each may have its own (its own ``endpoints`` and ``certnames`` entries; publishers then name
 each consumer separately). The ACK socket is bound when the consumer is created, before the hub
-receives anything. Workers (``moksha.workers_per_consumer`` > 1) share the consumer's
-:class:`~gilmsg.recipient.Recipient` and publishing link, which are thread-safe.
+receives anything. Any number of workers (``moksha.workers_per_consumer``) and
+``moksha.blocking_mode`` work: checks and ACKs happen before the queue, and the
+:class:`~gilmsg.recipient.Recipient` and publishing link are thread-safe anyway.
 
 Stopping: once the hub runs, SIGINT, SIGTERM and SIGHUP stop it promptly (stock moksha waits for
 the next message on SIGINT/SIGHUP, and dies without cleanup on SIGTERM). Any previous handler is
@@ -72,6 +76,9 @@ READY_LOG = "gilmsg: hub running"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 Message = dict[str, Any]
+
+#: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
+_RECEIVED = "_gilmsg_received"
 
 
 def resolve_identity(
@@ -143,6 +150,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
         self._acks_wanted = False
+        self._stopping = False
         config = hub.config
         if self.config_key and config.get(self.config_key, False):
             # Everything that can fail, and the socket bind, happen before moksha subscribes
@@ -179,45 +187,61 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
 
     # -- message flow ------------------------------------------------------------------------
     #
-    # moksha calls _consume() in the reactor thread (FedmsgConsumer's version validates there),
-    # then _do_work() in a worker thread, which validates again before consume(). Here the
-    # signature is checked once, by Recipient.handle() in _do_work(), before any ACK; the two
-    # validate() calls moksha makes for that same message object are skipped.
+    # moksha calls _consume() in the reactor thread as each message arrives (FedmsgConsumer's
+    # version validates there), queues it, and a worker's _do_work() validates it again before
+    # pre_consume/consume/post_consume. Here the reactor thread checks, acknowledges and
+    # deduplicates on receipt (Recipient.handle), so ACKs never wait behind a slow consume()
+    # and repeats never enter the queue; the two validate() calls moksha makes for that same
+    # message object are skipped. A message that reaches _do_work() another way (fedmsg's
+    # datagrepper backlog, replay) is handled there instead.
 
     def _consume(self, message: Message) -> Any:
-        """Reactor thread: drop unwanted ACKs cheaply; defer signature checks to the worker."""
-        topic, _envelope = self._unwrap(message)
-        if not self._acks_wanted and self.recipient.is_ack(topic):
-            return True
+        """Reactor thread, on receipt: check, ACK, dedup; queue first-time messages only."""
+        if self._stopping or not self._receive(message):
+            return None
+        message[_RECEIVED] = True  # on the moksha wrapper only; removed before consume()
         return self._skipping_validate(message, super()._consume)
 
     def _do_work(self, message: Message) -> Any:
-        """Worker thread: check, acknowledge, deduplicate; then moksha's pre/consume/post."""
+        """Worker thread (reactor thread in blocking mode): moksha's pre/consume/post."""
+        if not message.pop(_RECEIVED, False) and not self._receive(message):
+            return True
+        return self._skipping_validate(message, super()._do_work)
+
+    def _receive(self, message: Message) -> bool:
+        """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
         try:
             topic, envelope = self._unwrap(message)
             if self.recipient.is_ack(topic) and not self._acks_wanted:
-                return True
+                return False
             if self.validate_signatures and envelope.get("topic") != topic:
                 log.warning("dropped message %s: topic %r does not match its envelope's %r",
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
-            if not self.recipient.handle(topic, envelope):
-                return True  # forged (logged by the recipient) or a repeat (acknowledged)
+            # False: forged (logged by the recipient) or a repeat (acknowledged again).
+            return self.recipient.handle(topic, envelope)
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
             log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)
-            return False
-        except Exception:  # an exception here would kill moksha's worker thread
+        except Exception:  # must not break moksha's receive loop or kill a worker
             log.exception("gilmsg failed on %s", _msg_id(message))
-            return False
-        return self._skipping_validate(message, super()._do_work)
+        return False
+
+    def stop(self) -> None:
+        """Stop acknowledging (in the reactor thread), then moksha's stop: queued work drains.
+
+        Messages arriving after this are neither acknowledged nor queued, so every ACK sent
+        was for a message queued ahead of the workers' stop marker.
+        """
+        self._stopping = True
+        super().stop()
 
     def validate(self, message: Message) -> None:
         """Raise ``RuntimeWarning`` if ``message`` must not be consumed (fedmsg's contract).
 
         Normalises the wrapper as FedmsgConsumer does; with ``validate_signatures``, checks the
         topic against the envelope's and the signature with gilmsg's validator. Does not
-        acknowledge or deduplicate. Messages already checked by this consumer's worker are not
-        checked twice.
+        acknowledge or deduplicate. Messages this consumer already checked on receipt are not
+        checked again.
         """
         if getattr(self._tls, "checked", None) is message:
             return
