@@ -151,6 +151,17 @@ def test_endpoint_in_use_stops_at_the_first_message_with_exit_4(quiet_bus):
         "gilmsg-logger: stopped: 1 failed; input after line 1 was not read")
 
 
+def test_without_name_the_relay_identity_is_checked_first(quiet_bus, tmp_path):
+    path = tmp_path / "relay.py"
+    path.write_text("config = " + repr({**quiet_bus.config,
+                                        "relay_inbound": "tcp://127.0.0.1:9"}) + "\n")
+    result = invoke("--config-filename", str(path), "-r", "r1", "--message", "hi")
+    assert result.exit_code == _common.EXIT_CONFIG
+    assert "certnames['shell." in result.stderr
+    assert "pass --name NAME (one of: nokey, pub, r1)" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("stdin", ["", "\n  \n\n"])
 def test_empty_stdin_is_bad_input(quiet_bus, stdin):
     result = invoke(*cfg_args(quiet_bus), "-r", "r1", input=stdin)

@@ -153,7 +153,7 @@ def hint_for(exc: BaseException) -> str:
     if isinstance(exc, CertificateError):
         return "repair or re-issue the file named above (gilmsg-certs), or fix ssldir/certnames"
     if isinstance(exc, ConfigError):
-        return "fix the fedmsg configuration (--config-filename FILE, or fedmsg.d/)"
+        return ""  # gilmsg's configuration errors name the key and what to put there
     if isinstance(exc, InvalidInput):
         return "fix the input"
     return "run again with --debug for details"
@@ -226,15 +226,16 @@ def load_config(config_filename: str | None, overrides: Mapping[str, Any]) -> di
     except ConfigError as exc:
         if config_filename is None:
             raise ConfigError(
-                f"{exc}: no fedmsg configuration found; pass --config-filename FILE or create "
-                f"./fedmsg.d/*.py or /etc/fedmsg.d/*.py"
+                f"no usable fedmsg configuration ({exc}): pass --config-filename FILE, or "
+                f"create ./fedmsg.d/*.py or /etc/fedmsg.d/*.py"
             ) from None
-        raise
+        raise SetupError(f"{exc} (check --config-filename {config_filename})") from None
 
 
 def known_names(config: Mapping[str, Any]) -> str:
     """The configured endpoint names (candidates for ``--name``), for error messages."""
-    names = sorted(n for n in (config.get("endpoints") or {}) if n != "relay_inbound")
+    relay = ("relay_inbound", "relay_outbound")
+    names = sorted(n for n in (config.get("endpoints") or {}) if n not in relay)
     return ", ".join(names) or "none configured"
 
 

@@ -24,7 +24,7 @@ import gilmsg
 from gilmsg import config as gconfig
 from gilmsg import signing
 from gilmsg.commands import _common
-from gilmsg.errors import GilmsgError, InvalidInput, Timeout
+from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
 
 PROG = "gilmsg-logger"
 
@@ -337,6 +337,16 @@ def preflight(cfg: dict[str, Any], recipients: tuple[str, ...]) -> None:
     """
     gconfig.publishing(cfg)
     if recipients or cfg.get("sign_messages"):
+        try:
+            gconfig.certname(cfg)
+        except ConfigError as exc:
+            if cfg.get("name") or "cert_prefix" in cfg:
+                raise
+            raise _common.SetupError(
+                f"{exc}; without --name this command publishes through the relay and signs as "
+                f"shell.<host>: pass --name NAME (one of: {_common.known_names(cfg)}) or "
+                f"--cert-prefix PREFIX"
+            ) from None
         signing.signer_for(cfg)
     if recipients:
         signing.validator_for(cfg).check()
