@@ -18,7 +18,8 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
   when one entry of ``topic`` is that ACK topic (a trailing ``*`` allowed); consumers on
   ``""`` or ``org.example.*`` never see them;
-* with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg), a
+* with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg;
+  true when neither is set), a
   message whose signature, certificate chain, CRL status or topic does not hold is logged and
   dropped: never acknowledged, never consumed. Validation uses gilmsg's own validator
   (fedmsg's is broken on current pyOpenSSL). Like gilmsg's other receivers it does **not**
@@ -44,7 +45,8 @@ Stopping: once the hub runs, SIGINT, SIGTERM and SIGHUP stop it promptly (stock 
 the next message on SIGINT/SIGHUP, and dies without cleanup on SIGTERM). Any previous handler is
 chained (moksha's own runs first); queued messages are still processed and in-flight
 ``consume()`` calls are waited for; a second signal exits at once (status 128 + signal number).
-Signals set to be ignored (``SIG_IGN``, e.g. SIGHUP under ``nohup``) stay ignored.
+A signal still ignored (``SIG_IGN``) when the hub starts running stays ignored (moksha itself
+replaces the disposition of SIGINT and SIGHUP, so in ``fedmsg-hub`` that concerns SIGTERM).
 """
 
 from __future__ import annotations
