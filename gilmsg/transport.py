@@ -66,8 +66,11 @@ class Link:
         self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str]
     ) -> None:
         self.publishing = publishing
-        self.ack_topic = ack_topic
-        self.ack_endpoints = tuple(ack_endpoints)
+        # What the ACK listener should hear (grows through listen()), and what it does hear.
+        self._ack_topics: list[str] = [ack_topic]
+        self._ack_endpoints: list[str] = list(ack_endpoints)
+        self._heard_topics: set[str] = set()
+        self._heard_endpoints: set[str] = set()
         self.address: str | None = None  #: the endpoint actually bound or connected
         self._ctx = zmq.Context()
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -90,6 +93,18 @@ class Link:
             raise self._start_error
 
     # -- API for any thread ------------------------------------------------------------------
+
+    def listen(self, ack_topic: str, endpoints: Sequence[str]) -> None:
+        """Also hear ACKs on ``ack_topic`` from ``endpoints`` (idempotent, cheap when known)."""
+        with self._lock:
+            new_topic = ack_topic not in self._ack_topics
+            new_endpoints = [e for e in endpoints if e not in self._ack_endpoints]
+            if not new_topic and not new_endpoints:
+                return
+            if new_topic:
+                self._ack_topics.append(ack_topic)
+            self._ack_endpoints.extend(new_endpoints)
+        self._command("listen", None)
 
     def next_i(self) -> int:
         """The next value of fedmsg's per-publisher counter ``i``."""
@@ -169,14 +184,23 @@ class Link:
             + "; ".join(errors)
         )
 
-    def _open_ack_listener(self) -> zmq.Socket:
-        sub = self._ctx.socket(zmq.SUB)
-        tune(sub)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, self.ack_topic.encode("utf-8"))
-        for endpoint in self.ack_endpoints:
-            sub.connect(endpoint)
-        return sub
+    def _sync_ack_listener(self) -> None:
+        """Open the ACK listener if needed; subscribe and connect whatever it lacks."""
+        if self._sub is None:
+            self._sub = self._ctx.socket(zmq.SUB)
+            tune(self._sub)
+            self._sub.setsockopt(zmq.LINGER, 0)
+            assert self._poller is not None
+            self._poller.register(self._sub, zmq.POLLIN)
+        with self._lock:
+            topics = [t for t in self._ack_topics if t not in self._heard_topics]
+            endpoints = [e for e in self._ack_endpoints if e not in self._heard_endpoints]
+        for topic in topics:
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+            self._heard_topics.add(topic)
+        for endpoint in endpoints:
+            self._sub.connect(endpoint)
+            self._heard_endpoints.add(endpoint)
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -237,10 +261,11 @@ class Link:
                 return False
             if kind == "send":
                 pub.send_multipart(payload)
+            elif kind == "listen":
+                if self._sub is not None:
+                    self._sync_ack_listener()
             elif kind == "deliver":
-                if self._sub is None:  # first acknowledged publish: listen before sending
-                    self._sub = self._open_ack_listener()
-                    self._poller.register(self._sub, zmq.POLLIN)
+                self._sync_ack_listener()  # listen before the message goes out
                 now = time.monotonic()
                 with self._lock:
                     self._ledger.add(payload.delivery)
@@ -314,7 +339,7 @@ class Link:
                 pub.send_multipart(waiter.frames)
 
 
-_links: dict[tuple, Link] = {}
+_links: dict[gconfig.Publishing, Link] = {}
 _links_lock = threading.Lock()
 
 
@@ -327,12 +352,13 @@ def link_for(config: Mapping[str, Any]) -> Link:
     publishing = gconfig.publishing(config)
     ack_topic = gconfig.ack_topic(config)
     ack_endpoints = gconfig.subscribe_endpoints(config, skip=publishing.name)
-    key = (publishing, ack_topic, tuple(ack_endpoints))
     with _links_lock:
-        link = _links.get(key)
+        link = _links.get(publishing)
         if link is None or link._stopped.is_set():
-            link = _links[key] = Link(publishing, ack_topic, ack_endpoints)
-        return link
+            link = _links[publishing] = Link(publishing, ack_topic, ack_endpoints)
+            return link
+    link.listen(ack_topic, ack_endpoints)
+    return link
 
 
 @atexit.register

@@ -441,3 +441,13 @@ def test_active_publisher_goes_through_a_real_fedmsg_relay(make_bus):
     assert set(report.acks) == {"r1"}
     assert json.loads(r1.next_line())["msg_id"] == report.msg_id
     assert relay.proc.poll() is None
+
+
+def test_new_service_in_the_config_is_heard_by_the_existing_ack_listener(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    assert set(publish(bus).acks) == {"r1"}  # the link and its ACK listener now exist
+    bus.add_service("r2")  # a new endpoint the listener was not connected to
+    bus.spawn_tail("r2")
+    report = publish(bus, recipients=["r1", "r2"])
+    assert set(report.acks) == {"r1", "r2"}
