@@ -57,16 +57,25 @@ class Recipient:
         return topic == self.ack_topic
 
     def check(self, envelope: Mapping[str, Any]) -> bool:
-        """False when signatures are validated and this envelope's does not hold."""
+        """False when signatures are validated and this envelope's does not hold.
+
+        As fedmsg's validators do, a valid signature must also be allowed on its topic by
+        ``routing_policy`` / ``routing_nitpicky``.
+        """
         if self._validator is None:
             return True
         verdict = self._validator.validate(envelope)
-        if not verdict.ok:
-            log.warning(
-                "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"),
-                verdict.reason,
-            )
-        return verdict.ok
+        reason = verdict.reason
+        if verdict.ok and not signing.routing_allows(
+            str(envelope.get("topic")), verdict.signer or "", self.config
+        ):
+            reason = f"routing_policy does not allow {verdict.signer} on this topic"
+        elif verdict.ok:
+            return True
+        log.warning(
+            "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"), reason
+        )
+        return False
 
     def handle(self, topic: str, envelope: Mapping[str, Any]) -> bool:
         """Process one received envelope; True if the application should get it.

@@ -48,6 +48,7 @@ __all__ = [
     "validator_for",
     "sign",
     "validate",
+    "routing_allows",
     "CRYPTO",
 ]
 
@@ -73,6 +74,18 @@ class Verdict(NamedTuple):
     ok: bool
     signer: str | None
     reason: str
+
+
+def routing_allows(topic: str, signer: str, config: Mapping[str, Any]) -> bool:
+    """fedmsg's authorization step: may ``signer`` (a CN) send on ``topic``?
+
+    ``routing_policy`` maps a full topic to the CNs allowed on it. A topic without an entry is
+    allowed unless ``routing_nitpicky`` is true. This is the rule of fedmsg's validators.
+    """
+    policy = config.get("routing_policy") or {}
+    if topic in policy:
+        return signer in policy[topic]
+    return not config.get("routing_nitpicky", False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -426,3 +426,15 @@ def test_crl_fetch_failure_when_stale(p, tmp_path):
     v._clock = lambda: (dt.datetime.now(UTC) + dt.timedelta(days=31)).timestamp()
     with pytest.raises(CertificateError, match=r"cannot download CRL from http://127\.0\.0\.1"):
         v.validate(signed)
+
+
+@pytest.mark.parametrize("config,signer,allowed", [
+    ({}, "anyone", True),
+    ({"routing_nitpicky": True}, "anyone", False),
+    ({"routing_policy": {"org.x.t": ["pub"]}}, "pub", True),
+    ({"routing_policy": {"org.x.t": ["pub"]}}, "mallory", False),
+    ({"routing_policy": {"org.x.other": ["pub"]}}, "mallory", True),
+    ({"routing_policy": {"org.x.other": ["pub"]}, "routing_nitpicky": True}, "pub", False),
+])
+def test_routing_allows_follows_fedmsg_policy(config, signer, allowed):
+    assert signing.routing_allows("org.x.t", signer, config) is allowed

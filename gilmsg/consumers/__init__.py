@@ -22,8 +22,8 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   true when neither is set), a
   message whose signature, certificate chain, CRL status or topic does not hold is logged and
   dropped: never acknowledged, never consumed. Validation uses gilmsg's own validator
-  (fedmsg's is broken on current pyOpenSSL). Like gilmsg's other receivers it does **not**
-  apply fedmsg's ``routing_policy``.
+  (fedmsg's is broken on current pyOpenSSL), and fedmsg's ``routing_policy`` /
+  ``routing_nitpicky`` apply as in fedmsg.
 
 Identity (which fedmsg ``name`` a consumer acknowledges as, hence which ``endpoints`` entry its
 ACKs leave from and which ``certnames`` entry signs them), first match wins:
