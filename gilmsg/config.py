@@ -8,6 +8,7 @@ fedmsg). The recipient name carried on the wire is the Common Name of the signin
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import warnings
 from collections.abc import Mapping
@@ -21,39 +22,58 @@ ACK_MODNAME = "gilmsg"
 ACK_TOPIC_SUFFIX = "ack"
 
 
+#: The file a ``--config-filename`` named: it replaces fedmsg's search for the whole process.
+_config_file: str | None = None
+_file_cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
 def load(
     overrides: Mapping[str, Any] | None = None, filename: str | None = None
 ) -> dict[str, Any]:
     """Return a private copy of fedmsg's configuration updated with ``overrides``.
 
     Like :func:`fedmsg.init`, the files fedmsg reads (``/etc/fedmsg.d``, ``./fedmsg.d`` ...) are
-    the base and keyword arguments win; ``filename`` (as ``--config-filename``) reads that one
-    file over fedmsg's defaults instead. Neither fedmsg's cached dict nor ``overrides`` is ever
+    the base and keyword arguments win. ``filename`` (a command's ``--config-filename``) reads
+    that one file over fedmsg's defaults instead, and, as in fedmsg's commands, becomes the base
+    of every later call in this process. Neither fedmsg's cached dict nor ``overrides`` is ever
     modified: the result is a new dict whose top-level keys the caller may set freely; nested
     values are shared with the sources and must be treated as read-only (gilmsg only reads them).
 
     Raises:
-        ConfigError: ``filename`` is missing or broken, or no configuration defines endpoints.
+        ConfigError: the file is missing or broken, or no configuration defines endpoints.
     """
-    import fedmsg.config
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            if filename is not None:
-                base = copy.deepcopy(fedmsg.config.defaults)
-                base.update(fedmsg.config._process_config_file([filename]))
-            else:
-                base = fedmsg.config.load_config([], None)
-        except ValueError as exc:  # "No config value 'endpoints' found." / "is not a file"
-            if filename is not None or not overrides or "endpoints" not in overrides:
-                raise ConfigError(f"fedmsg configuration: {exc}") from None
-            base = dict(fedmsg.config.defaults)
-        except (OSError, SyntaxError, NameError, KeyError) as exc:
-            raise ConfigError(f"cannot read config file {filename}: {exc}") from None
+    global _config_file
+    if filename is not None:
+        _config_file = filename
+    base = _base_config(_config_file, overrides)
     merged = dict(base)
     merged.update(overrides or {})
     return merged
+
+
+def _base_config(filename: str | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    import fedmsg.config
+
+    where = filename or "fedmsg's configuration files (/etc/fedmsg.d, ./fedmsg.d ...)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            if filename is None:
+                return fedmsg.config.load_config([], None)
+            stat = os.stat(filename)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            cached = _file_cache.get(filename)
+            if cached is None or cached[0] != stamp:
+                base = copy.deepcopy(fedmsg.config.defaults)
+                base.update(fedmsg.config._process_config_file([filename]))
+                _file_cache[filename] = cached = (stamp, base)
+            return cached[1]
+        except ValueError as exc:  # "No config value 'endpoints' found." / "is not a file"
+            if filename is not None or not overrides or "endpoints" not in overrides:
+                raise ConfigError(f"fedmsg configuration: {exc}") from None
+            return dict(fedmsg.config.defaults)
+        except (OSError, SyntaxError, NameError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read {where}: {exc}") from None
 
 
 def short_hostname() -> str:

@@ -130,11 +130,12 @@ class Link:
         """
         waiter = _Waiter(delivery, frames, validate)
         self._command("deliver", waiter)
-        remaining = delivery.deadline - monotonic()
-        waiter.finished.wait(max(remaining, 0.0))
-        with self._lock:
-            self._ledger.remove(delivery.msg_id)
-            acks, missing, sends = dict(delivery.acks), delivery.missing, delivery.sends
+        try:
+            waiter.finished.wait(max(delivery.deadline - monotonic(), 0.0))
+        finally:  # also on KeyboardInterrupt: stop re-sending a message nobody waits for
+            with self._lock:
+                self._ledger.remove(delivery.msg_id)
+                acks, missing, sends = dict(delivery.acks), delivery.missing, delivery.sends
         if waiter.error is not None:
             raise waiter.error
         if missing:

@@ -20,3 +20,13 @@ def make_bus(tmp_path):
     yield make
     for bus in buses:
         bus.close()
+
+
+@pytest.fixture(autouse=True)
+def _forget_config_file():
+    """A command run in-process with --config-filename makes that file the process's config."""
+    from gilmsg import config as gconfig
+
+    saved = gconfig._config_file
+    yield
+    gconfig._config_file = saved

@@ -384,3 +384,14 @@ def test_active_mode_delivers_through_a_real_fedmsg_relay(make_bus):
     assert result["status"] == "delivered" and list(result["acked"]) == ["r1"]
     assert json.loads(tail.next_line())["msg_id"] == result["msg_id"]
     assert relay.proc.poll() is None, relay.stderr
+
+
+def test_config_filename_replaces_the_search_of_fedmsg_d(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    # A broken file where fedmsg would look (./fedmsg.d of the working directory).
+    (bus.root / "fedmsg.d" / "zz_broken.py").write_text("config = {\n")
+    proc = spawn_logger(bus, "--name", "pub", "--recipients", "r1", "--ack-timeout", OK_TIMEOUT,
+                        stdin="hello\n")
+    assert reports(proc, 1)[0]["status"] == "delivered"
+    assert proc.wait() == 0, proc.stderr
