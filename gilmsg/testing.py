@@ -62,6 +62,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell (``pytest &`` in a CI script) starts with
+    # SIGINT ignored, and children inherit that: give them the default, so SIGINT tests work.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Process:
     """A child process whose stdout lines are collected by a reader thread.
 
@@ -74,6 +80,7 @@ class Process:
         self.proc = subprocess.Popen(
             self.argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
+            preexec_fn=_default_sigint,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

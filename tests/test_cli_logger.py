@@ -28,24 +28,6 @@ LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
 OK_TIMEOUT = "10"  # delivery expected: recipients may still be starting (~1 s)
 
 
-@pytest.fixture(autouse=True)
-def interruptible_children():
-    """Let spawned commands get SIGINT even when pytest runs with SIGINT ignored.
-
-    A background job of a non-interactive shell (``pytest &`` in a CI script) starts with SIGINT
-    ignored; its children inherit that and, rightly, keep ignoring it. A handler in this process
-    becomes the default disposition in every child started from it.
-    """
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 # --------------------------------------------------------------------------------------------
 # in-process: parsing, messages, exit codes (no socket is opened by these)
 
