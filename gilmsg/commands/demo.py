@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pprint
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ import click
 import gilmsg
 from gilmsg import certs, message, signing
 from gilmsg import config as gconfig
-from gilmsg.testing import Process
+from gilmsg.testing import HUB_LOGGING, HUB_READY_LOG, Process
 
-RECIPIENTS = ("recipient-a", "recipient-b")
+TAILS = ("recipient-a", "recipient-b")
+#: The example consumer (examples/gilmsg_example) in a real fedmsg-hub acknowledges as "hub".
+RECIPIENTS = (*TAILS, "hub")
 
 
 def say(text: str = "") -> None:
@@ -50,10 +54,35 @@ def show_signing(cfg: dict[str, Any]) -> bool:
     return good.ok and good.signer == "publisher" and not bad.ok
 
 
+def _command(name: str) -> str:
+    return str(Path(sys.executable).parent / name) if (
+        Path(sys.executable).parent / name).exists() else (shutil.which(name) or name)
+
+
 def start_recipient(config_file: str, name: str) -> Process:
-    exe = shutil.which("gilmsg-tail") or str(Path(sys.executable).parent / "gilmsg-tail")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return Process([exe, "--config-filename", config_file, "--name", name, "--json"], env=env)
+    return Process([_command("gilmsg-tail"), "--config-filename", config_file, "--name", name,
+                    "--json"], env=env)
+
+
+def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
+    """A stock fedmsg-hub running the example consumer as "hub"; returns it and its record."""
+    try:
+        import gilmsg_example  # noqa: F401
+    except ImportError:
+        raise gilmsg.ConfigError(
+            "the example consumer is not installed: pip install ./examples/gilmsg_example"
+        ) from None
+    record = workdir / "consumed.jsonl"
+    hub_cfg = {**cfg, "name": "hub", "logging": HUB_LOGGING, "gilmsg_example": True,
+               "gilmsg_example.output": str(record)}
+    config_file = workdir / "hub.py"
+    config_file.write_text("config = " + pprint.pformat(hub_cfg) + "\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    hub = Process([_command("fedmsg-hub"), "--config-filename", str(config_file)], env=env,
+                  cwd=workdir)
+    hub.wait_for(lambda line: HUB_READY_LOG in line, timeout=60)
+    return hub, record
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +97,7 @@ def main(config_filename: str) -> None:
     """
     procs: list[Process] = []
     ok = True
+    workdir = Path(tempfile.mkdtemp(prefix="gilmsg-demo-"))
     try:
         cfg = gconfig.load(filename=config_filename)
         say("1. Development certificates")
@@ -75,16 +105,19 @@ def main(config_filename: str) -> None:
         say(f"  {len(cfg['certnames'])} services, CA and CRL in {cfg['ssldir']}")
         say("2. Signing in fedmsg's x509 format, without fedmsg.crypto")
         ok &= show_signing(cfg)
-        say("3. Two recipients start (real gilmsg-tail processes)")
-        procs = [start_recipient(config_filename, name) for name in RECIPIENTS]
+        say("3. Recipients start: two gilmsg-tail processes and a stock fedmsg-hub running the")
+        say("   example GilmsgConsumer (examples/gilmsg_example), which acknowledges as 'hub'")
+        procs = [start_recipient(config_filename, name) for name in TAILS]
+        hub, record = start_hub(cfg, workdir)
+        procs.append(hub)
         pub_cfg = {**cfg, "name": "publisher"}
         gilmsg.init(**pub_cfg)
         say(f"4. publisher sends to {', '.join(RECIPIENTS)} and waits for their signed ACKs")
         started = time.monotonic()
         report = gilmsg.publish(topic="hello", msg={"n": 0}, modname="demo",
                                 recipients=RECIPIENTS, ack_timeout=15, **pub_cfg)
-        say(f"  delivered {report.msg_id} after {report.sends} send(s) "
-            f"(recipients were still starting: {time.monotonic() - started:.2f}s)")
+        say(f"  delivered {report.msg_id} in {time.monotonic() - started:.3f}s, "
+            f"{report.sends} send(s) (the tails may still have been connecting)")
         for name, seconds in report.acks.items():
             say(f"    ACK from {name} after {seconds * 1000:.1f} ms")
         times = []
@@ -94,10 +127,13 @@ def main(config_filename: str) -> None:
             times.append(report.elapsed * 1000)
         times.sort()
         say(f"  20 more: median round trip {times[10]:.2f} ms, slowest {times[-1]:.2f} ms")
-        for proc in procs:
+        for proc in procs[:2]:
             got = [json.loads(proc.next_line())["msg"]["n"] for _ in range(21)]
             ok &= got == list(range(21))
-        say("  each recipient printed every message exactly once, in order")
+        consumed = [json.loads(line) for line in record.read_text().splitlines()]
+        ok &= sorted(c["msg"]["n"] for c in consumed) == list(range(21))
+        say("  each gilmsg-tail printed every message exactly once, in order, and the hub's")
+        say(f"  consume() recorded each exactly once ({len(consumed)} lines in {record.name})")
         say("5. recipient-b stops; the next publish must fail loudly")
         procs[1].stop()
         try:
@@ -108,12 +144,13 @@ def main(config_filename: str) -> None:
         except gilmsg.Timeout as exc:
             say(f"  gilmsg.Timeout: {exc}")
             say(f"    acknowledged: {sorted(exc.acked)}; missing: {list(exc.missing)}")
-            ok &= exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a"}
+            ok &= exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a", "hub"}
     except gilmsg.GilmsgError as exc:
         click.echo(f"gilmsg-demo: error: {exc}", err=True)
         sys.exit(3)
     finally:
         for proc in procs:
             proc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     say("demo " + ("passed" if ok else "FAILED"))
     sys.exit(0 if ok else 1)
