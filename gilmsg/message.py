@@ -5,6 +5,7 @@ See ``docs/protocol.rst`` for the specification these functions implement.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import json
@@ -119,6 +120,7 @@ def new_envelope(
     return envelope
 
 
+@functools.cache
 def _username() -> str:
     try:
         return getpass.getuser()
