@@ -81,6 +81,11 @@ class Link:
         self._i = 0
         self._stopped = threading.Event()
         self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first deliver
+        # The publishing socket is shared under _pub_lock, except while the link thread polls it
+        # (for subscription notices, only while deliveries are pending): then others queue.
+        self._pub: zmq.Socket | None = None
+        self._pub_lock = threading.Lock()
+        self._pub_polled = True
         self._poller: zmq.Poller | None = None
         ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -113,7 +118,15 @@ class Link:
             return self._i
 
     def send(self, frames: list[bytes]) -> None:
-        """Queue frames for sending once; returns at once (fire-and-forget, like fedmsg)."""
+        """Send frames once; returns at once (fire-and-forget, like fedmsg).
+
+        Sent from the calling thread when the socket is free (no thread hand-over: this is the
+        ACK path of every recipient), else queued for the link's thread.
+        """
+        with self._pub_lock:
+            if self._pub is not None and not self._pub_polled:
+                self._pub.send_multipart(frames)
+                return
         self._command("send", frames)
 
     def deliver(
@@ -211,11 +224,13 @@ class Link:
             self._stopped.set()
             ready.set()
             return
+        with self._pub_lock:
+            self._pub = pub
         ready.set()
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
-        poller.register(pub, zmq.POLLIN)
         self._poller = poller
+        watching_pub = False
         waiters: dict[str, _Waiter] = {}
         try:
             while True:
@@ -225,7 +240,17 @@ class Link:
                 timeout = None
                 if wakeup is not None:
                     timeout = max(0, int((wakeup - now) * 1000) + 1)
+                if bool(waiters) != watching_pub:  # notices matter only to pending deliveries
+                    watching_pub = bool(waiters)
+                    if watching_pub:
+                        poller.register(pub, zmq.POLLIN)
+                    else:
+                        poller.unregister(pub)
+                with self._pub_lock:
+                    self._pub_polled = watching_pub
                 events = dict(poller.poll(timeout))
+                with self._pub_lock:
+                    self._pub_polled = False
                 if self._wake_r in events and not self._drain_commands(pub, waiters):
                     return
                 if pub in events and self._new_subscriber(pub):
@@ -240,7 +265,9 @@ class Link:
                 waiter.finished.set()
         finally:
             self._stopped.set()
-            pub.close(EXIT_LINGER_MS)
+            with self._pub_lock:
+                self._pub = None
+                pub.close(EXIT_LINGER_MS)
             if self._sub is not None:
                 self._sub.close(0)
             self._ctx.term()
@@ -261,7 +288,8 @@ class Link:
             if kind == "stop":
                 return False
             if kind == "send":
-                pub.send_multipart(payload)
+                with self._pub_lock:
+                    pub.send_multipart(payload)
             elif kind == "listen":
                 if self._sub is not None:
                     self._sync_ack_listener()
@@ -272,14 +300,16 @@ class Link:
                     self._ledger.add(payload.delivery)
                     payload.delivery.sent(now)
                 waiters[payload.delivery.msg_id] = payload
-                pub.send_multipart(payload.frames)
+                with self._pub_lock:
+                    pub.send_multipart(payload.frames)
 
     def _new_subscriber(self, pub: zmq.Socket) -> bool:
         """Read XPUB's subscription notices; True if someone (re)subscribed."""
         joined = False
         while True:
             try:
-                notice = pub.recv(zmq.NOBLOCK)
+                with self._pub_lock:
+                    notice = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return joined
             if notice[:1] == b"\x01":
@@ -337,7 +367,8 @@ class Link:
             if not live:
                 del waiters[msg_id]
             elif due:
-                pub.send_multipart(waiter.frames)
+                with self._pub_lock:
+                    pub.send_multipart(waiter.frames)
 
 
 _links: dict[gconfig.Publishing, Link] = {}
