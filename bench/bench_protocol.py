@@ -96,7 +96,7 @@ def main() -> None:
         Path(tmp), ["pub", "cold", "fedpub", "fedtail", *recipients]
     ) as bus:
         cfg = bus.config_for("pub")
-        r1 = bus.spawn_tail("r1")
+        r1 = quiet_tail(bus, "r1")
         warm = gilmsg.publish(topic="warm", msg={}, recipients=["r1"], ack_timeout=30, **cfg)
         print(f"recipient r1 started and reached (first publish took {warm.elapsed:.2f}s, "
               f"{warm.sends} sends)")
@@ -139,6 +139,7 @@ def main() -> None:
             results[count] = times
             print(f"gilmsg  {count:2d} recipient(s): {fmt(times)}")
 
+        bus.close()  # the gilmsg recipients stop: the fedmsg half runs on an idle machine
         print("\n== plain fedmsg: fedmsg.publish -> fedmsg.tail_messages, one way, no ACK ==")
         tail_script = Path(tmp) / "fedtail.py"
         tail_script.write_text(FEDMSG_TAIL)
