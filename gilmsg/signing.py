@@ -271,7 +271,18 @@ class Signer:
 
 
 _signers: dict[tuple[str, str], Signer] = {}
-_signers_lock = threading.Lock()
+_cache_lock = threading.Lock()
+
+
+def _once(cache: dict, key: Any, make: Any) -> Any:
+    """``cache[key]``, made by ``make(*key)`` the first time (one instance even across threads)."""
+    value = cache.get(key)
+    if value is None:
+        with _cache_lock:
+            value = cache.get(key)
+            if value is None:
+                value = cache[key] = make(*key)
+    return value
 
 
 def signer_for(config: Mapping[str, Any]) -> Signer:
@@ -283,15 +294,7 @@ def signer_for(config: Mapping[str, Any]) -> Signer:
         ConfigError: ``ssldir`` or the ``certnames`` entry is missing.
         CertificateError: the key or certificate cannot be used.
     """
-    paths = gconfig.key_and_cert_paths(config)
-    signer = _signers.get(paths)
-    if signer is None:
-        with _signers_lock:
-            signer = _signers.get(paths)
-            if signer is None:
-                signer = Signer(*paths)
-                _signers[paths] = signer
-    return signer
+    return _once(_signers, gconfig.key_and_cert_paths(config), Signer)
 
 
 def sign(envelope: Mapping[str, Any], **config: Any) -> dict[str, Any]:
@@ -631,7 +634,6 @@ def _crl_stale(crl: x509.CertificateRevocationList, now: float) -> bool:
 
 
 _validators: dict[tuple[str, str | None], Validator] = {}
-_validators_lock = threading.Lock()
 
 
 def _locations(config: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -653,15 +655,7 @@ def validator_for(config: Mapping[str, Any]) -> Validator:
     Raises:
         ConfigError: ``ca_cert_location`` is not set (there is no remote default).
     """
-    key = _locations(config)
-    validator = _validators.get(key)
-    if validator is None:
-        with _validators_lock:
-            validator = _validators.get(key)
-            if validator is None:
-                validator = Validator(*key)
-                _validators[key] = validator
-    return validator
+    return _once(_validators, _locations(config), Validator)
 
 
 def validate(envelope: Mapping[str, Any], **config: Any) -> Verdict:
