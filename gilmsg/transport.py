@@ -271,8 +271,7 @@ class Link:
             if self._sub is not None:
                 self._sub.close(0)
             self._ctx.term()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            # The wake pipe stays open: a racing _command must not write to a recycled fd.
 
     def _drain_commands(self, pub: zmq.Socket, waiters: dict[str, _Waiter]) -> bool:
         try:
