@@ -148,6 +148,9 @@ def main(config_filename: str) -> None:
     except gilmsg.GilmsgError as exc:
         click.echo(f"gilmsg-demo: error: {exc}", err=True)
         sys.exit(3)
+    except AssertionError as exc:  # a recipient process did not answer (gilmsg.testing waits)
+        click.echo(f"gilmsg-demo: error: {exc}", err=True)
+        sys.exit(1)
     finally:
         for proc in procs:
             proc.stop()
