@@ -53,11 +53,11 @@ for _name, _ep, topic, msg in fedmsg.tail_messages(**config):
 """
 
 
-def quiet_tail(bus: DevBus, name: str) -> subprocess.Popen:
+def quiet_tail(bus: DevBus, name: str, *args: str) -> subprocess.Popen:
     """A gilmsg-tail whose output is discarded: reading 10 pipes would load this process."""
     exe = str(Path(sys.executable).parent / "gilmsg-tail")
-    proc = subprocess.Popen([exe, "--config-filename", str(bus.config_file), "--name", name],
-                            stdout=subprocess.DEVNULL, cwd=bus.root)
+    proc = subprocess.Popen([exe, "--config-filename", str(bus.config_file), "--name", name,
+                             *args], stdout=subprocess.DEVNULL, cwd=bus.root)
     bus.processes.append(_Stopper(proc))
     return proc
 
@@ -137,7 +137,26 @@ def main() -> None:
                 if i >= 20:
                     times.append(time.monotonic() - t)
             results[count] = times
-            print(f"gilmsg  {count:2d} recipient(s): {fmt(times)}")
+            print(f"gilmsg  {count:2d} recipient(s): {fmt(times)}   subscribed to everything")
+
+        # Consumers usually subscribe to their topics, and then never receive each other's ACKs
+        # (with "" every ACK reaches every recipient: N*N deliveries per message).
+        for proc in tails.values():
+            proc.terminate()
+        for proc in tails.values():
+            proc.wait(10)
+        topic_prefix = f"{bus.config['topic_prefix']}.{bus.config['environment']}.bench"
+        tails = {name: quiet_tail(bus, name, "--topic", topic_prefix) for name in recipients}
+        gilmsg.publish(topic="x", msg={}, modname="bench", recipients=recipients, ack_timeout=30,
+                       **cfg)
+        times = []
+        for i in range(args.n + 20):
+            t = time.monotonic()
+            gilmsg.publish(topic="x", msg={"i": i}, modname="bench", recipients=recipients,
+                           ack_timeout=10, **cfg)
+            if i >= 20:
+                times.append(time.monotonic() - t)
+        print(f"gilmsg  10 recipient(s): {fmt(times)}   each subscribed to its topic only")
 
         bus.close()  # the gilmsg recipients stop: the fedmsg half runs on an idle machine
         print("\n== plain fedmsg: fedmsg.publish -> fedmsg.tail_messages, one way, no ACK ==")
