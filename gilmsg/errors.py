@@ -50,8 +50,8 @@ class Timeout(GilmsgError):
 
     The message may still have reached the recipients in :attr:`missing` (their ACK may be what
     was lost), but gilmsg cannot prove it. What to do: alert an operator or retry the publish;
-    recipients deliver a repeated ``msg_id`` once only if it is the *same* message, so a retry is
-    a new message to them.
+    a retry is a new message (new ``msg_id``), so a recipient that did get the first one will
+    deliver both to its application.
 
     Attributes:
         msg_id: the id of the message that was published (and re-sent).

@@ -164,13 +164,21 @@ class Ack:
     reason: str | None = None
 
 
-def ack_body(envelope: Mapping[str, Any], status: str = "received", reason: str | None = None):
-    """The ``msg`` of an ACK for ``envelope`` (as received, credentials included or not)."""
+def ack_body(
+    envelope: Mapping[str, Any],
+    status: str = "received",
+    reason: str | None = None,
+    content_digest: str | None = None,
+) -> dict[str, Any]:
+    """The ``msg`` of an ACK for ``envelope`` (as received, credentials included or not).
+
+    ``content_digest`` is :func:`digest` of ``envelope``, computed here unless the caller has it.
+    """
     if status not in ACK_STATUSES:
         raise InvalidInput(f"ACK status must be one of {ACK_STATUSES}, got {status!r}")
     body: dict[str, Any] = {
         "ack_msg_id": envelope["msg_id"],
-        "ack_digest": digest(envelope),
+        "ack_digest": content_digest if content_digest is not None else digest(envelope),
         "status": status,
     }
     if reason is not None:

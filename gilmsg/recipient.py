@@ -87,16 +87,22 @@ class Recipient:
             return False
         if self.is_ack(topic) or not message.is_gilmsg(envelope):
             return True
+        digest = message.digest(envelope)
         if self.ack and message.wants_ack_from(envelope, self.common_name or ""):
-            self.acknowledge(envelope)
+            self.acknowledge(envelope, digest=digest)
+        # Keyed on the content too: a different message reusing a msg_id must neither hide the
+        # genuine one (which its ACK vouches for) nor be hidden by it.
         with self._seen_lock:
-            return self._seen.first_time(envelope["msg_id"])
+            return self._seen.first_time(f"{envelope['msg_id']} {digest}")
 
     def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
-                    reason: str | None = None) -> None:
-        """Send a signed ACK for ``envelope`` (fire-and-forget; the publisher re-sends if lost)."""
+                    reason: str | None = None, digest: str | None = None) -> None:
+        """Send a signed ACK for ``envelope`` (fire-and-forget; the publisher re-sends if lost).
+
+        ``digest`` may pass :func:`gilmsg.message.digest` of ``envelope`` if already computed.
+        """
         assert self._link is not None and self._signer is not None, "created with ack=False"
-        body = message.ack_body(envelope, status, reason)
+        body = message.ack_body(envelope, status, reason, content_digest=digest)
         ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
         signed = self._signer.sign(ack)
         self._link.send(message.encode(self.ack_topic, signed))

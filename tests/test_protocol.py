@@ -467,3 +467,26 @@ def test_routing_policy_forbids_a_signer_on_a_topic(make_bus):
         publish(bus, timeout=1)  # on the policed topic: r1 drops it, no print, no ACK
     again = allowed()
     assert json.loads(r1.next_line())["msg_id"] == again.msg_id  # nothing printed in between
+
+
+def test_a_message_reusing_a_msg_id_does_not_hide_the_genuine_one(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "pub")
+    r1 = bus.spawn_tail("r1")
+    raw.wait_subscriber()
+    genuine = message.new_envelope("org.gilmsg.test.x", {"genuine": True}, 1, ["r1"])
+    forged = {**genuine, "msg": {"forged": True}}  # same msg_id, other content, other signer
+    forged = signer_of(bus.ssldir, "forger").sign(forged)
+    genuine = signer_of(bus.ssldir, "pub").sign(genuine)
+    frames = [message.encode("org.gilmsg.test.x", env) for env in (forged, genuine)]
+    got = None
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while got is None and time.monotonic() < deadline:  # until r1 acknowledges the genuine one
+        for f in frames:
+            raw.pub.send_multipart(f)
+        got = raw.recv(lambda t, e: t.endswith(".gilmsg.ack")
+                       and e["msg"]["ack_digest"] == message.digest(genuine), timeout=0.1,
+                       required=False)
+    assert got is not None
+    # The ACK vouches for the genuine content: the application must have been given it.
+    r1.wait_for(lambda line: json.loads(line)["msg"] == {"genuine": True})

@@ -11,8 +11,8 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   finished": a slow or busy ``consume()`` does not delay ACKs, and the hub consumes what it
   acknowledged unless the process dies first (a stop by signal drains the queue);
 * every copy of a gilmsg message that arrives again (the publisher re-sends until it has every
-  ACK) is acknowledged again, but is queued, hence passed to ``consume()``, once per ``msg_id``
-  and consumer (remembered for the hub's lifetime, last 100 000 ids);
+  ACK) is acknowledged again, but is queued, hence passed to ``consume()``, once per
+  ``msg_id``, content and consumer (remembered for the hub's lifetime, last 100 000);
 * everything else reaches ``consume()`` exactly as with ``FedmsgConsumer``: the moksha wrapper
   ``{"topic": ..., "body": <fedmsg envelope>}``;
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
@@ -312,10 +312,11 @@ def _install_stop_handlers() -> None:
 
 def _on_stop_signal(signum: int, frame: Any) -> None:
     """Signal handler: ask the reactor to stop (and wake it up); a second signal exits at once."""
-    with _state_lock:
-        again, _state["stopping"] = _state["stopping"], True
-    if again:
+    # No lock here: the handler runs in the main thread between bytecodes, possibly while that
+    # thread holds a lock; a plain flag cannot deadlock.
+    if _state["stopping"]:
         os._exit(128 + signum)
+    _state["stopping"] = True
     reactor.callFromThread(_stop_hub, signum)
 
 
