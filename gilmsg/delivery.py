@@ -146,12 +146,13 @@ class Ledger:
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time something is due after ``now``: a re-send or a deadline.
 
-        Deliveries that are done or expired are not counted: they only wait to be removed.
+        Deliveries that are done or expired are not counted: they only wait to be removed; nor
+        are those not sent yet (the adapter sends them when it handles their command).
         """
         times = [
             min(d.next_send, d.deadline)
             for d in self._pending.values()
-            if not d.done and not d.expired(now)
+            if d.sends and not d.done and not d.expired(now)  # unsent: its command is queued
         ]
         return min(times) if times else None
 

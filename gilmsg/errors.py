@@ -59,6 +59,8 @@ class Timeout(GilmsgError):
         acked: recipient Common Name -> seconds after the call when its ACK arrived.
         missing: recipients that did not acknowledge, in the order they were named.
         ack_timeout: the timeout that elapsed, in seconds.
+        rejected: recipient -> reason, for those of :attr:`missing` that answered with a
+            ``rejected`` ACK (they got the message and refused it).
     """
 
     def __init__(
@@ -68,20 +70,26 @@ class Timeout(GilmsgError):
         acked: Mapping[str, float],
         missing: Sequence[str],
         ack_timeout: float,
+        rejected: Mapping[str, str] | None = None,
     ) -> None:
         self.msg_id = msg_id
         self.topic = topic
         self.acked = dict(acked)
         self.missing = tuple(missing)
         self.ack_timeout = ack_timeout
+        self.rejected = dict(rejected or {})
         got = ", ".join(sorted(self.acked)) or "none"
+        refused = "".join(
+            f"; rejected by {who}: {why or 'no reason given'}"
+            for who, why in sorted(self.rejected.items())
+        )
         super().__init__(
             f"no ACK within {ack_timeout:g}s from {', '.join(self.missing)} "
-            f"for {msg_id} on {topic} (acknowledged by: {got})"
+            f"for {msg_id} on {topic} (acknowledged by: {got}{refused})"
         )
 
     def __reduce__(self):  # keep it picklable despite the custom __init__
         return (
             type(self),
-            (self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout),
+            (self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout, self.rejected),
         )

@@ -37,6 +37,8 @@ HWM = 100_000
 EXIT_LINGER_MS = 200
 #: ACK frames processed per wake-up before timers get a turn.
 ACK_BATCH = 256
+#: Longest sleep of an idle link thread (it then discards XPUB notices nobody needs).
+IDLE_POLL_MS = 1000
 
 
 def tune(sock: zmq.Socket) -> None:
@@ -95,6 +97,10 @@ class Link:
         self._thread.start()
         ready.wait()
         if self._start_error is not None:
+            self._thread.join()
+            self._ctx.term()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
             raise self._start_error
 
     # -- API for any thread ------------------------------------------------------------------
@@ -142,13 +148,16 @@ class Link:
         ``signer``. Returns a :class:`Report`; raises :class:`Timeout` at ``delivery.deadline``.
         """
         waiter = _Waiter(delivery, frames, validate)
-        self._command("deliver", waiter)
+        with self._lock:  # registered here: the link thread drops it if we gave up already
+            self._ledger.add(delivery)
         try:
+            self._command("deliver", waiter)
             waiter.finished.wait(max(delivery.deadline - monotonic(), 0.0))
         finally:  # also on KeyboardInterrupt: stop re-sending a message nobody waits for
             with self._lock:
                 self._ledger.remove(delivery.msg_id)
                 acks, missing, sends = dict(delivery.acks), delivery.missing, delivery.sends
+                rejected = {who: why for who, why in delivery.rejected.items() if who in missing}
         if waiter.error is not None:
             raise waiter.error
         if missing:
@@ -158,6 +167,7 @@ class Link:
                 acks,
                 missing,
                 delivery.deadline - delivery.started,
+                rejected,
             )
         return Report(delivery.msg_id, delivery.topic, acks, sends)
 
@@ -213,8 +223,11 @@ class Link:
             self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
             self._heard_topics.add(topic)
         for endpoint in endpoints:
-            self._sub.connect(endpoint)
             self._heard_endpoints.add(endpoint)
+            try:
+                self._sub.connect(endpoint)
+            except zmq.ZMQError as exc:
+                log.error("gilmsg: cannot listen for ACKs from endpoint %r: %s", endpoint, exc)
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -237,9 +250,9 @@ class Link:
                 now = time.monotonic()
                 with self._lock:
                     wakeup = self._ledger.next_wakeup(now)
-                timeout = None
+                timeout = IDLE_POLL_MS
                 if wakeup is not None:
-                    timeout = max(0, int((wakeup - now) * 1000) + 1)
+                    timeout = min(timeout, max(0, int((wakeup - now) * 1000) + 1))
                 if bool(waiters) != watching_pub:  # notices matter only to pending deliveries
                     watching_pub = bool(waiters)
                     if watching_pub:
@@ -255,12 +268,23 @@ class Link:
                     return
                 if pub in events and self._new_subscriber(pub):
                     self._resend(pub, waiters, force=True)
+                elif not watching_pub:  # nobody waits: just keep libzmq's notice queue short
+                    self._new_subscriber(pub)
                 if self._sub is not None and self._sub in events:
                     self._read_acks(self._sub, waiters)
                 self._resend(pub, waiters, force=False)
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
-            for waiter in waiters.values():
+            self._stopped.set()
+            pending = list(waiters.values())
+            while True:
+                try:
+                    kind, payload = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "deliver":
+                    pending.append(payload)
+            for waiter in pending:
                 waiter.error = GilmsgError(f"gilmsg link thread failed: {exc}")
                 waiter.finished.set()
         finally:
@@ -294,11 +318,15 @@ class Link:
                     self._sync_ack_listener()
             elif kind == "deliver":
                 self._sync_ack_listener()  # listen before the message goes out
+                delivery = payload.delivery
                 now = time.monotonic()
                 with self._lock:
-                    self._ledger.add(payload.delivery)
-                    payload.delivery.sent(now)
-                waiters[payload.delivery.msg_id] = payload
+                    live = self._ledger.get(delivery.msg_id) is delivery
+                    if live:
+                        delivery.sent(now)
+                if not live:  # the caller timed out or was interrupted before we got here
+                    continue
+                waiters[delivery.msg_id] = payload
                 with self._pub_lock:
                     pub.send_multipart(payload.frames)
 
@@ -325,8 +353,8 @@ class Link:
                 continue
             _topic, envelope = decoded
             ack = message.parse_ack(envelope)
-            if ack is None:
-                continue
+            if ack is None or envelope.get("topic") not in self._ack_topics:
+                continue  # the frame topic is not signed; the envelope's is
             waiter = waiters.get(ack.msg_id)
             if waiter is None:  # not ours: no crypto spent on it
                 continue

@@ -237,6 +237,12 @@ def test_ledger_routes_and_wakes_up_for_the_earliest_due_time():
     assert ledger.remove("2023-abc") is a and ledger.get("2023-abc") is None
 
 
+def test_unsent_deliveries_do_not_wake_the_adapter():
+    ledger = Ledger()
+    ledger.add(delivery(["r1"]))  # registered by the caller, its send command still queued
+    assert ledger.next_wakeup(100.0) is None
+
+
 def test_seen_is_bounded_and_remembers_recent_ids():
     seen = Seen(capacity=3)
     assert [seen.first_time(i) for i in "abca"] == [True, True, True, False]
@@ -256,3 +262,6 @@ def test_report_and_timeout_carry_per_recipient_results():
     import pickle
 
     assert pickle.loads(pickle.dumps(err)).missing == ("r2", "r3")
+    refused = Timeout("m", "t", {}, ("r2",), 0.5, rejected={"r2": "quota"})
+    assert refused.rejected == {"r2": "quota"} and "rejected by r2: quota" in str(refused)
+    assert pickle.loads(pickle.dumps(refused)).rejected == {"r2": "quota"}

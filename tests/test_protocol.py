@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import threading
 import time
@@ -236,11 +237,14 @@ def forgery(kind, bus, tmp):
         return lambda m: r1.sign(ack_envelope({**m, "msg_id": "2026-other"}))
     if kind == "same msg_id, other content":
         return lambda m: r1.sign(ack_envelope({**m, "msg": {"k": "forged"}}))
+    if kind == "right body, signed for another topic":
+        return lambda m: r1.sign({**ack_envelope(m), "topic": "org.gilmsg.test.other"})
     raise ValueError(kind)
 
 
 FORGERIES = ["same CA, another CN", "another CA, right CN", "unsigned", "tampered body",
-             "ACK for another msg_id", "same msg_id, other content"]
+             "ACK for another msg_id", "same msg_id, other content",
+             "right body, signed for another topic"]
 
 
 @pytest.mark.parametrize("kind", FORGERIES)
@@ -490,3 +494,53 @@ def test_a_message_reusing_a_msg_id_does_not_hide_the_genuine_one(make_bus, raw_
     assert got is not None
     # The ACK vouches for the genuine content: the application must have been given it.
     r1.wait_for(lambda line: json.loads(line)["msg"] == {"genuine": True})
+
+
+def test_a_rejected_ack_is_reported_not_counted(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    r1 = signer_of(bus.ssldir, "r1")
+    outcome = forge_while_publishing(
+        bus, raw, lambda m: r1.sign(ack_envelope(m, status="rejected", reason="disk full")))
+    assert outcome["timeout"].missing == ("r1",)
+    assert outcome["timeout"].rejected == {"r1": "disk full"}
+
+
+def test_publishes_that_time_out_at_once_leave_nothing_behind(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    publish(bus)
+    for _ in range(50):  # each gives up before the link thread may even have seen it
+        with pytest.raises(gilmsg.Timeout):
+            publish(bus, timeout=1e-9)
+    link = transport.link_for(bus.config_for("pub"))
+    assert set(publish(bus).acks) == {"r1"}
+    assert len(link._ledger) == 0
+
+
+def test_failed_binds_leak_no_file_descriptors(make_bus):
+    bus = make_bus(["pub", "r1"])
+    ctx = zmq.Context()
+    blocker = ctx.socket(zmq.PUB)
+    blocker.bind(bus.config["endpoints"]["pub"][0])
+    try:
+        def attempt():
+            with pytest.raises(gilmsg.ConfigError):
+                publish(bus, timeout=1)
+
+        attempt()  # first use loads certificates and modules
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            attempt()
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        blocker.close(0)
+        ctx.term()
+
+
+def test_a_malformed_endpoint_of_another_service_does_not_break_publishing(make_bus):
+    bus = make_bus(["pub", "r1"])
+    bus.spawn_tail("r1")
+    endpoints = {**bus.config["endpoints"], "broken": ["tcp://127.0.0.1"]}
+    report = publish(bus, endpoints=endpoints)
+    assert set(report.acks) == {"r1"}
