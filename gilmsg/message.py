@@ -55,7 +55,7 @@ def to_json_value(msg: Any) -> Any:
     """
     try:
         return json.loads(fedmsg.encoding.dumps(msg))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"msg is not JSON-serialisable: {exc}") from None
 
 

@@ -180,6 +180,13 @@ def test_read_items_numbers_lines_and_skips_blank_ones():
     assert (item.line, item.body) == (None, {"b": 2})
 
 
+def test_deeply_nested_json_is_a_bad_line_not_a_crash():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    items = list(cli.read_items(None, True, io.BytesIO(deep + b'\n{"ok": 1}\n')))
+    assert items[0].line == 1 and "invalid JSON" in items[0].problem
+    assert items[1].body == {"ok": 1}
+
+
 def test_exit_code_precedence():
     def session(*statuses: str) -> cli.Session:
         s = cli.Session({}, "t", "m", ("r1",), 1.0, quiet=True, json_report=False)

@@ -263,3 +263,11 @@ def test_pretty_on_a_pipe_has_no_colour(make_bus):
         shown.append(obj["msg"]["log"])
         pos += 1
     assert shown == ["first", "pretty"]
+
+
+@pytest.mark.parametrize("stamp", [1e20, float("nan"), float("inf"), -1e20, True, "x", None])
+def test_timestamps_that_are_not_times_do_not_crash_the_formats(stamp):
+    assert cli.local_time(stamp, "%H:%M:%S") is None
+    envelope = {"topic": "t", "msg_id": "m", "msg": {"log": "x"}, "timestamp": stamp}
+    assert "--:--:--" in cli.format_terse("t", envelope)
+    assert '"timestamp"' in cli.format_pretty("t", envelope)

@@ -158,7 +158,7 @@ def read_items(message: str | None, json_input: bool, stream: BinaryIO) -> Itera
             return
         try:
             yield Item(None, body=_parse(message.strip(), json_input))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             yield Item(None, problem=f"--message is not valid JSON: {exc}")
         return
     for number, raw in enumerate(iter(stream.readline, b""), start=1):
@@ -171,7 +171,7 @@ def read_items(message: str | None, json_input: bool, stream: BinaryIO) -> Itera
             continue
         try:
             yield Item(number, body=_parse(text, json_input))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             yield Item(number, problem=f"invalid JSON: {exc}")
 
 

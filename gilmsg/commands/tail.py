@@ -66,6 +66,16 @@ def describe_ack(envelope: Mapping[str, Any]) -> str:
     return text
 
 
+def local_time(stamp: Any, fmt: str) -> str | None:
+    """``stamp`` (seconds since the epoch) formatted in local time, or None if it is not one."""
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+        return None
+    try:
+        return time.strftime(fmt, time.localtime(stamp))
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
 def format_line(topic: str, envelope: Mapping[str, Any], is_ack: bool = False) -> str:
     """Default format: ``<topic> <msg_id> <msg as compact JSON>`` on one line."""
     if is_ack:
@@ -82,9 +92,7 @@ def format_json(topic: str, envelope: Mapping[str, Any], is_ack: bool = False) -
 def format_terse(topic: str, envelope: Mapping[str, Any], is_ack: bool = False,
                  width: int = 120) -> str:
     """``--terse``: ``HH:MM:SS <topic> <short summary>`` (a log line's text, else short JSON)."""
-    stamp = envelope.get("timestamp")
-    when = time.strftime("%H:%M:%S", time.localtime(stamp)) if isinstance(
-        stamp, (int, float)) else "--:--:--"
+    when = local_time(envelope.get("timestamp"), "%H:%M:%S") or "--:--:--"
     msg = envelope.get("msg")
     if is_ack:
         summary = describe_ack(envelope)
@@ -105,9 +113,9 @@ def format_pretty(topic: str, envelope: Mapping[str, Any], is_ack: bool = False,
     Coloured (ANSI) only when ``color`` is true.
     """
     shown = {k: v for k, v in envelope.items() if k not in CREDENTIALS}
-    stamp = shown.get("timestamp")
-    if isinstance(stamp, (int, float)):
-        shown["timestamp"] = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(stamp))
+    readable = local_time(shown.get("timestamp"), "%Y-%m-%d %H:%M:%S %z")
+    if readable:
+        shown["timestamp"] = readable
     if is_ack:
         signer = signer_cn(envelope)
         if signer:
@@ -242,7 +250,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                         text = format_pretty(msg_topic, envelope, is_ack, color=colored)
                     else:
                         text = FORMATTERS[fmt_name](msg_topic, envelope, is_ack)
-                    click.echo(text)
+                    # A lone surrogate from the wire cannot be encoded: show it escaped.
+                    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
                 if exec_cmd is not None:
                     status = run_exec(exec_cmd, msg_topic, envelope)
                     if status != 0:
