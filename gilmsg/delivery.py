@@ -25,6 +25,7 @@ class Outcome(enum.Enum):
     NOT_A_RECIPIENT = "not a recipient"  #: validly signed by someone not asked to ACK
     WRONG_DIGEST = "wrong digest"  #: names this msg_id but acknowledges other content
     REJECTED = "rejected"  #: the recipient got the message and refused it
+    LATE = "late"  #: genuine, but after the deadline: the publish has already failed
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Delivery:
         """Count an ACK whose signature was checked: ``signer`` is None when it did not validate.
 
         Only a validly signed ACK from a named recipient, for this msg_id and this digest,
-        counts; this is where false positives are ruled out.
+        arriving before the deadline, counts; this is where false positives are ruled out.
         """
         if signer is None:
             return Outcome.FORGED_SIGNATURE
@@ -103,11 +104,13 @@ class Delivery:
             return Outcome.NOT_A_RECIPIENT
         if ack.digest != self.digest:
             return Outcome.WRONG_DIGEST
+        if signer in self.acks:
+            return Outcome.REPEAT
+        if self.expired(now):
+            return Outcome.LATE
         if ack.status == "rejected":
             self.rejected[signer] = ack.reason or ""
             return Outcome.REJECTED
-        if signer in self.acks:
-            return Outcome.REPEAT
         self.acks[signer] = now - self.started
         return Outcome.ACCEPTED
 

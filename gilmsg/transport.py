@@ -369,7 +369,8 @@ class Link:
             with self._lock:
                 delivery, outcome = self._ledger.on_ack(signer, ack, now)
                 done = delivery is not None and delivery.done
-            if outcome not in (Outcome.ACCEPTED, Outcome.REPEAT, Outcome.UNKNOWN_MESSAGE):
+            if outcome not in (Outcome.ACCEPTED, Outcome.REPEAT, Outcome.UNKNOWN_MESSAGE,
+                               Outcome.LATE):
                 log.warning(
                     "ignored ACK for %s from %s: %s %s",
                     ack.msg_id, verdict.signer, outcome.value, verdict.reason,

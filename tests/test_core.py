@@ -198,6 +198,12 @@ def test_every_order_of_acks_and_forgeries_ends_done_exactly_when_all_genuine_ar
             assert set(d.acks) == genuine
 
 
+def test_an_ack_after_the_deadline_does_not_count():
+    d = delivery(["r1"], timeout=1.0)
+    assert d.on_ack("r1", ack_for(), 101.0) is Outcome.LATE
+    assert not d.done and d.acks == {}
+
+
 def test_processed_status_counts():
     d = delivery(["r1"])
     assert d.on_ack("r1", ack_for(status="processed"), 100.1) is Outcome.ACCEPTED
