@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gilmsg import config as gconfig
+from gilmsg import signing, transport
 from gilmsg.delivery import Report
 from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput, Timeout
 from gilmsg.publish import DEFAULT_ACK_TIMEOUT, publish
@@ -24,9 +26,6 @@ def init(**config: Any) -> None:
     Raises:
         ConfigError, CertificateError: as :func:`publish` would.
     """
-    from gilmsg import config as gconfig
-    from gilmsg import signing, transport
-
     cfg = gconfig.load(config)
     if cfg.get("sign_messages") or cfg.get("certnames"):
         signing.signer_for(cfg)

@@ -15,7 +15,7 @@ from gilmsg.delivery import Delivery, Report
 #: Seconds a publish with recipients waits for every ACK unless told otherwise.
 DEFAULT_ACK_TIMEOUT = 5.0
 
-_first_plain_publish: set[tuple] = set()
+_first_plain_publish: set[int] = set()  # ids of links that already waited post_init_sleep
 
 
 def calling_module() -> str:

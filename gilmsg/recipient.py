@@ -65,13 +65,12 @@ class Recipient:
         if self._validator is None:
             return True
         verdict = self._validator.validate(envelope)
-        reason = verdict.reason
-        if verdict.ok and not signing.routing_allows(
-            str(envelope.get("topic")), verdict.signer or "", self.config
-        ):
-            reason = f"routing_policy does not allow {verdict.signer} on this topic"
-        elif verdict.ok:
+        if not verdict.ok:
+            reason = verdict.reason
+        elif signing.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
             return True
+        else:
+            reason = f"routing_policy does not allow {verdict.signer} on this topic"
         log.warning(
             "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"), reason
         )
