@@ -530,9 +530,12 @@ def test_failed_binds_leak_no_file_descriptors(make_bus):
 
         attempt()  # first use loads certificates and modules
         before = len(os.listdir("/proc/self/fd"))
-        for _ in range(20):
+        attempts = 40
+        for _ in range(attempts):
             attempt()
-        assert len(os.listdir("/proc/self/fd")) == before
+        # A leak costs at least one descriptor per attempt. The margin absorbs descriptors that
+        # come and go on their own: ZeroMQ's reconnect attempts to endpoints nobody listens on.
+        assert len(os.listdir("/proc/self/fd")) - before < attempts // 2
     finally:
         blocker.close(0)
         ctx.term()
