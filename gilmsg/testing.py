@@ -110,7 +110,8 @@ class Process:
             line = self.lines.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(
-                f"no output from {self.argv[0]} within {timeout}s; stderr:\n{self.stderr}"
+                f"no output from {self.argv[0]} within {timeout:.1f}s; last lines "
+                f"{self.seen[-5:]!r}; stderr:\n{self.stderr}"
             ) from None
         self.seen.append(line)
         return line

@@ -63,7 +63,8 @@ def wait_line(hub: Process, needle: str) -> None:
 
 def wait_consumed(hub: Process, msg_id: str, consumer: str = "ExampleConsumer") -> None:
     """Await the hub's log line saying ``consumer.consume()`` got ``msg_id``."""
-    wait_line(hub, f"{consumer} consumed {msg_id}")
+    # "] " anchors the class name: "ExampleConsumer consumed" is inside "OtherExampleConsumer ...".
+    wait_line(hub, f"] {consumer} consumed {msg_id}")
 
 
 def publish(bus: DevBus, recipients, msg=None, timeout: float = DEFAULT_WAIT, **kw):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 import gilmsg
 from gilmsg import certs, message, signing, transport
@@ -37,9 +38,22 @@ class Raw:
         self.sub = self.ctx.socket(zmq.SUB)
         transport.tune(self.sub)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        for other, endpoints in bus.config["endpoints"].items():
+        self.monitor = self.sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.connected: set[str] = set()
+        self.endpoints = bus.config["endpoints"]
+        for other, endpoints in self.endpoints.items():
             if other != name:
                 self.sub.connect(endpoints[0])
+
+    def wait_connected(self, name, timeout=DEFAULT_WAIT):
+        """Block until our SUB has completed its handshake with service ``name``'s publisher."""
+        endpoint = self.endpoints[name][0]
+        deadline = time.monotonic() + timeout
+        while endpoint not in self.connected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.monitor.poll(remaining * 1000):
+                raise AssertionError(f"never connected to {name} at {endpoint}")
+            self.connected.add(recv_monitor_message(self.monitor)["endpoint"].decode())
 
     def wait_subscriber(self, timeout=DEFAULT_WAIT):
         """Block until some peer subscribes to our XPUB."""
@@ -60,6 +74,8 @@ class Raw:
         return None
 
     def close(self):
+        self.sub.disable_monitor()
+        self.monitor.close(0)
         self.pub.close(0)
         self.sub.close(0)
         self.ctx.term()
@@ -269,6 +285,7 @@ def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
     r1 = bus.spawn_tail("r1")
+    raw.wait_connected("r1")  # or r1's ACK could go out before we listen
     first = publish(bus)
     _, old_ack = raw.recv(lambda t, e: t.endswith(".gilmsg.ack")
                           and e["msg"]["ack_msg_id"] == first.msg_id)
