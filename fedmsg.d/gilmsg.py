@@ -1,4 +1,5 @@
-# Local development bus for gilmsg: every endpoint on 127.0.0.1, certificates in ../dev-certs
+# Local development bus for gilmsg: every endpoint on 127.0.0.1 (ports below Linux's ephemeral
+# range, so no outgoing connection can hold them), certificates in ../dev-certs
 # (created by `./run demo` or `gilmsg-certs dev`). fedmsg reads this file when a command runs
 # from the repository root (./fedmsg.d/); elsewhere pass --config-filename fedmsg.d/gilmsg.py.
 import inspect
@@ -15,14 +16,14 @@ config = dict(
     topic_prefix="org.gilmsg",
     environment="dev",
     endpoints={
-        "publisher": ["tcp://127.0.0.1:39100", "tcp://127.0.0.1:39101"],
-        "recipient-a": ["tcp://127.0.0.1:39110"],
-        "recipient-b": ["tcp://127.0.0.1:39120"],
-        "hub": ["tcp://127.0.0.1:39130"],
-        "relay_outbound": ["tcp://127.0.0.1:39140"],
+        "publisher": ["tcp://127.0.0.1:29100", "tcp://127.0.0.1:29101"],
+        "recipient-a": ["tcp://127.0.0.1:29110"],
+        "recipient-b": ["tcp://127.0.0.1:29120"],
+        "hub": ["tcp://127.0.0.1:29130"],
+        "relay_outbound": ["tcp://127.0.0.1:29140"],
     },
     # fedmsg-relay listens here; `gilmsg-logger --active` and fedmsg-logger publish through it.
-    relay_inbound=["tcp://127.0.0.1:39141"],
+    relay_inbound=["tcp://127.0.0.1:29141"],
     zmq_enabled=True,
     sign_messages=True,
     validate_signatures=True,

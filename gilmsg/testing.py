@@ -21,6 +21,7 @@ import json
 import os
 import pprint
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -55,8 +56,32 @@ HUB_LOGGING: dict[str, Any] = {
 }
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range.
+
+    A port the kernel may hand out as the source port of an outgoing connection (any process's
+    ZeroMQ connect) can be taken between this call and the bind that uses it; ports below the
+    ephemeral range are only ever taken by an explicit bind. Falls back to a kernel-picked port
+    if no such port is free.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(10000, 65536) if p not in ephemeral]
+    rng = random.SystemRandom()
+    for port in rng.sample(candidates, min(200, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
