@@ -64,23 +64,29 @@ def _ephemeral_ports() -> range:
     return range(low, high + 1)
 
 
+_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range.
 
     A port the kernel may hand out as the source port of an outgoing connection (any process's
     ZeroMQ connect) can be taken between this call and the bind that uses it; ports below the
-    ephemeral range are only ever taken by an explicit bind. Falls back to a kernel-picked port
-    if no such port is free.
+    ephemeral range are only ever taken by an explicit bind. A port is never returned twice in
+    one process, so services of one bus, not yet bound, cannot share one. Falls back to a
+    kernel-picked port if no such port is free.
     """
     ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(10000, 65536) if p not in ephemeral]
-    rng = random.SystemRandom()
-    for port in rng.sample(candidates, min(200, len(candidates))):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+    with _ports_lock:
+        candidates = [p for p in range(10000, 65536) if p not in ephemeral and p not in _ports]
+        for port in random.SystemRandom().sample(candidates, min(200, len(candidates))):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ports.add(port)  # never handed out twice by this process, bound yet or not
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -30,3 +30,12 @@ def _forget_config_file():
     saved = gconfig._config_file
     yield
     gconfig._config_file = saved
+
+
+@pytest.fixture(autouse=True)
+def _close_links():
+    """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
+    yield
+    from gilmsg import transport
+
+    transport.close_all()

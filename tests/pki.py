@@ -179,7 +179,8 @@ def _build_interop(venv: Path, python: Path, marker: Path, timeout: float) -> st
             shutil.rmtree(venv)
         steps = [
             [sys.executable, "-m", "venv", str(venv)],
-            [str(python), "-m", "pip", "install", "--quiet", *INTEROP_REQUIREMENTS],
+            [str(python), "-m", "pip", "install", "--quiet", "--retries", "2", "--timeout", "30",
+             *INTEROP_REQUIREMENTS],
             [str(python), "-c", "from fedmsg.crypto import x509_ng; assert x509_ng._cryptography"],
         ]
         for cmd in steps:

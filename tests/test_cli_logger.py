@@ -25,7 +25,7 @@ from gilmsg.commands import logger as cli
 from gilmsg.testing import DevBus, Process, free_port
 
 LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
-OK_TIMEOUT = "10"  # delivery expected: recipients may still be starting (~1 s)
+OK_TIMEOUT = "30"  # delivery expected: recipients may still be starting (~1 s)
 
 
 # --------------------------------------------------------------------------------------------

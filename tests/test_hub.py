@@ -477,10 +477,11 @@ def test_hub_restart_between_publishes(bus):
     # Published while no hub runs: re-sent until the new hub is up, then acknowledged.
     result: dict[str, Any] = {}
     publisher = threading.Thread(
-        target=lambda: result.update(report=publish(bus, ["hub"], msg={"n": 2})))
+        target=lambda: result.update(report=publish(bus, ["hub"], msg={"n": 2}, timeout=60)))
     publisher.start()
     hub = start_hub(bus)
-    publisher.join(DEFAULT_WAIT)
+    publisher.join(70)
+    assert "report" in result, "the publish did not return"
     second = result["report"]
     wait_consumed(hub, second.msg_id)
     third = publish(bus, ["hub"], msg={"n": 3})

@@ -18,7 +18,9 @@ from gilmsg import certs, signing
 from gilmsg.message import new_envelope
 from tests import pki
 
-pytestmark = pytest.mark.interop
+# Building the side venv (first use only) happens inside the first test's setup: give it the
+# builder's own bound (pki.interop_python) rather than the suite's per-test timeout.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(1000)]
 
 
 @pytest.fixture(scope="module")
