@@ -111,7 +111,10 @@ class Process:
         self.proc = subprocess.Popen(
             self.argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
-            preexec_fn=_default_sigint,
+            # preexec_fn is unsafe with threads running: only where SIGINT would be inherited
+            # ignored (a caught signal is reset to the default by exec anyway).
+            preexec_fn=_default_sigint
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else None,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

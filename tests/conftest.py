@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from gilmsg.testing import DevBus
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Started as a background job (`./run tests &`): SIGINT arrives ignored and children would
+    # inherit that. A handler here is reset to the default in every child at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
