@@ -22,6 +22,7 @@ import os
 import pprint
 import queue
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,9 @@ DEFAULT_WAIT = 20.0
 #: What :class:`gilmsg.GilmsgConsumer` logs once the hub runs (``gilmsg.consumers.READY_LOG``;
 #: not imported from there, which would load moksha and install Twisted's reactor here).
 HUB_READY_LOG = "gilmsg: hub running"
+
+#: What moksha logs when a consumer could not be loaded or constructed (the hub runs on without).
+HUB_CONSUMER_FAILED = re.compile(r"Failed to (init|load) .* consumer\.")
 
 #: Logging for hubs started by :meth:`DevBus.spawn_hub`: INFO on stdout, read by :class:`Process`.
 HUB_LOGGING: dict[str, Any] = {
@@ -316,7 +320,8 @@ class DevBus:
             pythonpath: directories put first on the hub's ``PYTHONPATH``.
             wait: return only once a :class:`gilmsg.GilmsgConsumer` logged that the hub runs
                 (its socket is bound, its subscriptions made and its stop handlers installed);
-                AssertionError if that takes longer than ``timeout``.
+                AssertionError if that takes longer than ``timeout``, or at once if moksha
+                reports that a consumer failed to start.
             extra: config keys for :meth:`hub_config`.
         """
         path = self.write_hub_config(name, **extra)
@@ -331,7 +336,13 @@ class DevBus:
             env["PYTHONPATH"] = os.pathsep.join(parts)
         proc = self.spawn(argv, env=env)
         if wait:
-            proc.wait_for(lambda line: HUB_READY_LOG in line, timeout)
+            line = proc.wait_for(
+                lambda line: HUB_READY_LOG in line or bool(HUB_CONSUMER_FAILED.search(line)),
+                timeout)
+            if HUB_CONSUMER_FAILED.search(line):  # moksha logs it and runs on without the consumer
+                while proc.lines.qsize():  # the traceback that followed, as far as it came
+                    proc.next_line(0)
+                raise AssertionError(f"fedmsg-hub: {line}\n" + "\n".join(proc.seen[-12:]))
         return proc
 
     def close(self) -> None:
