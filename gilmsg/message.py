@@ -32,6 +32,9 @@ ACK_STATUSES = ("received", "processed", "rejected")
 #: Frames larger than this are dropped unread by receivers (a message is a few KiB).
 MAX_FRAME_BYTES = 1 << 20
 
+#: Longest ``ack_timeout`` accepted, in seconds (about 31 years; a thread can wait ~9e9 s).
+MAX_ACK_TIMEOUT = 1e9
+
 
 def canonical_bytes(envelope: Mapping[str, Any]) -> bytes:
     """The bytes a signature covers: fedmsg's canonical JSON of the envelope without credentials.
@@ -62,11 +65,12 @@ def to_json_value(msg: Any) -> Any:
 def check_recipients(recipients: Any) -> tuple[str, ...]:
     """Normalise a recipients argument to a tuple of distinct Common Names, order kept.
 
-    A single string is one recipient. Raises :class:`InvalidInput` for anything that is not an
-    iterable of non-empty strings, or for an empty list.
+    Raises :class:`InvalidInput` for anything that is not an iterable of non-empty strings, for
+    an empty list, and for a bare string (``"r1 r2"`` would silently be one name).
     """
     if isinstance(recipients, str):
-        recipients = (recipients,)
+        raise InvalidInput(
+            f"recipients must be a list of names, not a string: use [{recipients!r}]")
     if isinstance(recipients, (bytes, Mapping)) or not isinstance(recipients, Iterable):
         raise InvalidInput(f"recipients must be a list of names, not {type(recipients).__name__}")
     out: list[str] = []
@@ -89,6 +93,9 @@ def check_timeout(ack_timeout: Any) -> float:
     value = float(ack_timeout)
     if not (value > 0 and value != float("inf")):
         raise InvalidInput(f"ack_timeout must be a positive number of seconds, got {ack_timeout!r}")
+    if value > MAX_ACK_TIMEOUT:
+        raise InvalidInput(f"ack_timeout must be at most {MAX_ACK_TIMEOUT:g} seconds, "
+                           f"got {ack_timeout!r}")
     return value
 
 
@@ -211,8 +218,20 @@ def parse_ack(envelope: Mapping[str, Any]) -> Ack | None:
 
 
 def encode(topic: str, envelope: Mapping[str, Any]) -> list[bytes]:
-    """The two ZeroMQ frames fedmsg sends: topic, then the JSON envelope."""
-    return [topic.encode("utf-8"), fedmsg.encoding.dumps(envelope).encode("utf-8")]
+    """The two ZeroMQ frames fedmsg sends: topic, then the JSON envelope.
+
+    Raises :class:`InvalidInput` if the topic is not valid UTF-8 text (a lone surrogate) or a
+    frame is larger than :data:`MAX_FRAME_BYTES`, which every gilmsg receiver drops.
+    """
+    try:
+        frames = [topic.encode("utf-8"), fedmsg.encoding.dumps(envelope).encode("utf-8")]
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"topic {topic!r} is not valid text: {exc.reason}") from None
+    size = max(len(frame) for frame in frames)
+    if size > MAX_FRAME_BYTES:
+        raise InvalidInput(f"message too large: {size} bytes encoded, receivers accept at most "
+                           f"{MAX_FRAME_BYTES}")
+    return frames
 
 
 def decode(frames: Sequence[bytes]) -> tuple[str, dict[str, Any]] | None:

@@ -59,7 +59,9 @@ def publish(
         A :class:`~gilmsg.Report` (msg_id, per-recipient ACK times) with recipients, else None.
 
     Raises:
-        InvalidInput: bad recipients, ``ack_timeout`` or a message that is not JSON; nothing sent.
+        InvalidInput: bad recipients (a list of names, not a string) or ``ack_timeout``, a message
+            that is not JSON or encodes to more than 1 MiB, a topic that is not text; nothing
+            sent.
         ConfigError: no name, endpoint, certnames entry or CA for this process; nothing sent.
         CertificateError: a key, certificate, CA or CRL is unusable; nothing sent.
         Timeout: ``ack_timeout`` seconds passed since the call without every ACK; it names the

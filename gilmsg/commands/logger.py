@@ -25,6 +25,7 @@ from gilmsg import config as gconfig
 from gilmsg import signing
 from gilmsg.commands import _common
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
+from gilmsg.message import MAX_ACK_TIMEOUT
 
 PROG = "gilmsg-logger"
 
@@ -136,6 +137,8 @@ def _recipients_callback(_ctx: click.Context, _param: click.Parameter,
 def _timeout_callback(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise click.BadParameter(f"must be a positive number of seconds, not {value:g}")
+    if value > MAX_ACK_TIMEOUT:
+        raise click.BadParameter(f"must be at most {MAX_ACK_TIMEOUT:g} seconds")
     return value
 
 
