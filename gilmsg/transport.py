@@ -146,6 +146,8 @@ class Link:
 
         ``validate`` checks an ACK envelope's signature and returns a verdict with ``ok`` and
         ``signer``. Returns a :class:`Report`; raises :class:`Timeout` at ``delivery.deadline``.
+        An interruption (KeyboardInterrupt ...) propagates with an ``acked`` attribute added:
+        ``{recipient: seconds}`` of the ACKs that had arrived.
         """
         waiter = _Waiter(delivery, frames, validate)
         with self._lock:  # registered here: the link thread drops it if we gave up already
@@ -153,6 +155,10 @@ class Link:
         try:
             self._command("deliver", waiter)
             waiter.finished.wait(max(delivery.deadline - monotonic(), 0.0))
+        except BaseException as exc:
+            with self._lock:
+                exc.acked = dict(delivery.acks)  # type: ignore[attr-defined]
+            raise
         finally:  # also on KeyboardInterrupt: stop re-sending a message nobody waits for
             with self._lock:
                 self._ledger.remove(delivery.msg_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -531,6 +532,30 @@ def test_a_rejected_ack_is_reported_not_counted(make_bus, raw_factory):
         bus, raw, lambda m: r1.sign(ack_envelope(m, status="rejected", reason="disk full")))
     assert outcome["timeout"].missing == ("r1",)
     assert outcome["timeout"].rejected == {"r1": "disk full"}
+
+
+def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
+    bus = make_bus(["pub", "r1", "r2"])
+    bus.spawn_tail("r1")
+    publish(bus)  # r1 is up; r2 never starts
+    link = transport.link_for(bus.config_for("pub"))
+
+    def interrupt_once_r1_acknowledged():
+        deadline = time.monotonic() + DEFAULT_WAIT
+        while time.monotonic() < deadline:  # no event tells when the link thread counted it
+            with link._lock:
+                if any("r1" in d.acks for d in link._ledger):
+                    break
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled in the main thread
+
+    helper = threading.Thread(target=interrupt_once_r1_acknowledged)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt) as info:
+        publish(bus, recipients=["r1", "r2"], timeout=DEFAULT_WAIT + 10)
+    helper.join(DEFAULT_WAIT)
+    assert set(info.value.acked) == {"r1"}
+    assert len(link._ledger) == 0  # and it is no longer re-sent
 
 
 def test_publishes_that_time_out_at_once_leave_nothing_behind(make_bus):

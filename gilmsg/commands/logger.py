@@ -226,12 +226,14 @@ class Session:
                                list(exc.missing), error=f"no ACK within {exc.ack_timeout:g}s"))
         except InvalidInput as exc:
             self.record(Result(item.line, INVALID, error=str(exc)))
-        except (_common.Interrupted, KeyboardInterrupt):
+        except (_common.Interrupted, KeyboardInterrupt) as exc:
             if "msg_id" not in sent:
                 self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
             elif self.recipients:
+                acked = getattr(exc, "acked", {})  # set by gilmsg's transport
                 self.record(Result(item.line, NOT_ACKNOWLEDGED, sent["msg_id"], sent["topic"],
-                                   missing=list(self.recipients),
+                                   self._in_order(acked),
+                                   [r for r in self.recipients if r not in acked],
                                    error="interrupted before every ACK arrived"))
             else:
                 self.record(Result(item.line, FAILED, sent["msg_id"], sent["topic"],
