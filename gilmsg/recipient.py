@@ -33,7 +33,8 @@ class Recipient:
         CertificateError: a key, certificate, CA or CRL is unusable.
     """
 
-    def __init__(self, config: Mapping[str, Any], ack: bool = True, seen_capacity: int = 100_000):
+    def __init__(self, config: Mapping[str, Any], ack: bool = True,
+                 seen_capacity: int = 100_000) -> None:
         self.config = dict(config)
         self.ack = ack
         self.validate_signatures = bool(config.get("validate_signatures", False))
@@ -86,13 +87,17 @@ class Recipient:
             return False
         if self.is_ack(topic) or not message.is_gilmsg(envelope):
             return True
+        msg_id = envelope.get("msg_id")
+        if not isinstance(msg_id, str) or not msg_id:  # possible only unvalidated: fedmsg signs it
+            log.warning("dropped gilmsg message on %s: no msg_id", envelope.get("topic"))
+            return False
         digest = message.digest(envelope)
         if self.ack and message.wants_ack_from(envelope, self.common_name or ""):
             self.acknowledge(envelope, digest=digest)
         # Keyed on the content too: a different message reusing a msg_id must neither hide the
         # genuine one (which its ACK vouches for) nor be hidden by it.
         with self._seen_lock:
-            return self._seen.first_time(f"{envelope['msg_id']} {digest}")
+            return self._seen.first_time(f"{msg_id} {digest}")
 
     def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
                     reason: str | None = None, digest: str | None = None) -> None:

@@ -18,6 +18,7 @@ from zmq.utils.monitor import recv_monitor_message
 import gilmsg
 from gilmsg import certs, message, signing, transport
 from gilmsg import config as gconfig
+from gilmsg.recipient import Recipient
 from gilmsg.testing import DEFAULT_WAIT, free_port
 
 SUCCESS_TIMEOUT = 30.0  # generous: recipient processes need ~1 s to import and connect
@@ -532,6 +533,17 @@ def test_a_rejected_ack_is_reported_not_counted(make_bus, raw_factory):
         bus, raw, lambda m: r1.sign(ack_envelope(m, status="rejected", reason="disk full")))
     assert outcome["timeout"].missing == ("r1",)
     assert outcome["timeout"].rejected == {"r1": "disk full"}
+
+
+@pytest.mark.parametrize("msg_id", [None, 5, ""])
+def test_unvalidated_gilmsg_message_without_msg_id_is_dropped_quietly(make_bus, caplog, msg_id):
+    bus = make_bus(["r1"])
+    recipient = Recipient(bus.config_for("r1", validate_signatures=False))
+    envelope = {"topic": "org.gilmsg.test.t", "msg": {}, "gilmsg_version": 2}
+    if msg_id is not None:
+        envelope["msg_id"] = msg_id
+    assert recipient.handle("org.gilmsg.test.t", envelope) is False
+    assert "no msg_id" in caplog.text and "Traceback" not in caplog.text
 
 
 def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
