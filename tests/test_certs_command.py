@@ -32,7 +32,7 @@ def ssl(tmp_path) -> Path:
 def test_help_documents_exit_codes():
     result = run("--help")
     assert result.exit_code == 0
-    for text in ("Exit status", "2  bad usage", "3  bad configuration", "Example"):
+    for text in ("Exit status", "2  bad usage", "4  bad configuration", "Example"):
         assert text in result.output
 
 
@@ -51,7 +51,7 @@ def test_init_refuses_existing_ca(ssl):
     assert run("init", "--ssldir", str(ssl)).exit_code == 0
     before = (ssl / "ca.crt").read_bytes()
     result = run("init", "--ssldir", str(ssl))
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
     assert str(ssl / "ca.key") in result.stderr and "--force" in result.stderr
     assert (ssl / "ca.crt").read_bytes() == before
@@ -83,7 +83,7 @@ def test_issue_refuses_existing_without_force(ssl):
     run("issue", "alice", "--ssldir", str(ssl))
     before = (ssl / "alice.crt").read_bytes()
     result = run("issue", "alice", "--ssldir", str(ssl))
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert result.stderr == (
         f"gilmsg-certs: error: {ssl / 'alice.key'} already exists: "
         "pass --force (force=True) to replace it\n"
@@ -98,7 +98,7 @@ def test_issue_refuses_existing_without_force(ssl):
 
 def test_issue_without_ca(ssl):
     result = run("issue", "alice", "--ssldir", str(ssl))
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert "ca.key" in result.stderr and "gilmsg-certs init" in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -134,7 +134,7 @@ def test_revoke_updates_crl(ssl):
 def test_revoke_unknown_name(ssl):
     run("init", "--ssldir", str(ssl))
     result = run("revoke", "zed", "--ssldir", str(ssl))
-    assert result.exit_code == 3 and str(ssl / "zed.crt") in result.stderr
+    assert result.exit_code == 4 and str(ssl / "zed.crt") in result.stderr
 
 
 def test_certnames_output_is_a_fedmsg_config(ssl):
@@ -158,7 +158,7 @@ def test_certnames_output_is_a_fedmsg_config(ssl):
 
 def test_certnames_without_ca(ssl):
     result = run("certnames", "--ssldir", str(ssl))
-    assert result.exit_code == 3 and "gilmsg-certs init" in result.stderr
+    assert result.exit_code == 4 and "gilmsg-certs init" in result.stderr
 
 
 def test_dev_is_idempotent(tmp_path, monkeypatch):

@@ -9,12 +9,8 @@ from typing import Any
 import click
 
 from gilmsg import certs
+from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE
 from gilmsg.errors import CertificateError, GilmsgError, InvalidInput
-
-#: Exit statuses (also listed in ``gilmsg-certs --help``).
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
 
 HELP = """Manage the certificates gilmsg and fedmsg sign messages with.
 
@@ -34,8 +30,9 @@ Example:
 Exit status:
     0  success
     2  bad usage (unknown option, missing or invalid NAME)
-    3  bad configuration or certificate problem (a file exists and --force was not
+    4  bad configuration or certificate problem (a file exists and --force was not
        given, the CA is missing or unreadable, ...); one line on stderr says which.
+    (The same codes as gilmsg-logger and gilmsg-tail.)
 """
 
 ssldir_option = click.option(

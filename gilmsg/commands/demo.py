@@ -17,6 +17,7 @@ import click
 import gilmsg
 from gilmsg import certs, message, signing
 from gilmsg import config as gconfig
+from gilmsg.commands import _common
 from gilmsg.testing import HUB_LOGGING, HUB_READY_LOG, Process
 
 TAILS = ("recipient-a", "recipient-b")
@@ -91,7 +92,7 @@ def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
 def main(config_filename: str) -> None:
     """Run gilmsg on a local bus: certificates, signing, recipients, ACKs and a Timeout.
 
-    Exit code 0 when every step behaved as shown, 1 otherwise, 3 for a configuration problem.
+    Exit code 0 when every step behaved as shown, 1 otherwise, 4 for a configuration problem.
 
     Example: ./run demo   (or: gilmsg-demo --config-filename fedmsg.d/gilmsg.py)
     """
@@ -147,7 +148,7 @@ def main(config_filename: str) -> None:
             ok &= exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a", "hub"}
     except gilmsg.GilmsgError as exc:
         click.echo(f"gilmsg-demo: error: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(_common.EXIT_CONFIG)
     except AssertionError as exc:  # a recipient process did not answer (gilmsg.testing waits)
         click.echo(f"gilmsg-demo: error: {exc}", err=True)
         sys.exit(1)
