@@ -28,6 +28,7 @@ from gilmsg.testing import DevBus  # noqa: E402
 
 
 def summary(label: str, seconds: list[float], sends: list[int]) -> str:
+    """One result line: p50/p99/mean/max in ms and how many publishes needed a re-send."""
     ms = sorted(s * 1e3 for s in seconds)
     p50 = ms[len(ms) // 2]
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
@@ -39,6 +40,7 @@ def summary(label: str, seconds: list[float], sends: list[int]) -> str:
 
 
 def main() -> int:
+    """Run the benchmark; prints its lines and returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=500, help="measured publishes per recipient")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured publishes first")

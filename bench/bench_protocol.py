@@ -78,16 +78,19 @@ class _Stopper:
 
 
 def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def fmt(values: list[float]) -> str:
+    """``p50 ... ms   p99 ... ms   (n=...)`` for round trips given in seconds."""
     ms = [v * 1000 for v in values]
     return f"p50 {pct(ms, 0.5):7.3f} ms   p99 {pct(ms, 0.99):7.3f} ms   (n={len(ms)})"
 
 
 def main() -> None:
+    """Run every part of the benchmark and print its figures."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300, help="publishes per figure")
     args = parser.parse_args()

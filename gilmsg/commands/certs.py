@@ -67,7 +67,7 @@ def _fail(message: str, status: int) -> None:
 
 @click.group(cls=_Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    pass
+    """The ``gilmsg-certs`` command group (its help text is :data:`HELP`)."""
 
 
 @main.command()

@@ -26,6 +26,7 @@ RECIPIENTS = (*TAILS, "hub")
 
 
 def say(text: str = "") -> None:
+    """One line of the demo's narration on stdout."""
     click.echo(text)
 
 
@@ -61,6 +62,7 @@ def _command(name: str) -> str:
 
 
 def start_recipient(config_file: str, name: str) -> Process:
+    """A real ``gilmsg-tail --json`` acknowledging as ``name``; stopped by the caller."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return Process([_command("gilmsg-tail"), "--config-filename", config_file, "--name", name,
                     "--json"], env=env)
