@@ -88,6 +88,9 @@ class Link:
         self._pub: zmq.Socket | None = None
         self._pub_lock = threading.Lock()
         self._pub_polled = True
+        # Topic prefixes someone subscribes to now (XPUB_VERBOSE reports every subscription,
+        # and an unsubscription when the last subscriber of a prefix leaves). Under _pub_lock.
+        self._prefixes: set[bytes] = set()
         self._poller: zmq.Poller | None = None
         ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -134,6 +137,32 @@ class Link:
                 self._pub.send_multipart(frames)
                 return
         self._command("send", frames)
+
+    def wait_subscriber(self, topic: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until some peer subscribes to a prefix of ``topic``.
+
+        True at once if one already has. False means a message sent now would reach nobody
+        (with ``active``: no relay is connected). Says nothing about who will really get it.
+        """
+        wanted = topic.encode("utf-8")
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._pub_lock:
+                pub = self._pub
+                if pub is None:
+                    raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
+                own = not self._pub_polled  # else the link thread reads the notices
+                if own:
+                    self._read_notices(pub)
+                if any(wanted.startswith(prefix) for prefix in self._prefixes):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if own:  # holding the lock: the link thread's sends wait at most 50 ms
+                    pub.poll(int(min(remaining, 0.05) * 1000) + 1)
+                    continue
+            time.sleep(min(remaining, 0.005))
 
     def deliver(
         self,
@@ -338,15 +367,22 @@ class Link:
 
     def _new_subscriber(self, pub: zmq.Socket) -> bool:
         """Read XPUB's subscription notices; True if someone (re)subscribed."""
+        with self._pub_lock:
+            return self._read_notices(pub)
+
+    def _read_notices(self, pub: zmq.Socket) -> bool:
+        """:meth:`_new_subscriber` for a caller holding ``_pub_lock``."""
         joined = False
         while True:
             try:
-                with self._pub_lock:
-                    notice = pub.recv(zmq.NOBLOCK)
+                notice = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return joined
             if notice[:1] == b"\x01":
                 joined = True
+                self._prefixes.add(notice[1:])
+            elif notice[:1] == b"\x00":
+                self._prefixes.discard(notice[1:])
 
     def _read_acks(self, sub: zmq.Socket, waiters: dict[str, _Waiter]) -> None:
         for _ in range(ACK_BATCH):

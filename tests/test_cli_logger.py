@@ -283,13 +283,37 @@ def test_invalid_json_line_is_reported_and_the_others_are_sent(make_bus):
 
 
 def test_without_recipients_it_says_delivery_is_not_confirmed(make_bus):
-    bus = make_bus(["pub"])
-    proc = spawn_logger(bus, "--name", "pub", "--message", "fire and forget")
+    bus = make_bus(["pub", "watcher"])
+    watcher = bus.spawn_tail("watcher", "--no-ack")
+    proc = spawn_logger(bus, "--name", "pub", "--ack-timeout", OK_TIMEOUT,
+                        "--message", "fire and forget")
     [result] = reports(proc, 1)
     assert proc.wait() == 0, proc.stderr
     assert result["status"] == "sent" and result["msg_id"]
     assert "delivery is not confirmed" in proc.stderr
     assert "message: sent, delivery not confirmed (no --recipients)" in proc.stderr
+    assert json.loads(watcher.next_line())["msg_id"] == result["msg_id"]
+
+
+def test_without_recipients_and_nobody_subscribed_nothing_is_reported_sent(make_bus):
+    bus = make_bus(["pub"])
+    proc = spawn_logger(bus, "--name", "pub", "--ack-timeout", "0.5", stdin="one\ntwo\n")
+    results = reports(proc, 2)
+    assert proc.wait() == _common.EXIT_NOT_ACKNOWLEDGED, proc.stderr
+    assert [r["status"] for r in results] == ["not_sent", "not_sent"]
+    assert "line 1: not sent: nobody subscribed to org.gilmsg.test.logger.log" in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "gilmsg-logger: 2 not sent"
+
+
+def test_active_mode_without_recipients_and_no_relay_is_not_reported_sent(make_bus):
+    bus = make_bus(["pub"])
+    inbound, _ = with_relay_config(bus)  # but no relay runs: fedmsg-logger would exit 0 here
+    proc = spawn_logger(bus, "--active", "--name", "pub", "--ack-timeout", "0.5",
+                        "--message", "into the void")
+    [result] = reports(proc, 1)
+    assert proc.wait() == _common.EXIT_NOT_ACKNOWLEDGED, proc.stderr
+    assert result["status"] == "not_sent"
+    assert f"no fedmsg-relay connected at {inbound} within 0.5s" in proc.stderr
 
 
 def test_sigint_while_reading_stdin_reports_what_was_delivered(make_bus):
@@ -330,8 +354,10 @@ def test_sigint_while_waiting_for_acks_reports_the_message_in_flight(make_bus):
 
 
 def test_sigterm_stops_like_sigint(make_bus):
-    bus = make_bus(["pub"])
-    proc = spawn_logger(bus, "--name", "pub", stdin="first\n", keep_open=True)
+    bus = make_bus(["pub", "watcher"])
+    bus.spawn_tail("watcher", "--no-ack")
+    proc = spawn_logger(bus, "--name", "pub", "--ack-timeout", OK_TIMEOUT, stdin="first\n",
+                        keep_open=True)
     [first] = reports(proc, 1)
     assert first["status"] == "sent"
     proc.signal(signal.SIGTERM)

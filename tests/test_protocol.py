@@ -570,6 +570,27 @@ def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
     assert len(link._ledger) == 0  # and it is no longer re-sent
 
 
+def test_wait_subscriber_follows_subscribers_coming_and_going(make_bus):
+    bus = make_bus(["pub"])
+    link = transport.link_for(bus.config_for("pub"))
+    topic = "org.gilmsg.test.x.y"
+    assert not link.wait_subscriber(topic, 0.05)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"org.gilmsg.test.x")
+    sub.connect(bus.config["endpoints"]["pub"][0])
+    try:
+        assert link.wait_subscriber(topic, DEFAULT_WAIT)
+        assert not link.wait_subscriber("org.gilmsg.test.z", 0.05)
+    finally:
+        sub.close(0)
+        ctx.term()
+    deadline = time.monotonic() + DEFAULT_WAIT  # the unsubscription arrives when TCP closes
+    while link.wait_subscriber(topic, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not link.wait_subscriber(topic, 0)
+
+
 def test_publishes_that_time_out_at_once_leave_nothing_behind(make_bus):
     bus = make_bus(["pub", "r1"])
     bus.spawn_tail("r1")

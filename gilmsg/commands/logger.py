@@ -22,7 +22,7 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg import signing
+from gilmsg import signing, transport
 from gilmsg.commands import _common
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
 from gilmsg.message import MAX_ACK_TIMEOUT
@@ -35,7 +35,7 @@ SENT = "sent"  #: published without recipients: nothing confirms it arrived
 NOT_ACKNOWLEDGED = "not_acknowledged"  #: published, some recipients did not acknowledge
 INVALID = "invalid"  #: bad input (not JSON ...): not sent
 FAILED = "failed"  #: an error stopped this message; it may or may not have left
-NOT_SENT = "not_sent"  #: read but not published (the command was stopped first)
+NOT_SENT = "not_sent"  #: read but not published (stopped first, or nobody was subscribed)
 
 _SUMMARY_WORDS = {
     DELIVERED: "delivered",
@@ -215,6 +215,8 @@ class Session:
             sent["topic"] = envelope.get("topic")
 
         try:
+            if not self.recipients and not self._someone_listens(item):
+                return
             report = gilmsg.publish(
                 topic=self.topic, msg=item.body, modname=self.modname,
                 recipients=self.recipients or None, ack_timeout=self.ack_timeout,
@@ -250,6 +252,27 @@ class Session:
                 self.record(Result(item.line, DELIVERED, report.msg_id, report.topic,
                                    self._in_order(report.acks), sends=report.sends))
 
+    def _someone_listens(self, item: Item) -> bool:
+        """Without recipients: wait up to --ack-timeout for a subscriber to the topic.
+
+        A message published while nobody subscribes to its topic reaches no one (fedmsg-logger
+        exits 0 then): record it as not sent instead. Errors are left to publish() to report.
+        """
+        try:
+            link = transport.link_for(self.config)
+            topic = gconfig.full_topic(self.config, self.topic, self.modname)
+            if link.wait_subscriber(topic, self.ack_timeout):
+                return True
+        except (GilmsgError, UnicodeError):
+            return True
+        if self.config.get("active"):
+            where = f"no fedmsg-relay connected at {link.address}"
+        else:
+            where = f"nobody subscribed to {topic} at {link.address}"
+        self.record(Result(item.line, NOT_SENT,
+                           error=f"{where} within {self.ack_timeout:g}s: it would reach no one"))
+        return False
+
     def _in_order(self, acks: Mapping[str, float]) -> dict[str, float]:
         """ACK times in the order the recipients were named (not the order they arrived)."""
         return {cn: acks[cn] for cn in self.recipients if cn in acks}
@@ -280,7 +303,7 @@ class Session:
         if self.stop_code is not None:
             return self.stop_code
         statuses = {r.status for r in self.results}
-        if statuses & {NOT_ACKNOWLEDGED, FAILED}:
+        if statuses & {NOT_ACKNOWLEDGED, FAILED, NOT_SENT}:
             return _common.EXIT_NOT_ACKNOWLEDGED
         if INVALID in statuses:
             return _common.EXIT_BAD_INPUT
@@ -366,7 +389,10 @@ EXAMPLES = [
 
 LOGGER_CODES = {
     _common.EXIT_OK: "every message was acknowledged by every recipient (without --recipients: "
-                     "every message was sent, and nothing confirms delivery)",
+                     "every message was sent while someone subscribed to its topic; nothing "
+                     "confirms delivery)",
+    _common.EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time (without "
+                                   "--recipients: a message was not sent, nobody subscribed)",
 }
 
 
@@ -413,8 +439,10 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
     for a signed ACK from every one of them; one line per message on stderr says who
     acknowledged it, and a summary ends a stream ("3 delivered, 1 not acknowledged").
 
-    Without --recipients a message is published as fedmsg-logger does, fire-and-forget: the
-    command says so and exits 0 once it is sent, which proves nothing about delivery.
+    Without --recipients a message is published as fedmsg-logger does, fire-and-forget, once
+    someone subscribes to its topic (with --active: once fedmsg-relay is connected), waiting up
+    to --ack-timeout for that; a message nobody would hear is reported not sent (exit 1). The
+    command says so, and exit 0 proves nothing about delivery.
 
     Ctrl-C stops at once: the message in flight is reported as not acknowledged, and the
     summary says from which line on the input was not read.
