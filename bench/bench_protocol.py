@@ -14,13 +14,18 @@ Usage: .venv/bin/python bench/bench_protocol.py [--n 300]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import zmq
 
 import gilmsg
 from gilmsg.testing import DevBus
@@ -75,6 +80,21 @@ class _Stopper:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def loopback_binds() -> Iterator[None]:
+    """fedmsg binds ``tcp://*:PORT`` whatever the config says: make that ``127.0.0.1:PORT``."""
+    original = zmq.Socket.bind
+
+    def bind(self: zmq.Socket, addr: str) -> Any:
+        return original(self, addr.replace("tcp://*:", "tcp://127.0.0.1:"))
+
+    zmq.Socket.bind = bind  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        zmq.Socket.bind = original  # type: ignore[method-assign]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -175,7 +195,8 @@ def main() -> None:
         fcfg = bus.config_for("fedpub", sign_messages=False, validate_signatures=False,
                               post_init_sleep=0.5)
         t = time.monotonic()
-        fedmsg.init(**fcfg)
+        with loopback_binds():
+            fedmsg.init(**fcfg)
         print(f"fedmsg  init (binds, then sleeps post_init_sleep): "
               f"{(time.monotonic() - t) * 1000:.1f} ms")
         # Slow joiner: send until the subscriber has connected, then measure.
