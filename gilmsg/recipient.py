@@ -15,6 +15,7 @@ from typing import Any
 from gilmsg import config as gconfig
 from gilmsg import message, signing, transport
 from gilmsg.delivery import Seen
+from gilmsg.errors import GilmsgError
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class Recipient:
 
         ``digest`` may pass :func:`gilmsg.message.digest` of ``envelope`` if already computed.
         """
-        assert self._link is not None and self._signer is not None, "created with ack=False"
+        if self._link is None or self._signer is None:
+            raise GilmsgError("this Recipient was created with ack=False: it sends no ACKs")
         body = message.ack_body(envelope, status, reason, content_digest=digest)
         ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
         signed = self._signer.sign(ack)

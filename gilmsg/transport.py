@@ -249,6 +249,9 @@ class Link:
             self._sub = self._ctx.socket(zmq.SUB)
             tune(self._sub)
             self._sub.setsockopt(zmq.LINGER, 0)
+            # An ACK is a few KiB: a peer sending a larger frame on the ACK topic is cut off
+            # (and reconnected) by libzmq before the frame is buffered.
+            self._sub.setsockopt(zmq.MAXMSGSIZE, message.MAX_FRAME_BYTES)
             assert self._poller is not None
             self._poller.register(self._sub, zmq.POLLIN)
         with self._lock:
