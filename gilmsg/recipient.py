@@ -105,6 +105,9 @@ class Recipient:
         """Send a signed ACK for ``envelope`` (fire-and-forget; the publisher re-sends if lost).
 
         ``digest`` may pass :func:`gilmsg.message.digest` of ``envelope`` if already computed.
+
+        Raises:
+            GilmsgError: this Recipient was created with ``ack=False``.
         """
         if self._link is None or self._signer is None:
             raise GilmsgError("this Recipient was created with ack=False: it sends no ACKs")
