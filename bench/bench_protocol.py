@@ -4,9 +4,10 @@ Prints, on loopback with signatures on:
 - cold start: time from a fresh process's first publish call to its first acknowledged result,
   after interpreter start and imports (recipients already running);
 - steady round trip (publish call -> every ACK validated) p50/p99 for 1, 3 and 10 recipients;
-- beside them, plain fedmsg.publish -> fedmsg.tail_messages in another process (one way, no
-  ACK; unsigned, since fedmsg's own signing is disabled on current pyOpenSSL), and fedmsg's
-  time to its first publish (its init sleeps post_init_sleep).
+- beside them, plain fedmsg.publish -> fedmsg.tail_messages in 1, 3 and 10 other processes (one
+  way, until the last subscriber has it, no ACK; unsigned, since fedmsg's own signing is
+  disabled on current pyOpenSSL), and fedmsg's time to its first publish (its init sleeps
+  post_init_sleep) and the messages it loses before a subscriber is connected.
 
 Usage: .venv/bin/python bench/bench_protocol.py [--n 300]
 """
@@ -28,7 +29,7 @@ from typing import Any
 import zmq
 
 import gilmsg
-from gilmsg.testing import DevBus
+from gilmsg.testing import DevBus, Process
 
 COLD = r"""
 import json, sys, time
@@ -50,7 +51,7 @@ import json, sys, time, warnings
 warnings.simplefilter("ignore")
 import fedmsg, fedmsg.config
 config = eval(open(sys.argv[1]).read().split("=", 1)[1])
-config.update(sign_messages=False, validate_signatures=False, name="fedtail")
+config.update(sign_messages=False, validate_signatures=False, mute=True)  # no publisher
 print("ready", flush=True)
 for _name, _ep, topic, msg in fedmsg.tail_messages(**config):
     print(json.dumps({"latency": time.monotonic() - msg["msg"]["sent"], "n": msg["msg"]["n"]}),
@@ -116,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     recipients = [f"r{i}" for i in range(1, 11)]
     with tempfile.TemporaryDirectory() as tmp, DevBus(
-        Path(tmp), ["pub", "cold", "fedpub", "fedtail", *recipients]
+        Path(tmp), ["pub", "cold", "fedpub", *recipients]
     ) as bus:
         cfg = bus.config_for("pub")
         r1 = quiet_tail(bus, "r1")
@@ -185,8 +186,17 @@ def main() -> None:
         print("\n== plain fedmsg: fedmsg.publish -> fedmsg.tail_messages, one way, no ACK ==")
         tail_script = Path(tmp) / "fedtail.py"
         tail_script.write_text(FEDMSG_TAIL)
-        tail = bus.spawn([sys.executable, str(tail_script), str(bus.config_file)])
-        tail.wait_for(lambda line: line == "ready")
+        fed_tails: list[Process] = []
+
+        def add_fedmsg_tails(count: int) -> list[Process]:
+            new = [bus.spawn([sys.executable, str(tail_script), str(bus.config_file)])
+                   for _ in range(count - len(fed_tails))]
+            for tail in new:
+                tail.wait_for(lambda line: line == "ready")
+            fed_tails.extend(new)
+            return new
+
+        add_fedmsg_tails(1)
         import warnings
 
         warnings.simplefilter("ignore")
@@ -199,23 +209,50 @@ def main() -> None:
             fedmsg.init(**fcfg)
         print(f"fedmsg  init (binds, then sleeps post_init_sleep): "
               f"{(time.monotonic() - t) * 1000:.1f} ms")
-        # Slow joiner: send until the subscriber has connected, then measure.
-        n = 0
-        while True:
-            fedmsg.publish(topic="bench", msg={"sent": time.monotonic(), "n": n}, modname="b")
-            try:
-                tail.next_line(timeout=0.05)
-                break
-            except AssertionError:
-                n += 1
-        print(f"fedmsg  messages lost before the subscriber was connected: {n}")
-        lat = []
-        for i in range(args.n):
-            fedmsg.publish(topic="bench", msg={"sent": time.monotonic(), "n": i}, modname="b")
-            lat.append(json.loads(tail.next_line())["latency"])
-        print(f"fedmsg  one way, unsigned:    {fmt(lat)}")
-        ratio = pct(results[1], 0.5) / pct(lat, 0.5)
-        print(f"\nratio gilmsg 1-recipient round trip / fedmsg one way (p50): {ratio:.1f}x")
+        warmups = iter(range(-1, -10**6, -1))  # warm-up messages have negative numbers
+
+        def reach(new: list[Process]) -> int:
+            """Slow joiner: send until every new subscriber got something; returns the sends."""
+            pending, sent = set(new), 0
+            deadline = time.monotonic() + 30
+            while pending:
+                if time.monotonic() > deadline:
+                    raise SystemExit("fedmsg subscribers never connected: "
+                                     + " | ".join(tail.stderr[-300:] for tail in pending))
+                fedmsg.publish(topic="bench", msg={"sent": time.monotonic(), "n": next(warmups)},
+                               modname="b")
+                sent += 1
+                for tail in list(pending):
+                    try:
+                        tail.next_line(timeout=0.05)
+                        pending.discard(tail)
+                    except AssertionError:
+                        pass
+            return sent
+
+        def latency_of(tail: Process, n: int) -> float:
+            while True:  # skip what is left of the warm-up
+                record = json.loads(tail.next_line())
+                if record["n"] == n:
+                    return record["latency"]
+
+        lost = reach(fed_tails) - 1
+        print(f"fedmsg  messages lost before the first subscriber was connected: {lost}")
+        fed_results = {}
+        for count in (1, 3, 10):
+            reach(add_fedmsg_tails(count))
+            lat = []
+            for i in range(args.n):
+                fedmsg.publish(topic="bench", msg={"sent": time.monotonic(), "n": i}, modname="b")
+                lat.append(max(latency_of(tail, i) for tail in fed_tails))
+            fed_results[count] = lat
+            print(f"fedmsg  {count:2d} subscriber(s), one way (until the last has it), unsigned: "
+                  f"{fmt(lat)}")
+        print()
+        for count in (1, 3, 10):
+            ratio = pct(results[count], 0.5) / pct(fed_results[count], 0.5)
+            print(f"ratio gilmsg {count:2d}-recipient round trip / fedmsg one way (p50): "
+                  f"{ratio:.1f}x")
 
 
 if __name__ == "__main__":
