@@ -181,18 +181,20 @@ class Link:
         waiter = _Waiter(delivery, frames, validate)
         with self._lock:  # registered here: the link thread drops it if we gave up already
             self._ledger.add(delivery)
+        interrupted: BaseException | None = None
         try:
             self._command("deliver", waiter)
             waiter.finished.wait(max(delivery.deadline - monotonic(), 0.0))
         except BaseException as exc:
-            with self._lock:
-                exc.acked = dict(delivery.acks)  # type: ignore[attr-defined]
+            interrupted = exc
             raise
         finally:  # also on KeyboardInterrupt: stop re-sending a message nobody waits for
             with self._lock:
                 self._ledger.remove(delivery.msg_id)
                 acks, missing, sends = dict(delivery.acks), delivery.missing, delivery.sends
                 rejected = {who: why for who, why in delivery.rejected.items() if who in missing}
+            if interrupted is not None:
+                interrupted.acked = acks  # type: ignore[attr-defined]
         if waiter.error is not None:
             raise waiter.error
         if missing:
