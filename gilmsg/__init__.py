@@ -1,6 +1,8 @@
 """gilmsg: required recipients and signed acknowledgements on top of fedmsg.
 
-The public API is flat: everything a user needs is importable from ``gilmsg``.
+The public API is flat: everything a user needs is importable from ``gilmsg``. Importing it
+loads the standard library only; fedmsg, ZeroMQ, cryptography, Twisted and moksha are imported
+where they are first used.
 """
 
 from __future__ import annotations
@@ -8,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gilmsg import config as gconfig
-from gilmsg import signing, transport
-from gilmsg.delivery import Report
+from gilmsg.core.delivery import Report
 from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput, Timeout
 from gilmsg.publish import DEFAULT_ACK_TIMEOUT, publish
 from gilmsg.tail import tail_messages
@@ -26,12 +27,15 @@ def init(**config: Any) -> None:
     Raises:
         ConfigError, CertificateError: as :func:`publish` would.
     """
+    from gilmsg import signing
+    from gilmsg.link import link_for
+
     cfg = gconfig.load(config)
     if cfg.get("sign_messages") or cfg.get("certnames"):
         signing.signer_for(cfg)
     if cfg.get("ca_cert_location"):
         signing.validator_for(cfg).check()
-    transport.link_for(cfg)
+    link_for(cfg)
 
 
 def __getattr__(name: str) -> Any:

@@ -174,6 +174,17 @@ def subscribe_endpoints(config: Mapping[str, Any], skip: str | None = None) -> l
     return out
 
 
+def named_endpoints(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(name, endpoint)`` for every endpoint of the bus except ``relay_inbound``, as fedmsg's
+    ``tail_messages`` connects to them (this process's own included)."""
+    out: list[tuple[str, str]] = []
+    for name, addresses in (config.get("endpoints") or {}).items():
+        if name == "relay_inbound":
+            continue
+        out.extend((name, a) for a in ([addresses] if isinstance(addresses, str) else addresses))
+    return out
+
+
 def topic_base(config: Mapping[str, Any]) -> str:
     """``<topic_prefix>.<environment>``, the start of every topic this process sends."""
     return f"{config.get('topic_prefix', 'org.fedoraproject')}.{config.get('environment', 'dev')}"
@@ -191,3 +202,15 @@ def full_topic(config: Mapping[str, Any], topic: str | None, modname: str) -> st
     if joined.startswith(prefix):
         return joined
     return f"{topic_base(config)}.{joined}"
+
+
+def routing_allows(topic: str, signer: str, config: Mapping[str, Any]) -> bool:
+    """fedmsg's authorization step: may ``signer`` (a CN) send on ``topic``?
+
+    ``routing_policy`` maps a full topic to the CNs allowed on it. A topic without an entry is
+    allowed unless ``routing_nitpicky`` is true. This is the rule of fedmsg's validators.
+    """
+    policy = config.get("routing_policy") or {}
+    if topic in policy:
+        return signer in policy[topic]
+    return not config.get("routing_nitpicky", False)

@@ -1,21 +1,31 @@
-"""``gilmsg.publish``: fedmsg's publish, plus required recipients and their signed ACKs."""
+"""``gilmsg.publish``: fedmsg's publish, plus required recipients and their signed ACKs.
+
+:func:`publish_async` starts a delivery and returns its :class:`PendingDelivery` at once;
+:func:`publish` waits on it. Signing and the transport are imported on first use.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
-from gilmsg import message, signing, transport
-from gilmsg.delivery import Delivery, Report
+from gilmsg.core import wire
+from gilmsg.core.delivery import Delivery, Report, State
+from gilmsg.errors import GilmsgError
+
+if TYPE_CHECKING:
+    from gilmsg.link import Link
 
 #: Seconds a publish with recipients waits for every ACK unless told otherwise.
 DEFAULT_ACK_TIMEOUT = 5.0
 
-_first_plain_publish: set[int] = set()  # ids of links that already waited post_init_sleep
+#: How long past its deadline a caller waits for the link thread before calling it broken.
+LINK_GRACE = 5.0
 
 
 def calling_module() -> str:
@@ -31,6 +41,145 @@ def calling_module() -> str:
             return top
         frame = frame.f_back
     return "gilmsg"
+
+
+class PendingDelivery:
+    """A message on its way to its required recipients: its msg_id now, its result later.
+
+    Attributes:
+        msg_id: the message's id (every re-send carries it).
+        topic: its full topic.
+        future: a :class:`concurrent.futures.Future` resolved with the :class:`Report`, or
+            with :class:`~gilmsg.Timeout` as its exception; cancelled by :meth:`cancel`.
+    """
+
+    def __init__(self, link: Link, delivery: Delivery,
+                 future: concurrent.futures.Future) -> None:
+        self._link = link
+        self._delivery = delivery
+        self.msg_id = delivery.msg_id
+        self.topic = delivery.topic
+        self.recipients = delivery.recipients
+        self.future = future
+
+    @classmethod
+    def plain(cls, link: Link, envelope: dict[str, Any], started: float) -> PendingDelivery:
+        """The handle of a plain publish: sent, nobody to wait for, its result None."""
+        delivery = Delivery(envelope["msg_id"], "", envelope["topic"], (), started, started,
+                            sends=1, state=State.ACKED)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(None)
+        return cls(link, delivery, future)
+
+    def result(self) -> Report | None:
+        """Wait until every recipient acknowledged, or ``ack_timeout`` passed since the call.
+
+        None at once for a plain publish (no recipients).
+
+        Raises:
+            Timeout: not every recipient acknowledged in time.
+            GilmsgError: the CA or CRL became unusable, or the link failed.
+            concurrent.futures.CancelledError: :meth:`cancel` was called.
+        """
+        wait = max(self._delivery.deadline - time.monotonic(), 0.0) + LINK_GRACE
+        try:
+            return self.future.result(wait)
+        except concurrent.futures.TimeoutError:
+            self.cancel()
+            raise GilmsgError(f"gilmsg link did not resolve {self.msg_id} in time") from None
+
+    def cancel(self) -> None:
+        """Stop waiting and re-sending (a no-op once resolved); :attr:`acked` stays readable."""
+        if self.recipients:
+            self._link.cancel(self.msg_id)
+
+    def _now(self) -> Delivery:
+        if not self.recipients:
+            return self._delivery
+        return self._link.snapshot(self._delivery)
+
+    @property
+    def state(self) -> State:
+        """Pending, acked, expired, cancelled or failed."""
+        return self._now().state
+
+    @property
+    def acked(self) -> dict[str, float]:
+        """Recipient -> seconds after the call when its ACK arrived, so far."""
+        return self._now().acks
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Recipients that have not acknowledged (yet), in the order they were named."""
+        return self._now().missing
+
+    @property
+    def sends(self) -> int:
+        """How many times the message was sent so far."""
+        return self._now().sends
+
+
+def publish_async(
+    topic: str | None = None,
+    msg: Any = None,
+    modname: str | None = None,
+    recipients: Iterable[str] | str | None = None,
+    ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+    pre_fire_hook: Callable[[dict], None] | None = None,
+    **config: Any,
+) -> PendingDelivery:
+    """:func:`publish` without the wait: returns the :class:`PendingDelivery` once it is sent.
+
+    Its ``msg_id`` is known at once; ``result()`` waits as :func:`publish` does. Without
+    ``recipients`` the message is sent as :func:`publish` sends it and the handle's result is
+    None. Raises what :func:`publish` raises before anything is sent.
+    """
+    return _start(time.monotonic(), topic, msg, modname or calling_module(), recipients,
+                  ack_timeout, pre_fire_hook, config)
+
+
+def _start(started: float, topic: str | None, msg: Any, modname: str,
+           recipients: Iterable[str] | str | None, ack_timeout: float,
+           pre_fire_hook: Callable[[dict], None] | None,
+           config: dict[str, Any]) -> PendingDelivery:
+    from gilmsg import signing
+    from gilmsg.link import link_for
+
+    cfg = gconfig.load(config)
+    if recipients is not None:
+        recipients = wire.check_recipients(recipients)
+        ack_timeout = wire.check_timeout(ack_timeout)
+    body = wire.to_json_value(msg if msg is not None else {})
+    full_topic = gconfig.full_topic(cfg, topic, modname)
+
+    signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None
+    validator = None
+    if recipients is not None:
+        validator = signing.validator_for(cfg)
+        validator.check()
+    link = link_for(cfg)
+
+    envelope = wire.new_envelope(full_topic, body, link.next_i(), recipients)
+    if signer is not None:
+        envelope = signer.sign(envelope)
+    frames = wire.encode(full_topic, envelope)
+    if pre_fire_hook is not None:
+        pre_fire_hook(copy.deepcopy(envelope))  # what it changes would break the signature
+
+    if recipients is None:
+        link.send_plain(frames, float(cfg.get("post_init_sleep", 0.5) or 0))
+        return PendingDelivery.plain(link, envelope, started)
+
+    assert validator is not None
+    delivery = Delivery(
+        msg_id=envelope["msg_id"],
+        digest=wire.digest(envelope),
+        topic=full_topic,
+        recipients=recipients,
+        started=started,
+        deadline=started + ack_timeout,
+    )
+    return PendingDelivery(link, delivery, link.start(delivery, frames, validator.validate))
 
 
 def publish(
@@ -53,7 +202,9 @@ def publish(
 
     With ``recipients`` (certificate Common Names), the message carries them and is re-sent until
     every one of them has sent back a valid signed ACK for this very message. There is no fixed
-    wait: the first publish of a process returns as soon as the ACKs arrive.
+    wait: the first publish of a process returns as soon as the ACKs arrive. An interruption
+    (KeyboardInterrupt ...) stops the re-sending; use :func:`publish_async` to read what had
+    arrived by then.
 
     Returns:
         A :class:`~gilmsg.Report` (msg_id, per-recipient ACK times) with recipients, else None.
@@ -67,43 +218,30 @@ def publish(
         Timeout: ``ack_timeout`` seconds passed since the call without every ACK; it names the
             recipients that acknowledged and those that did not.
     """
-    started = time.monotonic()
-    cfg = gconfig.load(config)
-    if recipients is not None:
-        recipients = message.check_recipients(recipients)
-        ack_timeout = message.check_timeout(ack_timeout)
-    body = message.to_json_value(msg if msg is not None else {})
-    modname = modname or calling_module()
-    full_topic = gconfig.full_topic(cfg, topic, modname)
+    pending = _start(time.monotonic(), topic, msg, modname or calling_module(), recipients,
+                     ack_timeout, pre_fire_hook, config)
+    return wait(pending)
 
-    signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None
-    validator = None
-    if recipients is not None:
-        validator = signing.validator_for(cfg)
-        validator.check()
-    link = transport.link_for(cfg)
 
-    envelope = message.new_envelope(full_topic, body, link.next_i(), recipients)
-    if signer is not None:
-        envelope = signer.sign(envelope)
-    frames = message.encode(full_topic, envelope)
-    if pre_fire_hook is not None:
-        pre_fire_hook(copy.deepcopy(envelope))  # what it changes would break the signature
+def wait(pending: PendingDelivery) -> Report | None:
+    """``pending.result()``; an interruption (Ctrl-C) cancels the delivery on its way out."""
+    try:
+        return pending.result()
+    except BaseException:
+        pending.cancel()  # a no-op once resolved: stop re-sending a message nobody waits for
+        raise
 
-    if recipients is None:
-        key = id(link)
-        if key not in _first_plain_publish:
-            _first_plain_publish.add(key)
-            time.sleep(float(cfg.get("post_init_sleep", 0.5) or 0))
-        link.send(frames)
-        return None
 
-    delivery = Delivery(
-        msg_id=envelope["msg_id"],
-        digest=message.digest(envelope),
-        topic=full_topic,
-        recipients=recipients,
-        started=started,
-        deadline=started + ack_timeout,
-    )
-    return link.deliver(delivery, frames, validator.validate)
+def someone_listens(config: dict[str, Any], topic: str, timeout: float) -> tuple[bool, str | None]:
+    """Wait up to ``timeout`` s for a subscriber to ``topic`` on this identity's endpoint.
+
+    Returns whether one came, and the endpoint (for messages). A plain publish made while
+    nobody subscribes reaches no one (with ``active``: no relay is connected).
+
+    Raises:
+        ConfigError: as :func:`publish`, for the identity and its endpoint.
+    """
+    from gilmsg.link import link_for
+
+    link = link_for(config)
+    return link.wait_subscriber(topic, timeout), link.address

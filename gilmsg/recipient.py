@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
-from gilmsg import message, signing, transport
-from gilmsg.delivery import Seen
+from gilmsg.core import wire as message
+from gilmsg.core.delivery import Seen
 from gilmsg.errors import GilmsgError
+
+if TYPE_CHECKING:
+    from gilmsg import signing
+    from gilmsg.link import Link
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +49,22 @@ class Recipient:
         self.common_name: str | None = None
         self._signer: signing.Signer | None = None
         self._validator: signing.Validator | None = None
-        self._link: transport.Link | None = None
+        self._link: Link | None = None
+        from gilmsg import signing
+        from gilmsg.link import link_for
+
         if self.validate_signatures:
             self._validator = signing.validator_for(config)
             self._validator.check()
         if ack:
             self._signer = signing.signer_for(config)
             self.common_name = self._signer.common_name
-            self._link = transport.link_for(config)
+            self._link = link_for(config)
+
+    @property
+    def address(self) -> str | None:
+        """The endpoint this recipient's ACKs leave from (None with ``ack=False``)."""
+        return self._link.address if self._link is not None else None
 
     def is_ack(self, topic: str) -> bool:
         """True for the topic ACKs travel on (never acknowledged, never deduplicated)."""
@@ -69,7 +81,7 @@ class Recipient:
         verdict = self._validator.validate(envelope)
         if not verdict.ok:
             reason = verdict.reason
-        elif signing.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
+        elif gconfig.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
             return True
         else:
             reason = f"routing_policy does not allow {verdict.signer} on this topic"

@@ -37,8 +37,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from gilmsg import config as gconfig
+from gilmsg.config import routing_allows  # noqa: F401  (re-exported: part of this API)
+from gilmsg.core.wire import canonical_bytes
 from gilmsg.errors import CertificateError, ConfigError, InvalidInput
-from gilmsg.message import canonical_bytes
 
 __all__ = [
     "Verdict",
@@ -50,6 +51,7 @@ __all__ = [
     "validate",
     "routing_allows",
     "CRYPTO",
+    "certificate_cn",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,18 +76,6 @@ class Verdict(NamedTuple):
     ok: bool
     signer: str | None
     reason: str
-
-
-def routing_allows(topic: str, signer: str, config: Mapping[str, Any]) -> bool:
-    """fedmsg's authorization step: may ``signer`` (a CN) send on ``topic``?
-
-    ``routing_policy`` maps a full topic to the CNs allowed on it. A topic without an entry is
-    allowed unless ``routing_nitpicky`` is true. This is the rule of fedmsg's validators.
-    """
-    policy = config.get("routing_policy") or {}
-    if topic in policy:
-        return signer in policy[topic]
-    return not config.get("routing_nitpicky", False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +134,20 @@ def _common_name(cert: x509.Certificate) -> str | None:
         return None
     value = attrs[0].value
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def certificate_cn(text: Any) -> str | None:
+    """The Common Name in an envelope's ``certificate`` field, or None if it holds none.
+
+    Not a validation: trust it only for a message whose signature was validated.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(_unb64(text))
+    except (ValueError, binascii.Error):
+        return None
+    return _common_name(cert)
 
 
 def _load_cert(data: bytes, where: str, what: str) -> x509.Certificate:

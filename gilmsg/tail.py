@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import zmq
-
 from gilmsg import config as gconfig
-from gilmsg import message, transport
+from gilmsg import transport
+from gilmsg.core import wire
 from gilmsg.recipient import Recipient
 
-#: How often (ms) the receive loop wakes up with nothing to read, so signals are handled.
-POLL_MS = 500
+#: How often (s) the receive loop wakes up with nothing to read, so signals are handled.
+POLL_INTERVAL = 0.5
 
 
 def tail_messages(
@@ -24,13 +23,13 @@ def tail_messages(
 ) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
     """Yield ``(name, endpoint, topic, envelope)`` for every message on the bus, as fedmsg does.
 
-    Connects one SUB socket to every endpoint of the configuration (``passive`` is accepted and
-    ignored, as in fedmsg). Before a gilmsg message that names this process's certificate Common
-    Name (or names no recipients) is yielded, a signed ACK has been sent. Each gilmsg msg_id is
-    yielded once however often it is re-sent; repeats are acknowledged again. With
-    ``validate_signatures`` true, messages whose signature does not hold are dropped (and logged).
-    ``ack=False`` watches without acknowledging and needs no identity. ``show_acks=False``
-    drops ACK traffic unread (fedmsg yields it; with many recipients it is most of the bus).
+    Connects to every endpoint of the configuration (``passive`` is accepted and ignored, as in
+    fedmsg). Before a gilmsg message that names this process's certificate Common Name (or names
+    no recipients) is yielded, a signed ACK has been sent. Each gilmsg msg_id is yielded once
+    however often it is re-sent; repeats are acknowledged again. With ``validate_signatures``
+    true, messages whose signature does not hold are dropped (and logged). ``ack=False`` watches
+    without acknowledging and needs no identity. ``show_acks=False`` drops ACK traffic unread
+    (fedmsg yields it; with many recipients it is most of the bus).
 
     Raises:
         ConfigError, CertificateError: at the first ``next()``, if ``ack`` is true and this
@@ -39,37 +38,20 @@ def tail_messages(
     cfg = gconfig.load(config)
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
-    ctx = zmq.Context()
-    poller = zmq.Poller()
-    subs: dict[zmq.Socket, tuple[str, str]] = {}
+    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic)
     try:
-        for name, endpoints in (cfg.get("endpoints") or {}).items():
-            if name == "relay_inbound":
-                continue
-            for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
-                sub = ctx.socket(zmq.SUB)
-                transport.tune(sub)
-                sub.setsockopt(zmq.LINGER, 0)
-                sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-                sub.connect(endpoint)
-                subs[sub] = (name, endpoint)
-                poller.register(sub, zmq.POLLIN)
         while True:
-            for sock, _ in poller.poll(POLL_MS):
-                name, endpoint = subs[sock]
-                frames = sock.recv_multipart()
-                if not show_acks and frames[0] == ack_topic:
+            for name, endpoint, frames in subscription.receive(POLL_INTERVAL):
+                if not show_acks and frames[:1] == [ack_topic]:
                     continue
-                decoded = message.decode(frames)
+                decoded = wire.decode(frames)
                 if decoded is None:
                     continue
                 msg_topic, envelope = decoded
                 if recipient.handle(msg_topic, envelope):
                     yield name, endpoint, msg_topic, envelope
     finally:
-        for sub in subs:
-            sub.close(0)
-        ctx.term()
+        subscription.close()
 
 
 __all__ = ["tail_messages"]

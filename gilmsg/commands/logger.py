@@ -22,10 +22,10 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg import signing, transport
+from gilmsg import publish as gpublish
 from gilmsg.commands import _common
+from gilmsg.core.wire import MAX_ACK_TIMEOUT
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
-from gilmsg.message import MAX_ACK_TIMEOUT
 
 PROG = "gilmsg-logger"
 
@@ -208,46 +208,42 @@ class Session:
         if item.problem is not None:
             self.record(Result(item.line, INVALID, error=item.problem))
             return
-        sent: dict[str, Any] = {}
-
-        def remember(envelope: dict[str, Any]) -> None:
-            sent["msg_id"] = envelope.get("msg_id")
-            sent["topic"] = envelope.get("topic")
-
+        pending: gpublish.PendingDelivery | None = None
         try:
             if not self.recipients and not self._someone_listens(item):
                 return
-            report = gilmsg.publish(
+            pending = gpublish.publish_async(
                 topic=self.topic, msg=item.body, modname=self.modname,
                 recipients=self.recipients or None, ack_timeout=self.ack_timeout,
-                pre_fire_hook=remember, **self.config,
+                **self.config,
             )
+            report = gpublish.wait(pending)
         except Timeout as exc:
             self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic,
                                self._in_order(exc.acked),
                                list(exc.missing), error=f"no ACK within {exc.ack_timeout:g}s"))
         except InvalidInput as exc:
             self.record(Result(item.line, INVALID, error=str(exc)))
-        except (_common.Interrupted, KeyboardInterrupt) as exc:
-            if "msg_id" not in sent:
-                self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
-            elif self.recipients:
-                acked = getattr(exc, "acked", {})  # set by gilmsg's transport
-                self.record(Result(item.line, NOT_ACKNOWLEDGED, sent["msg_id"], sent["topic"],
+        except (_common.Interrupted, KeyboardInterrupt):
+            if pending is not None and not self.recipients:
+                self.record(Result(item.line, FAILED, pending.msg_id, pending.topic,
+                                   error="interrupted while sending; it may not have left"))
+            elif pending is not None:  # cancelled by wait(): its state says what had arrived
+                acked = pending.acked
+                self.record(Result(item.line, NOT_ACKNOWLEDGED, pending.msg_id, pending.topic,
                                    self._in_order(acked),
                                    [r for r in self.recipients if r not in acked],
                                    error="interrupted before every ACK arrived"))
             else:
-                self.record(Result(item.line, FAILED, sent["msg_id"], sent["topic"],
-                                   error="interrupted while sending; it may not have left"))
+                self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
             raise
         except GilmsgError as exc:
-            self.record(Result(item.line, FAILED, sent.get("msg_id"), sent.get("topic"),
-                               error=_with_hint(exc)))
+            msg_id, topic = (pending.msg_id, pending.topic) if pending else (None, None)
+            self.record(Result(item.line, FAILED, msg_id, topic, error=_with_hint(exc)))
             self.stop_code = _common.exit_code_for(exc)
         else:
             if report is None:
-                self.record(Result(item.line, SENT, sent.get("msg_id"), sent.get("topic")))
+                self.record(Result(item.line, SENT, pending.msg_id, pending.topic))
             else:
                 self.record(Result(item.line, DELIVERED, report.msg_id, report.topic,
                                    self._in_order(report.acks), sends=report.sends))
@@ -259,16 +255,16 @@ class Session:
         exits 0 then): record it as not sent instead. Errors are left to publish() to report.
         """
         try:
-            link = transport.link_for(self.config)
             topic = gconfig.full_topic(self.config, self.topic, self.modname)
-            if link.wait_subscriber(topic, self.ack_timeout):
+            heard, address = gpublish.someone_listens(self.config, topic, self.ack_timeout)
+            if heard:
                 return True
         except (GilmsgError, UnicodeError):
             return True
         if self.config.get("active"):
-            where = f"no fedmsg-relay connected at {link.address}"
+            where = f"no fedmsg-relay connected at {address}"
         else:
-            where = f"nobody subscribed to {topic} at {link.address}"
+            where = f"nobody subscribed to {topic} at {address}"
         self.record(Result(item.line, NOT_SENT,
                            error=f"{where} within {self.ack_timeout:g}s: it would reach no one"))
         return False
@@ -375,8 +371,12 @@ def preflight(cfg: dict[str, Any], recipients: tuple[str, ...]) -> None:
                 f"shell.<host>: pass --name NAME (one of: {_common.known_names(cfg)}) or "
                 f"--cert-prefix PREFIX"
             ) from None
+        from gilmsg import signing
+
         signing.signer_for(cfg)
     if recipients:
+        from gilmsg import signing
+
         signing.validator_for(cfg).check()
 
 

@@ -8,8 +8,6 @@ a signed ACK before it is printed, and a message re-sent by its publisher is pri
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -20,8 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 import gilmsg
 from gilmsg import config as gconfig
@@ -40,18 +36,9 @@ def signer_cn(envelope: Mapping[str, Any]) -> str | None:
     Not a validation: it is trustworthy only when ``validate_signatures`` is on (then messages
     whose signature does not hold are dropped before they get here).
     """
-    text = envelope.get("certificate")
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        cert = x509.load_pem_x509_certificate(base64.b64decode(text))
-        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except (ValueError, binascii.Error):
-        return None
-    if not attrs:
-        return None
-    value = attrs[0].value
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    from gilmsg.signing import certificate_cn
+
+    return certificate_cn(envelope.get("certificate"))
 
 
 def describe_ack(envelope: Mapping[str, Any]) -> str:

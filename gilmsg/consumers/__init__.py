@@ -52,17 +52,15 @@ replaces the disposition of SIGINT and SIGHUP, so in ``fedmsg-hub`` that concern
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import fedmsg.consumers
 from moksha.hub.reactor import reactor
-from twisted.internet.error import ReactorNotRunning
 
-from gilmsg import transport
+from gilmsg.consumers import signals
+from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient
 
@@ -72,11 +70,6 @@ log = logging.getLogger(__name__)
 
 #: ``<config_key>`` + this is the config key naming a consumer's identity.
 NAME_KEY_SUFFIX = ".gilmsg_name"
-#: Logged (INFO, logger ``gilmsg.consumers``) once the hub runs with the stop handlers in place.
-READY_LOG = "gilmsg: hub running"
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
 Message = dict[str, Any]
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
@@ -161,8 +154,8 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         super().__init__(hub)
         if not getattr(self, "_initialized", False):
             return
-        _register_hub(hub)
-        reactor.callWhenRunning(_install_stop_handlers)
+        signals.register_hub(hub)
+        reactor.callWhenRunning(signals.install_stop_handlers)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
         validate = self.validate_signatures
@@ -183,7 +176,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
         log.info(
             "%s acknowledges as %s (name %r, endpoint %s); signatures %s",
-            type(self).__name__, self.common_name, self.identity, transport.link_for(cfg).address,
+            type(self).__name__, self.common_name, self.identity, self.recipient.address,
             "validated" if self.validate_signatures else "NOT validated",
         )
 
@@ -280,67 +273,3 @@ def _msg_id(message: Any) -> Any:
         return message["body"].get("msg_id")
     except (AttributeError, KeyError, TypeError):
         return None
-
-
-# -- prompt stop on signals ------------------------------------------------------------------
-
-_hubs: list[Any] = []
-_previous: dict[int, Any] = {}
-_state = {"stopping": False}
-_state_lock = threading.Lock()
-
-
-def _register_hub(hub: Any) -> None:
-    with _state_lock:
-        if not any(h is hub for h in _hubs):
-            _hubs.append(hub)
-
-
-def _install_stop_handlers() -> None:
-    """In the reactor (main) thread once it runs: take over SIGINT/SIGTERM/SIGHUP, chaining."""
-    if threading.current_thread() is not threading.main_thread():
-        log.warning("reactor not in the main thread: gilmsg installs no signal handlers")
-        return
-    for signum in STOP_SIGNALS:
-        previous = signal.getsignal(signum)
-        if previous is _on_stop_signal or previous == signal.SIG_IGN:
-            continue
-        _previous[signum] = previous
-        signal.signal(signum, _on_stop_signal)
-    log.info("%s; SIGINT, SIGTERM or SIGHUP stops it", READY_LOG)
-
-
-def _on_stop_signal(signum: int, frame: Any) -> None:
-    """Signal handler: ask the reactor to stop (and wake it up); a second signal exits at once."""
-    # No lock here: the handler runs in the main thread between bytecodes, possibly while that
-    # thread holds a lock; a plain flag cannot deadlock.
-    if _state["stopping"]:
-        os._exit(128 + signum)
-    _state["stopping"] = True
-    reactor.callFromThread(_stop_hub, signum)
-
-
-def _stop_hub(signum: int) -> None:
-    """Reactor thread: run the previous handler (moksha's), then make sure hubs and reactor stop.
-
-    Stopping a hub stops its consumers' workers; without that the reactor's thread pool would
-    wait for them forever.
-    """
-    log.info("%s: stopping the hub", signal.Signals(signum).name)
-    previous = _previous.get(signum)
-    if callable(previous) and previous is not signal.default_int_handler:
-        try:
-            previous(signum, None)
-        except Exception:
-            log.exception("previous %s handler failed", signal.Signals(signum).name)
-    for hub in list(_hubs):
-        if not getattr(hub, "consumers", None):  # already stopped (moksha's handler does it)
-            continue
-        try:
-            hub.stop()
-        except Exception:
-            log.exception("stopping the moksha hub failed")
-    try:
-        reactor.stop()
-    except ReactorNotRunning:  # the previous handler already did
-        pass

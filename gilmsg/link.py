@@ -1,0 +1,342 @@
+"""One background thread per publishing identity: it drives the core with a transport.
+
+A :class:`Link` owns a transport :class:`~gilmsg.transport.base.Publisher` and a
+:class:`~gilmsg.core.delivery.Machine`. It turns what the transport hears into core events
+(ACKs, once their signature is checked; new subscribers; the clock) and carries out the core's
+actions (re-send frames, resolve a delivery's :class:`~concurrent.futures.Future`). Callers in
+any thread hand it deliveries and get futures back; nothing here knows which transport it
+drives, or what the protocol's rules are.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from gilmsg import config as gconfig
+from gilmsg import transport as gtransport
+from gilmsg.core import wire
+from gilmsg.core.delivery import (
+    AckReceived,
+    Action,
+    Cancelled,
+    Delivery,
+    Event,
+    IgnoredAck,
+    Machine,
+    Report,
+    Resolve,
+    Send,
+    Sent,
+    SubscriberJoined,
+    Tick,
+)
+from gilmsg.errors import GilmsgError
+from gilmsg.transport.base import Publisher
+
+log = logging.getLogger(__name__)
+
+#: Longest sleep of an idle link thread.
+IDLE_POLL = 1.0
+
+#: ``verify(envelope)`` returns a verdict with ``ok``, ``signer`` and ``reason``.
+Verify = Callable[[Mapping[str, Any]], Any]
+
+
+class Link:
+    """The transport and the thread of one publishing identity in this process.
+
+    Create it with :func:`link_for`; it lives until the process exits.
+
+    Raises:
+        ConfigError: the identity's endpoint cannot be bound (or connected).
+    """
+
+    def __init__(self, transport: Any, publishing: gconfig.Publishing, ack_topic: str,
+                 ack_endpoints: Sequence[str]) -> None:
+        self.publishing = publishing
+        self._transport_module = transport
+        self._lock = threading.Lock()  # the machine, the deliveries in it, _futures, _i
+        self._machine = Machine()
+        self._futures: dict[str, tuple[Future, Verify]] = {}
+        self._ack_topics: list[str] = [ack_topic]
+        self._ack_endpoints: list[str] = list(ack_endpoints)
+        self._listening = False
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._i = 0
+        self._plain_sent = False  # the first plain publish waits post_init_sleep
+        self._stopped = threading.Event()
+        self._pub: Publisher | None = None
+        ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"gilmsg-link-{publishing.name}", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
+
+    # -- any thread ------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str | None:
+        """The endpoint actually bound or connected."""
+        return self._pub.address if self._pub is not None else None
+
+    @property
+    def closed(self) -> bool:
+        """True once the link's thread has stopped."""
+        return self._stopped.is_set()
+
+    def listen(self, ack_topic: str, endpoints: Sequence[str]) -> None:
+        """Also hear ACKs on ``ack_topic`` from ``endpoints`` (idempotent, cheap when known)."""
+        with self._lock:
+            new_topic = ack_topic not in self._ack_topics
+            new_endpoints = [e for e in endpoints if e not in self._ack_endpoints]
+            if not new_topic and not new_endpoints:
+                return
+            if new_topic:
+                self._ack_topics.append(ack_topic)
+            self._ack_endpoints.extend(new_endpoints)
+        self._command("listen", None)
+
+    def next_i(self) -> int:
+        """The next value of fedmsg's per-publisher counter ``i``."""
+        with self._lock:
+            self._i += 1
+            return self._i
+
+    def send(self, frames: Sequence[bytes]) -> None:
+        """Send frames once, fire-and-forget (the ACK path of every recipient)."""
+        if self._pub is None or self.closed:
+            raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
+        self._pub.send(frames)
+
+    def send_plain(self, frames: Sequence[bytes], post_init_sleep: float) -> None:
+        """A plain publish; like fedmsg, this identity's first one waits ``post_init_sleep``."""
+        with self._lock:
+            first, self._plain_sent = not self._plain_sent, True
+        if first and post_init_sleep > 0:
+            time.sleep(post_init_sleep)
+        self.send(frames)
+
+    def wait_subscriber(self, topic: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until some peer subscribes to a prefix of ``topic``.
+
+        True at once if one already has. False means a message sent now would reach nobody
+        (with ``active``: no relay is connected). Says nothing about who will really get it.
+        """
+        if self._pub is None or self.closed:
+            raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
+        return self._pub.wait_subscriber(topic, timeout)
+
+    def start(self, delivery: Delivery, frames: Sequence[bytes], verify: Verify) -> Future:
+        """Send ``frames`` and re-send them until ``delivery`` is over; returns its future.
+
+        The future's result is the :class:`Report`; its exception the
+        :class:`~gilmsg.errors.Timeout` (or another :class:`GilmsgError`); it is cancelled by
+        :meth:`cancel`. ``verify`` checks an ACK envelope's signature.
+        """
+        future: Future = Future()
+        with self._lock:
+            self._futures[delivery.msg_id] = (future, verify)
+        self._command("deliver", (delivery, list(frames)))
+        return future
+
+    def cancel(self, msg_id: str) -> None:
+        """Stop re-sending ``msg_id`` and cancel its future (what arrived stays in its delivery)."""
+        self._feed(Cancelled(msg_id, time.monotonic()))
+        with self._lock:  # not in the machine yet: its deliver command is still queued
+            entry = self._futures.pop(msg_id, None)
+        if entry is not None:
+            entry[0].cancel()
+
+    def snapshot(self, delivery: Delivery) -> Delivery:
+        """A copy of ``delivery`` taken under the link's lock (its fields change in the thread)."""
+        with self._lock:
+            return Delivery(delivery.msg_id, delivery.digest, delivery.topic,
+                            delivery.recipients, delivery.started, delivery.deadline,
+                            delivery.backoff, dict(delivery.acks), dict(delivery.rejected),
+                            delivery.sends, delivery.next_send, delivery.state)
+
+    @property
+    def pending(self) -> int:
+        """How many deliveries are waiting for ACKs."""
+        with self._lock:
+            return len(self._machine)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the thread and close the transport (pending messages get a short linger)."""
+        if self.closed or not self._thread.is_alive():
+            return
+        self._command("stop", None)
+        self._thread.join(timeout)
+
+    # -- the link's own thread -------------------------------------------------------------
+
+    def _command(self, kind: str, payload: Any) -> None:
+        if self.closed:
+            raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
+        self._queue.put((kind, payload))
+        if self._pub is not None:
+            self._pub.wake()
+
+    def _feed(self, event: Event, verdict: Any = None) -> None:
+        with self._lock:
+            actions = self._machine.handle(event)
+        self._apply(actions, verdict)
+
+    def _apply(self, actions: list[Action], verdict: Any = None) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                assert self._pub is not None
+                self._pub.send(action.frames)
+            elif isinstance(action, Resolve):
+                with self._lock:
+                    entry = self._futures.pop(action.delivery.msg_id, None)
+                if entry is not None:
+                    _resolve(entry[0], action.result)
+            elif isinstance(action, IgnoredAck):
+                log.warning("ignored ACK for %s from %s: %s %s", action.ack.msg_id,
+                            getattr(verdict, "signer", action.signer), action.outcome.value,
+                            getattr(verdict, "reason", ""))
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            self._pub = self._transport_module.open_publisher(self.publishing)
+        except BaseException as exc:  # handed to the constructor's caller
+            self._start_error = exc
+            self._stopped.set()
+            ready.set()
+            return
+        ready.set()
+        pub = self._pub
+        try:
+            while True:
+                now = time.monotonic()
+                with self._lock:
+                    wakeup = self._machine.next_wakeup(now)
+                    watch = len(self._machine) > 0
+                timeout = IDLE_POLL if wakeup is None else min(IDLE_POLL, max(0.0, wakeup - now))
+                heard = pub.poll(timeout, watch)
+                if not self._drain_commands(pub):
+                    return
+                if heard.joined:
+                    self._feed(SubscriberJoined(time.monotonic()))
+                for frames in heard.frames:
+                    self._on_ack_frames(frames)
+                self._feed(Tick(time.monotonic()))
+        except Exception as exc:  # a bug here must not leave publishers waiting forever
+            log.exception("gilmsg link thread failed")
+            self._stopped.set()
+            with self._lock:
+                entries, self._futures = list(self._futures.values()), {}
+            for future, _verify in entries:
+                _resolve(future, GilmsgError(f"gilmsg link thread failed: {exc}"))
+        finally:
+            self._stopped.set()
+            self._pub = None
+            pub.close()
+
+    def _drain_commands(self, pub: Publisher) -> bool:
+        while True:
+            try:
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if kind == "stop":
+                return False
+            if kind == "listen" and self._listening:
+                self._sync_listener(pub)
+            elif kind == "deliver":
+                delivery, frames = payload
+                self._sync_listener(pub)  # listen before the message goes out
+                with self._lock:  # checked and registered at once: cancel() sees one or other
+                    if delivery.msg_id not in self._futures:  # cancelled before we got here
+                        continue
+                    actions = self._machine.handle(Sent(delivery, frames, time.monotonic()))
+                pub.send(frames)
+                self._apply(actions)
+
+    def _sync_listener(self, pub: Publisher) -> None:
+        with self._lock:
+            topics, endpoints = list(self._ack_topics), list(self._ack_endpoints)
+        pub.listen(topics, endpoints)
+        self._listening = True
+
+    def _on_ack_frames(self, frames: list[bytes]) -> None:
+        decoded = wire.decode(frames)
+        if decoded is None:
+            return
+        _topic, envelope = decoded
+        ack = wire.parse_ack(envelope)
+        if ack is None or envelope.get("topic") not in self._ack_topics:
+            return  # the frame topic is not signed; the envelope's is
+        with self._lock:
+            entry = self._futures.get(ack.msg_id)
+            wanted = entry is not None and self._machine.wants(ack.msg_id)
+        if not wanted:  # not ours: no crypto spent on it
+            return
+        now = time.monotonic()
+        try:
+            verdict = entry[1](envelope)  # type: ignore[index]
+        except GilmsgError as exc:  # CA or CRL unusable: the publish cannot succeed
+            self._feed(Cancelled(ack.msg_id, now, exc))
+            return
+        self._feed(AckReceived(ack, verdict.signer if verdict.ok else None, now), verdict)
+
+
+def _resolve(future: Future, result: Report | BaseException | None) -> None:
+    if future.done():
+        return
+    if result is None:
+        future.cancel()
+    elif isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+_links: dict[tuple[Any, gconfig.Publishing], Link] = {}
+_links_lock = threading.Lock()
+
+
+def link_for(config: Mapping[str, Any]) -> Link:
+    """The process-wide :class:`Link` for this config's transport and publishing identity.
+
+    Started on first use.
+
+    Raises:
+        ConfigError: the identity has no endpoint, or none of its endpoints can be bound.
+    """
+    publishing = gconfig.publishing(config)
+    transport = gtransport.module_for(config)
+    ack_topic = gconfig.ack_topic(config)
+    ack_endpoints = gconfig.subscribe_endpoints(config, skip=publishing.name)
+    key = (transport.__name__, publishing)
+    with _links_lock:
+        link = _links.get(key)
+        if link is None or link.closed:
+            link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints)
+            return link
+    link.listen(ack_topic, ack_endpoints)
+    return link
+
+
+@atexit.register
+def close_all() -> None:
+    """Close every link (registered at exit; bounded to about a second in all)."""
+    with _links_lock:
+        links = list(_links.values())
+        _links.clear()
+    deadline = time.monotonic() + 1.0
+    for link in links:
+        link.close(max(0.0, deadline - time.monotonic()))

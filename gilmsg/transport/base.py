@@ -1,0 +1,70 @@
+"""The interface between gilmsg and whatever moves its bytes.
+
+A transport is one module (``gilmsg/transport/<name>.py``, or any importable module named by the
+``gilmsg_transport`` config key) providing two functions:
+
+``open_publisher(publishing: gilmsg.config.Publishing) -> Publisher``
+    Bind (or, ``method == "connect"``, connect) this identity's publishing endpoint; raise
+    :class:`~gilmsg.errors.ConfigError` if none of its addresses can be used.
+
+``subscribe(endpoints: Sequence[tuple[str, str]], topic: str) -> Subscription``
+    Receive every message whose topic starts with ``topic`` from ``(name, endpoint)`` pairs.
+
+Frames are what :func:`gilmsg.core.wire.encode` returns: ``[topic, envelope JSON]``.
+Everything else (signing, the protocol's rules, threads and futures) is the same for every
+transport; :class:`gilmsg.link.Link` drives a :class:`Publisher`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+
+class Heard(NamedTuple):
+    """What :meth:`Publisher.poll` brought: ACK frames, and whether a subscriber joined."""
+
+    frames: list[list[bytes]]
+    joined: bool
+
+
+class Publisher(Protocol):
+    """One publishing identity's endpoint, with its ACK listener.
+
+    :meth:`poll`, :meth:`listen` and :meth:`close` are called from one thread only (the link's);
+    :meth:`send`, :meth:`wake` and :meth:`wait_subscriber` from any thread.
+    """
+
+    #: The endpoint actually bound or connected.
+    address: str | None
+
+    def send(self, frames: Sequence[bytes]) -> None:
+        """Send frames once, fire-and-forget; never blocks for long."""
+
+    def listen(self, topics: Sequence[str], endpoints: Sequence[str]) -> None:
+        """Hear messages on ``topics`` from ``endpoints`` too (idempotent)."""
+
+    def poll(self, timeout: float, watch_subscribers: bool) -> Heard:
+        """Wait up to ``timeout`` seconds for ACK frames, a new subscriber or :meth:`wake`.
+
+        With ``watch_subscribers`` false, joins need not be reported (nothing is pending).
+        """
+
+    def wake(self) -> None:
+        """Make a :meth:`poll` in progress (or the next one) return at once."""
+
+    def wait_subscriber(self, topic: str, timeout: float) -> bool:
+        """True once someone subscribes to a prefix of ``topic``; False after ``timeout``."""
+
+    def close(self) -> None:
+        """Close everything (outgoing messages get a short linger)."""
+
+
+class Subscription(Protocol):
+    """Messages from a set of endpoints, for a receiver (``gilmsg.tail_messages``)."""
+
+    def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
+        """``(name, endpoint, frames)`` received within ``timeout`` seconds (maybe none)."""
+
+    def close(self) -> None:
+        """Disconnect and free everything."""
