@@ -1,4 +1,4 @@
-"""The pure core: wire format and ACK bookkeeping, driven without sockets or clocks."""
+"""The pure core: wire format, canonical JSON, the delivery state machine; no sockets, no clock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,26 @@ import itertools
 import pytest
 
 from gilmsg import message
-from gilmsg.delivery import Backoff, Delivery, Ledger, Outcome, Report, Seen
-from gilmsg.errors import InvalidInput, Timeout
+from gilmsg.core.delivery import (
+    AckReceived,
+    Backoff,
+    Cancelled,
+    Delivery,
+    IgnoredAck,
+    Ledger,
+    Machine,
+    Outcome,
+    Report,
+    Resolve,
+    Seen,
+    Send,
+    Sent,
+    State,
+    SubscriberJoined,
+    Tick,
+)
+from gilmsg.core.subscriptions import Subscriptions
+from gilmsg.errors import CertificateError, InvalidInput, Timeout
 from gilmsg.message import Ack
 
 ENVELOPE = message.new_envelope(
@@ -281,3 +299,209 @@ def test_report_and_timeout_carry_per_recipient_results():
     refused = Timeout("m", "t", {}, ("r2",), 0.5, rejected={"r2": "quota"})
     assert refused.rejected == {"r2": "quota"} and "rejected by r2: quota" in str(refused)
     assert pickle.loads(pickle.dumps(refused)).rejected == {"r2": "quota"}
+
+
+# -- canonical JSON: byte-for-byte fedmsg's ------------------------------------------------
+
+CORPUS = [
+    {},
+    [],
+    {"": ""},
+    {"b": 1, "a": 2, "A": 3, "_": 4, "ä": 5, "10": 6, "9": 7},  # key order: code points
+    {"text": "héllo wörld ☃ 𝄞 日本語 \u0000 \u001f \u007f \u2028 \u2029 \ud800"},  # lone surrogate
+    {"escapes": "quote \" backslash \\ slash / tab \t nl \n cr \r bs \b ff \f"},
+    {"ints": [0, -1, 1, 2**31, 2**53, 2**53 + 1, -(2**63), 2**64 + 7, 10**40]},
+    {"floats": [0.0, -0.0, 0.1, 1e-7, 1e16, 1.5e300, -2.5e-300, 3.141592653589793, 1e22]},
+    {"special": [float("nan"), float("inf"), float("-inf")]},  # fedmsg allows them too
+    {"bools": [True, False, None]},
+    {"nested": {"z": [{"y": {"x": [[], {}, [[[]]], {"w": {}}]}}], "a": {"c": 1, "b": 2}}},
+    {"tuple": (1, "two", 3.0)},
+    ["top", "level", {"list": 1}],
+    "a bare string ☃",
+    12345678901234567890,
+    ENVELOPE,
+    {**ENVELOPE, "signature": "abc\n" * 3, "certificate": "x" * 200, "crypto": "x509"},
+]
+
+
+@pytest.mark.parametrize("value", CORPUS, ids=range(len(CORPUS)))
+def test_canonical_json_is_byte_identical_to_fedmsg(value):
+    import fedmsg.encoding
+
+    assert message.dumps(value) == fedmsg.encoding.dumps(value)
+
+
+def test_canonical_json_converts_what_fedmsg_converts():
+    import fedmsg.encoding
+
+    class WithJson:
+        def __json__(self):
+            return {"k": [1, 2]}
+
+    value = {"obj": WithJson(), "set": {3}, "when": datetime.datetime(2026, 11, 30, 4, 15),
+             "day": datetime.date(2026, 11, 30),
+             "struct": datetime.datetime(2026, 1, 2).timetuple()}
+    assert message.dumps(value) == fedmsg.encoding.dumps(value)
+    with pytest.raises(TypeError):
+        message.dumps({"o": object()})
+    with pytest.raises(TypeError):
+        fedmsg.encoding.dumps({"o": object()})
+
+
+def test_canonical_bytes_match_fedmsgs_signing_input():
+    import fedmsg.encoding
+
+    signed = {**ENVELOPE, "crypto": "x509", "signature": "s", "certificate": "c"}
+    stripped = {k: v for k, v in signed.items() if k not in ("signature", "certificate")}
+    assert message.canonical_bytes(signed) == fedmsg.encoding.dumps(stripped).encode()
+
+
+# -- the core loads the standard library only -----------------------------------------------
+
+CORE_MODULES = ["gilmsg.core", "gilmsg.core.wire", "gilmsg.core.delivery",
+                "gilmsg.core.subscriptions", "gilmsg.errors", "gilmsg"]
+
+
+def test_core_modules_import_nothing_outside_the_standard_library():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        f"for name in {CORE_MODULES!r}:\n"
+        "    __import__(name)\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(' '.join(sorted(new - set(sys.stdlib_module_names) - {'gilmsg'})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == [], f"third-party modules loaded by the core: {out}"
+
+
+# -- the state machine: every publishing rule of docs/protocol.rst, no sockets ---------------
+
+FRAMES = [b"org.x.dev.mod.t", b"{}"]
+
+
+def started_machine(recipients=("r1", "r2"), timeout=5.0):
+    machine = Machine()
+    d = delivery(recipients, timeout=timeout)
+    assert machine.handle(Sent(d, FRAMES, 100.0)) == []
+    return machine, d
+
+
+def sends(actions):
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def test_machine_resends_the_same_frames_on_a_growing_interval_up_to_500_ms():
+    machine, d = started_machine(timeout=10.0)
+    assert machine.wants(d.msg_id) and len(machine) == 1
+    now, gaps = 100.0, []
+    for _ in range(8):
+        due = machine.next_wakeup(now)
+        assert machine.handle(Tick(due - 0.001)) == []  # not yet
+        [send] = machine.handle(Tick(due))
+        assert send == Send(d.msg_id, FRAMES)
+        gaps.append(round(due - now, 6))
+        now = due
+    assert gaps == [0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5, 0.5]
+    assert d.sends == 9
+
+
+def test_machine_resends_at_once_when_a_subscriber_joins():
+    machine, d = started_machine()
+    assert sends(machine.handle(SubscriberJoined(100.001))) == [Send(d.msg_id, FRAMES)]
+    assert Machine().handle(SubscriberJoined(100.0)) == []  # nothing pending, nothing sent
+
+
+def test_machine_resolves_with_a_report_once_every_recipient_acknowledged():
+    machine, d = started_machine()
+    assert machine.handle(AckReceived(ack_for(), "r2", 100.5)) == []
+    [resolve] = machine.handle(AckReceived(ack_for(), "r1", 101.0))
+    assert resolve == Resolve(d, Report(d.msg_id, d.topic, {"r2": 0.5, "r1": 1.0}, 1))
+    assert d.state is State.ACKED and not machine.wants(d.msg_id) and len(machine) == 0
+    assert machine.handle(Tick(101.5)) == [] and machine.next_wakeup(101.5) is None
+
+
+@pytest.mark.parametrize("signer,ack,outcome", [
+    (None, ack_for(), Outcome.FORGED_SIGNATURE),
+    ("r3", ack_for(), Outcome.NOT_A_RECIPIENT),
+    ("r1", ack_for(ack_digest="0" * 64), Outcome.WRONG_DIGEST),
+    ("r1", ack_for(status="rejected", reason="full"), Outcome.REJECTED),
+])
+def test_machine_warns_about_acks_that_do_not_count_and_keeps_waiting(signer, ack, outcome):
+    machine, d = started_machine(["r1"])
+    assert machine.handle(AckReceived(ack, signer, 100.1)) == [IgnoredAck(ack, signer, outcome)]
+    assert d.state is State.PENDING and machine.wants(d.msg_id) and d.acks == {}
+
+
+def test_machine_ignores_acks_for_messages_nobody_waits_for_silently():
+    machine, _d = started_machine()
+    assert machine.handle(AckReceived(ack_for(ack_msg_id="2023-zzz"), "r1", 100.1)) == []
+
+
+def test_machine_expires_at_the_deadline_with_a_timeout_naming_who_answered():
+    machine, d = started_machine(["r1", "r2", "r3"], timeout=1.0)
+    machine.handle(AckReceived(ack_for(), "r1", 100.2))
+    machine.handle(AckReceived(ack_for(status="rejected", reason="quota"), "r3", 100.3))
+    assert [a for a in machine.handle(Tick(100.999)) if isinstance(a, Resolve)] == []
+    [resolve] = machine.handle(Tick(101.0))
+    err = resolve.result
+    assert isinstance(err, Timeout) and resolve.delivery is d and d.state is State.EXPIRED
+    assert (err.acked, err.missing, err.rejected) == ({"r1": pytest.approx(0.2)}, ("r2", "r3"),
+                                                      {"r3": "quota"})
+    assert err.ack_timeout == 1.0 and len(machine) == 0
+    assert [d.recipient_state(r) for r in ("r1", "r2", "r3")] == ["acked", "expired", "rejected"]
+
+
+def test_machine_a_genuine_ack_after_the_deadline_is_late_and_ends_the_delivery():
+    machine, d = started_machine(["r1"], timeout=1.0)
+    [resolve] = machine.handle(AckReceived(ack_for(), "r1", 101.0))
+    assert isinstance(resolve.result, Timeout) and d.acks == {}
+
+
+def test_machine_a_delivery_sent_after_its_deadline_times_out_at_once():
+    machine = Machine()
+    d = delivery(["r1"], timeout=1e-9)
+    [resolve] = machine.handle(Sent(d, FRAMES, 100.5))
+    assert isinstance(resolve.result, Timeout) and len(machine) == 0
+
+
+def test_machine_cancel_keeps_what_had_arrived_and_stops_resending():
+    machine, d = started_machine()
+    machine.handle(AckReceived(ack_for(), "r1", 100.1))
+    [resolve] = machine.handle(Cancelled(d.msg_id, 100.2))
+    assert resolve == Resolve(d, None) and d.state is State.CANCELLED
+    assert d.acks == {"r1": pytest.approx(0.1)} and d.missing == ("r2",)
+    assert machine.handle(Tick(200.0)) == [] and machine.handle(Cancelled(d.msg_id, 1)) == []
+
+
+def test_machine_fails_a_delivery_the_adapter_cannot_carry_on():
+    machine, d = started_machine()
+    error = CertificateError("CRL is past its next-update date")
+    assert machine.handle(Cancelled(d.msg_id, 100.1, error)) == [Resolve(d, error)]
+    assert d.state is State.FAILED
+
+
+def test_machine_keeps_deliveries_apart():
+    machine, a = started_machine(["r1"])
+    b = delivery(["r1"], env={**ENVELOPE, "msg_id": "2023-b"})
+    machine.handle(Sent(b, [b"b"], 100.0))
+    [resolve] = machine.handle(AckReceived(ack_for(), "r1", 100.1))
+    assert resolve.delivery is a and machine.wants("2023-b") and not machine.wants(a.msg_id)
+    assert sends(machine.handle(SubscriberJoined(100.2))) == [Send("2023-b", [b"b"])]
+
+
+def test_machine_refuses_what_is_not_an_event():
+    with pytest.raises(TypeError):
+        Machine().handle("tick")
+
+
+def test_subscriptions_follow_joins_and_leaves():
+    subs = Subscriptions()
+    assert not subs.covers("org.x.y")
+    assert subs.notice(b"\x01org.x") and subs.covers("org.x.y") and not subs.covers("org.z")
+    assert not subs.notice(b"\x00org.x") and not subs.covers("org.x.y")
+    assert not subs.notice(b"") and not subs.notice(b"\x02junk")

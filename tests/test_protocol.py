@@ -18,6 +18,8 @@ from zmq.utils.monitor import recv_monitor_message
 import gilmsg
 from gilmsg import certs, message, signing, transport
 from gilmsg import config as gconfig
+from gilmsg.core.delivery import State
+from gilmsg.publish import publish_async, wait
 from gilmsg.recipient import Recipient
 from gilmsg.testing import DEFAULT_WAIT, free_port
 
@@ -551,23 +553,25 @@ def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
     bus.spawn_tail("r1")
     publish(bus)  # r1 is up; r2 never starts
     link = transport.link_for(bus.config_for("pub"))
+    pending = publish_async(topic="t", msg={"k": "v"}, modname="test", recipients=["r1", "r2"],
+                            ack_timeout=DEFAULT_WAIT + 10, **bus.config_for("pub"))
 
     def interrupt_once_r1_acknowledged():
         deadline = time.monotonic() + DEFAULT_WAIT
         while time.monotonic() < deadline:  # no event tells when the link thread counted it
-            with link._lock:
-                if any("r1" in d.acks for d in link._ledger):
-                    break
+            if "r1" in pending.acked:
+                break
             time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled in the main thread
 
     helper = threading.Thread(target=interrupt_once_r1_acknowledged)
     helper.start()
-    with pytest.raises(KeyboardInterrupt) as info:
-        publish(bus, recipients=["r1", "r2"], timeout=DEFAULT_WAIT + 10)
+    with pytest.raises(KeyboardInterrupt):
+        wait(pending)  # what gilmsg.publish does after sending
     helper.join(DEFAULT_WAIT)
-    assert set(info.value.acked) == {"r1"}
-    assert len(link._ledger) == 0  # and it is no longer re-sent
+    assert set(pending.acked) == {"r1"} and pending.missing == ("r2",)
+    assert pending.state is State.CANCELLED and pending.future.cancelled()
+    assert link.pending == 0  # and it is no longer re-sent
 
 
 def test_wait_subscriber_follows_subscribers_coming_and_going(make_bus):
@@ -600,7 +604,7 @@ def test_publishes_that_time_out_at_once_leave_nothing_behind(make_bus):
             publish(bus, timeout=1e-9)
     link = transport.link_for(bus.config_for("pub"))
     assert set(publish(bus).acks) == {"r1"}
-    assert len(link._ledger) == 0
+    assert link.pending == 0
 
 
 def test_failed_binds_leak_no_file_descriptors(make_bus):

@@ -22,10 +22,10 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg import publish as gpublish
 from gilmsg.commands import _common
 from gilmsg.core.wire import MAX_ACK_TIMEOUT
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
+from gilmsg.publish import PendingDelivery, publish_async, someone_listens, wait
 
 PROG = "gilmsg-logger"
 
@@ -208,16 +208,16 @@ class Session:
         if item.problem is not None:
             self.record(Result(item.line, INVALID, error=item.problem))
             return
-        pending: gpublish.PendingDelivery | None = None
+        pending: PendingDelivery | None = None
         try:
             if not self.recipients and not self._someone_listens(item):
                 return
-            pending = gpublish.publish_async(
+            pending = publish_async(
                 topic=self.topic, msg=item.body, modname=self.modname,
                 recipients=self.recipients or None, ack_timeout=self.ack_timeout,
                 **self.config,
             )
-            report = gpublish.wait(pending)
+            report = wait(pending)
         except Timeout as exc:
             self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic,
                                self._in_order(exc.acked),
@@ -256,7 +256,7 @@ class Session:
         """
         try:
             topic = gconfig.full_topic(self.config, self.topic, self.modname)
-            heard, address = gpublish.someone_listens(self.config, topic, self.ack_timeout)
+            heard, address = someone_listens(self.config, topic, self.ack_timeout)
             if heard:
                 return True
         except (GilmsgError, UnicodeError):
