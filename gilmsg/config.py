@@ -22,9 +22,34 @@ ACK_MODNAME = "gilmsg"
 ACK_TOPIC_SUFFIX = "ack"
 
 
-#: The file a ``--config-filename`` named: it replaces fedmsg's search for the whole process.
-_config_file: str | None = None
-_file_cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+#: fedmsg 1.1.7's ``fedmsg.config.defaults``, the base of every configuration it loads (a test
+#: compares them). Kept here so that reading the configuration does not import fedmsg, which
+#: costs about 70 ms (it pulls in ZeroMQ, requests and more).
+FEDMSG_DEFAULTS: dict[str, Any] = {
+    "topic_prefix": "org.fedoraproject",
+    "environment": "dev",
+    "io_threads": 1,
+    "post_init_sleep": 0.5,
+    "timeout": 2,
+    "print_config": False,
+    "high_water_mark": 0,
+    "zmq_linger": 1000,
+    "active": False,
+    "persistent_store": None,
+    "logging": {
+        "version": 1,
+        "formatters": {"bare": {"datefmt": "%Y-%m-%d %H:%M:%S",
+                                "format": "[%(asctime)s][%(name)10s %(levelname)7s] %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "bare",
+                                 "level": "INFO", "stream": "ext://sys.stdout"}},
+        "loggers": {"fedmsg": {"level": "INFO", "propagate": False, "handlers": ["console"]},
+                    "moksha": {"level": "INFO", "propagate": False, "handlers": ["console"]}},
+    },
+}
+
+#: The key of fedmsg's ``--config-filename``: a configuration that carries it was read from that
+#: one file, which is then its base instead of fedmsg's search (as in fedmsg's own loader).
+FILENAME_KEY = "config_filename"
 
 
 def load(
@@ -34,46 +59,146 @@ def load(
 
     Like :func:`fedmsg.init`, the files fedmsg reads (``/etc/fedmsg.d``, ``./fedmsg.d`` ...) are
     the base and keyword arguments win. ``filename`` (a command's ``--config-filename``) reads
-    that one file over fedmsg's defaults instead, and, as in fedmsg's commands, becomes the base
-    of every later call in this process. Neither fedmsg's cached dict nor ``overrides`` is ever
-    modified: the result is a new dict whose top-level keys the caller may set freely; nested
-    values are shared with the sources and must be treated as read-only (gilmsg only reads them).
+    that one file over fedmsg's defaults instead; the result carries it as ``config_filename``,
+    so passing it back (``gilmsg.publish(**config)``) keeps that file as the base. Neither the
+    cached files nor ``overrides`` are ever modified: the result is a new dict whose top-level
+    keys the caller may set freely; nested values are shared with the sources and must be
+    treated as read-only (gilmsg only reads them). fedmsg itself is not imported.
 
     Raises:
         ConfigError: the file is missing or broken, or no configuration defines endpoints.
     """
-    global _config_file
+    overrides = overrides or {}
+    if filename is None:
+        filename = overrides.get(FILENAME_KEY) or None
+    merged = dict(_files.base(filename, overrides))
+    merged.update(overrides)
     if filename is not None:
-        _config_file = filename
-    base = _base_config(_config_file, overrides)
-    merged = dict(base)
-    merged.update(overrides or {})
+        merged[FILENAME_KEY] = filename
     return merged
 
 
-def _base_config(filename: str | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    import fedmsg.config
+class _ConfigFiles:
+    """fedmsg's configuration files, read as ``fedmsg.config.load_config`` reads them, cached.
 
-    where = filename or "fedmsg's configuration files (/etc/fedmsg.d, ./fedmsg.d ...)"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    A file is read again when it changes on disk, and the search again when the set of files
+    it finds changes (another current directory ...): a few ``stat`` calls per use.
+    """
+
+    def __init__(self) -> None:
+        self._search: tuple[tuple[tuple[str, int, int], ...], dict[str, Any]] | None = None
+        self._named: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+    def base(self, filename: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        where = filename or "fedmsg's configuration files (/etc/fedmsg.d, ./fedmsg.d ...)"
         try:
             if filename is None:
-                return fedmsg.config.load_config([], None)
+                stamps = _stamps(_search_path())
+                if self._search is None or self._search[0] != stamps:
+                    self._search = (stamps, _load_search([s[0] for s in stamps]))
+                return self._search[1]
             stat = os.stat(filename)
             stamp = (stat.st_mtime_ns, stat.st_size)
-            cached = _file_cache.get(filename)
+            cached = self._named.get(filename)
             if cached is None or cached[0] != stamp:
-                base = copy.deepcopy(fedmsg.config.defaults)
-                base.update(fedmsg.config._process_config_file([filename]))
-                _file_cache[filename] = cached = (stamp, base)
+                if not os.path.isfile(filename):
+                    raise ValueError(f"{filename!r} is not a file.")
+                base = copy.deepcopy(FEDMSG_DEFAULTS)
+                base.update(_read_files([filename]))
+                self._named[filename] = cached = (stamp, base)
             return cached[1]
         except ValueError as exc:  # "No config value 'endpoints' found." / "is not a file"
-            if filename is not None or not overrides or "endpoints" not in overrides:
+            if filename is not None or "endpoints" not in overrides:
                 raise ConfigError(f"fedmsg configuration: {exc}") from None
-            return dict(fedmsg.config.defaults)
+            return dict(FEDMSG_DEFAULTS)
         except (OSError, SyntaxError, NameError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read {where}: {exc}") from None
+
+
+_files = _ConfigFiles()
+
+
+def _search_path() -> list[str]:
+    """The files fedmsg's loader reads, in its order: ``*.py`` of each fedmsg.d, then the rest."""
+    home, cwd = os.path.expanduser("~"), os.getcwd()
+    folders = ["/etc/fedmsg.d/", f"{home}/.fedmsg.d/", f"{cwd}/fedmsg.d/"]
+    if "VIRTUAL_ENV" in os.environ:
+        folders.append(os.path.join(os.environ["VIRTUAL_ENV"], "etc/fedmsg.d"))
+    files: list[str] = []
+    for folder in folders:
+        try:
+            files += sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                            if f.endswith(".py"))
+        except OSError:
+            pass
+    return files + ["/etc/fedmsg-config.py", f"{home}/.fedmsg-config.py",
+                    f"{cwd}/fedmsg-config.py"]
+
+
+def _stamps(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append((path, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def _read_files(filenames: list[str]) -> dict[str, Any]:
+    """Execute each file that exists and merge the ``config`` dicts they define, recursively."""
+    config: dict[str, Any] = {}
+    for filename in filenames:
+        if not os.path.isfile(filename):
+            continue
+        variables: dict[str, Any] = {}
+        try:
+            with open(filename) as fh:
+                exec(compile(fh.read(), filename, "exec"), variables)
+        except OSError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            continue
+        _merge(config, variables["config"])
+    return config
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in new.items():
+        if isinstance(into.get(key), dict) and isinstance(value, dict):
+            into[key] = _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def _load_search(files: list[str]) -> dict[str, Any]:
+    """``fedmsg.config.load_config([], None)``, without importing fedmsg when not needed."""
+    config = copy.deepcopy(FEDMSG_DEFAULTS)
+    config.update(_read_files(files))
+    if config.get(FILENAME_KEY) or config.get("print_config") or config.get("srv_endpoints"):
+        import fedmsg.config  # what only fedmsg does: DNS SRV look-ups, printing, re-reading
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return fedmsg.config.load_config([], None, invalidate_cache=True)
+    if "endpoints" not in config:
+        raise ValueError("No config value 'endpoints' found.")
+    if not isinstance(config["endpoints"], dict):
+        raise ValueError("The 'endpoints' config value must be a dict.")
+    config["endpoints"] = {name: _as_list(value) for name, value in config["endpoints"].items()}
+    if "topic_prefix_re" not in config and "topic_prefix" in config:
+        config["topic_prefix_re"] = config["topic_prefix"].replace(".", r"\.") + r"\.[^\W\d_]+"
+    return config
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (str, bytes)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
 
 
 def short_hostname() -> str:

@@ -30,16 +30,6 @@ def make_bus(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _forget_config_file():
-    """A command run in-process with --config-filename makes that file the process's config."""
-    from gilmsg import config as gconfig
-
-    saved = gconfig._config_file
-    yield
-    gconfig._config_file = saved
-
-
-@pytest.fixture(autouse=True)
 def _close_links():
     """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
     yield
