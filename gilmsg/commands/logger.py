@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,7 +22,7 @@ import click
 import gilmsg
 from gilmsg import config as gconfig
 from gilmsg.commands import _common
-from gilmsg.core.wire import MAX_ACK_TIMEOUT
+from gilmsg.core.wire import check_timeout
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
 from gilmsg.publish import PendingDelivery, publish_async, someone_listens, wait
 
@@ -135,11 +134,10 @@ def _recipients_callback(_ctx: click.Context, _param: click.Parameter,
 
 
 def _timeout_callback(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
-    if not (value > 0 and math.isfinite(value)):
-        raise click.BadParameter(f"must be a positive number of seconds, not {value:g}")
-    if value > MAX_ACK_TIMEOUT:
-        raise click.BadParameter(f"must be at most {MAX_ACK_TIMEOUT:g} seconds")
-    return value
+    try:
+        return check_timeout(value)  # the library's own rule, checked before any input is read
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc).replace("ack_timeout ", "", 1)) from None
 
 
 def _parse(text: str, json_input: bool) -> Any:
