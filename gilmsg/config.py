@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -203,6 +202,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def short_hostname() -> str:
     """The host name fedmsg uses in ``cert_prefix`` look-ups (up to the first dot)."""
+    import socket
+
     return socket.gethostname().split(".", 1)[0]
 
 

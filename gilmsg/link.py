@@ -108,6 +108,11 @@ class Link:
             self._ack_endpoints.extend(new_endpoints)
         self._command("listen", None)
 
+    def listen_now(self) -> None:
+        """Open the ACK listener now (else the first delivery does), so it is connected early."""
+        if not self._listening:
+            self._command("listen", True)
+
     def next_i(self) -> int:
         """The next value of fedmsg's per-publisher counter ``i``."""
         with self._lock:
@@ -254,7 +259,7 @@ class Link:
                 return True
             if kind == "stop":
                 return False
-            if kind == "listen" and self._listening:
+            if kind == "listen" and (self._listening or payload):
                 self._sync_listener(pub)
             elif kind == "deliver":
                 delivery, frames = payload

@@ -152,12 +152,15 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
     body = wire.to_json_value(msg if msg is not None else {})
     full_topic = gconfig.full_topic(cfg, topic, modname)
 
+    # The endpoint first: recipients (re)connect to it while the keys and the CA are loaded.
+    link = link_for(cfg)
+    if recipients is not None:
+        link.listen_now()
     signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None
     validator = None
     if recipients is not None:
         validator = signing.validator_for(cfg)
         validator.check()
-    link = link_for(cfg)
 
     envelope = wire.new_envelope(full_topic, body, link.next_i(), recipients)
     if signer is not None:

@@ -15,6 +15,7 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gilmsg.core.wire import Ack
 from gilmsg.errors import GilmsgError, Timeout
@@ -258,11 +259,10 @@ class Report:
 
 
 # -- the state machine ----------------------------------------------------------------------
-# Events in ...
+# Events in ... (NamedTuples: immutable, and cheap to define at import time)
 
 
-@dataclass(frozen=True)
-class Sent:
+class Sent(NamedTuple):
     """``delivery``'s ``frames`` went out for the first time at ``at``: wait for its ACKs."""
 
     delivery: Delivery
@@ -270,8 +270,7 @@ class Sent:
     at: float
 
 
-@dataclass(frozen=True)
-class AckReceived:
+class AckReceived(NamedTuple):
     """An ACK arrived at ``at``; ``signer`` is the CN of a valid signature, None if it failed."""
 
     ack: Ack
@@ -279,22 +278,19 @@ class AckReceived:
     at: float
 
 
-@dataclass(frozen=True)
-class SubscriberJoined:
+class SubscriberJoined(NamedTuple):
     """Someone subscribed to the publishing socket at ``at`` (it may be a late recipient)."""
 
     at: float
 
 
-@dataclass(frozen=True)
-class Tick:
+class Tick(NamedTuple):
     """The clock reads ``at``: re-send what is due, end what has expired."""
 
     at: float
 
 
-@dataclass(frozen=True)
-class Cancelled:
+class Cancelled(NamedTuple):
     """Stop ``msg_id`` at ``at``: the caller gave up (``error`` None) or it cannot go on."""
 
     msg_id: str
@@ -307,16 +303,14 @@ Event = Sent | AckReceived | SubscriberJoined | Tick | Cancelled
 # ... actions out.
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """Send these frames (again)."""
 
     msg_id: str
     frames: Sequence[bytes]
 
 
-@dataclass(frozen=True)
-class Resolve:
+class Resolve(NamedTuple):
     """``delivery`` is over: ``result`` is its Report, or the error to raise (Timeout ...).
 
     ``result`` is None for a cancelled delivery; what had arrived is in ``delivery.acks``.
@@ -326,8 +320,7 @@ class Resolve:
     result: Report | GilmsgError | None
 
 
-@dataclass(frozen=True)
-class IgnoredAck:
+class IgnoredAck(NamedTuple):
     """An ACK that did not count and deserves a warning (forged, misdirected, refused)."""
 
     ack: Ack
