@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gilmsg import signing  # noqa: E402
-from gilmsg.message import new_envelope  # noqa: E402
+from gilmsg.core.wire import new_envelope  # noqa: E402
 from tests import pki  # noqa: E402
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gilmsg import config as gconfig
 from gilmsg.core import wire as message
 from gilmsg.core.delivery import Seen
+from gilmsg.core.receiving import receive
 from gilmsg.errors import GilmsgError
 
 if TYPE_CHECKING:
@@ -98,25 +99,23 @@ class Recipient:
         """
         if not self.check(envelope):
             return False
-        if self.is_ack(topic) or not message.is_gilmsg(envelope):
-            return True
-        msg_id = envelope.get("msg_id")
-        if not isinstance(msg_id, str) or not msg_id:  # possible only unvalidated: fedmsg signs it
+        receipt = receive(topic, envelope, self.ack_topic,
+                          self.common_name or "" if self.ack else None)
+        if receipt.drop:
             log.warning("dropped gilmsg message on %s: no msg_id", envelope.get("topic"))
             return False
-        digest = message.digest(envelope)
-        if self.ack and message.wants_ack_from(envelope, self.common_name or ""):
-            self.acknowledge(envelope, digest=digest)
-        # Keyed on the content too: a different message reusing a msg_id must neither hide the
-        # genuine one (which its ACK vouches for) nor be hidden by it.
+        if receipt.key is None:
+            return True
+        if receipt.acknowledge:
+            self.acknowledge(envelope, digest=receipt.digest)
         with self._seen_lock:
-            return self._seen.first_time(f"{msg_id} {digest}")
+            return self._seen.first_time(receipt.key)
 
     def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
                     reason: str | None = None, digest: str | None = None) -> None:
         """Send a signed ACK for ``envelope`` (fire-and-forget; the publisher re-sends if lost).
 
-        ``digest`` may pass :func:`gilmsg.message.digest` of ``envelope`` if already computed.
+        ``digest`` may pass :func:`gilmsg.core.wire.digest` of ``envelope`` if already computed.
 
         Raises:
             GilmsgError: this Recipient was created with ``ack=False``.

@@ -4,7 +4,7 @@ The wire format is fedmsg's x509 backend, so fedmsg's own validator accepts what
 produces and :class:`Validator` accepts what fedmsg signs:
 
 * ``crypto`` is set to ``"x509"`` before signing;
-* the signature covers :func:`gilmsg.message.canonical_bytes` of the envelope (fedmsg's JSON of
+* the signature covers :func:`gilmsg.core.wire.canonical_bytes` of the envelope (fedmsg's JSON of
   everything except ``signature`` and ``certificate``), with RSA PKCS#1 v1.5 and SHA-1;
 * ``signature`` is the base64 signature and ``certificate`` the base64 of the certificate PEM,
   each wrapped every 76 characters with ``"\\n"`` and ending with ``"\\n"``.

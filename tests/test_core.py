@@ -26,6 +26,7 @@ from gilmsg.core.delivery import (
     SubscriberJoined,
     Tick,
 )
+from gilmsg.core.receiving import receive
 from gilmsg.core.subscriptions import Subscriptions
 from gilmsg.errors import CertificateError, InvalidInput, Timeout
 from gilmsg.message import Ack
@@ -359,7 +360,7 @@ def test_canonical_bytes_match_fedmsgs_signing_input():
 # -- the core loads the standard library only -----------------------------------------------
 
 CORE_MODULES = ["gilmsg.core", "gilmsg.core.wire", "gilmsg.core.delivery",
-                "gilmsg.core.subscriptions", "gilmsg.errors", "gilmsg"]
+                "gilmsg.core.subscriptions", "gilmsg.core.receiving", "gilmsg.errors", "gilmsg"]
 
 
 def test_core_modules_import_nothing_outside_the_standard_library():
@@ -505,3 +506,35 @@ def test_subscriptions_follow_joins_and_leaves():
     assert subs.notice(b"\x01org.x") and subs.covers("org.x.y") and not subs.covers("org.z")
     assert not subs.notice(b"\x00org.x") and not subs.covers("org.x.y")
     assert not subs.notice(b"") and not subs.notice(b"\x02junk")
+
+
+# -- the recipient's rules ------------------------------------------------------------------
+
+ACK_TOPIC = "org.x.dev.gilmsg.ack"
+
+
+@pytest.mark.parametrize("topic,env,cn,expected", [
+    ("org.x.dev.mod.t", ENVELOPE, "r1", (False, True, True)),  # named: ACK, dedup
+    ("org.x.dev.mod.t", ENVELOPE, "r3", (False, True, False)),  # not named: no ACK, dedup
+    ("org.x.dev.mod.t", ENVELOPE, None, (False, True, False)),  # watching only
+    ("org.x.dev.mod.t", {k: v for k, v in ENVELOPE.items() if k != "gilmsg_recipients"},
+     "anyone", (False, True, True)),  # 0.1.2 named nobody: everyone acknowledges
+    ("org.x.dev.mod.t", {k: v for k, v in ENVELOPE.items() if not k.startswith("gilmsg")},
+     "r1", (False, False, False)),  # plain fedmsg: delivered every time, never acknowledged
+    (ACK_TOPIC, ENVELOPE, "r1", (False, False, False)),  # ACK traffic: never acknowledged
+    ("org.x.dev.mod.t", {**ENVELOPE, "msg_id": ""}, "r1", (True, False, False)),
+    ("org.x.dev.mod.t", {**ENVELOPE, "msg_id": 7}, "r1", (True, False, False)),
+])
+def test_receive_decides_ack_drop_and_dedup(topic, env, cn, expected):
+    receipt = receive(topic, env, ACK_TOPIC, cn)
+    assert (receipt.drop, receipt.key is not None, receipt.acknowledge) == expected
+    if receipt.acknowledge:
+        assert receipt.digest == message.digest(env)
+
+
+def test_receive_keys_dedup_on_msg_id_and_content():
+    genuine = receive("t", ENVELOPE, ACK_TOPIC, "r1")
+    again = receive("t", dict(ENVELOPE), ACK_TOPIC, "r1")
+    impostor = receive("t", {**ENVELOPE, "msg": {"a": 666}}, ACK_TOPIC, "r1")
+    seen = Seen()
+    assert [seen.first_time(r.key) for r in (genuine, again, impostor)] == [True, False, True]
