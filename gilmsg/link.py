@@ -59,8 +59,9 @@ class Link:
     """
 
     def __init__(self, transport: Any, publishing: gconfig.Publishing, ack_topic: str,
-                 ack_endpoints: Sequence[str]) -> None:
+                 ack_endpoints: Sequence[str], config: Mapping[str, Any]) -> None:
         self.publishing = publishing
+        self._config = config  # for the transport's own keys, read when it opens
         self._transport_module = transport
         self._lock = threading.Lock()  # the machine, the deliveries in it, _futures, _i
         self._machine = Machine()
@@ -216,7 +217,8 @@ class Link:
 
     def _run(self, ready: threading.Event) -> None:
         try:
-            self._pub = self._transport_module.open_publisher(self.publishing)
+            self._pub = self._transport_module.open_publisher(self.publishing,
+                                                                self._config)
         except BaseException as exc:  # handed to the constructor's caller
             self._start_error = exc
             self._stopped.set()
@@ -317,7 +319,7 @@ _links_lock = threading.Lock()
 def link_for(config: Mapping[str, Any]) -> Link:
     """The process-wide :class:`Link` for this config's transport and publishing identity.
 
-    Started on first use.
+    Started on first use; its transport reads its own keys from the config that started it.
 
     Raises:
         ConfigError: the identity has no endpoint, or none of its endpoints can be bound.
@@ -330,7 +332,8 @@ def link_for(config: Mapping[str, Any]) -> Link:
     with _links_lock:
         link = _links.get(key)
         if link is None or link.closed:
-            link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints)
+            link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints,
+                                               config)
             return link
     link.listen(ack_topic, ack_endpoints)
     return link

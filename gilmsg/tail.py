@@ -38,7 +38,7 @@ def tail_messages(
     cfg = gconfig.load(config)
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
-    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic)
+    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
     try:
         while True:
             for name, endpoint, frames in subscription.receive(POLL_INTERVAL):

@@ -3,12 +3,15 @@
 A transport is one module (``gilmsg/transport/<name>.py``, or any importable module named by the
 ``gilmsg_transport`` config key) providing two functions:
 
-``open_publisher(publishing: gilmsg.config.Publishing) -> Publisher``
+``open_publisher(publishing: gilmsg.config.Publishing, config: Mapping) -> Publisher``
     Bind (or, ``method == "connect"``, connect) this identity's publishing endpoint; raise
-    :class:`~gilmsg.errors.ConfigError` if none of its addresses can be used.
+    :class:`~gilmsg.errors.ConfigError` if none of its addresses can be used, or if one of the
+    transport's own config keys is wrong.
 
-``subscribe(endpoints: Sequence[tuple[str, str]], topic: str) -> Subscription``
+``subscribe(endpoints: Sequence[tuple[str, str]], topic: str, config: Mapping) -> Subscription``
     Receive every message whose topic starts with ``topic`` from ``(name, endpoint)`` pairs.
+
+``config`` is the whole fedmsg configuration: a transport reads its own keys there.
 
 Frames are what :func:`gilmsg.core.wire.encode` returns: ``[topic, envelope JSON]``.
 Everything else (signing, the protocol's rules, threads and futures) is the same for every

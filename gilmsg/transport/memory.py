@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gilmsg.config import Publishing
 from gilmsg.errors import ConfigError, GilmsgError
@@ -150,8 +151,8 @@ class MemoryPublisher:
                 self._acks.disconnect()
 
 
-def open_publisher(publishing: Publishing) -> MemoryPublisher:
-    """Bind ``publishing``'s first free address."""
+def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> MemoryPublisher:
+    """Bind ``publishing``'s first free address (no config key of its own)."""
     return MemoryPublisher(publishing)
 
 
@@ -179,6 +180,7 @@ class MemorySubscription:
             self._inbox.disconnect()
 
 
-def subscribe(endpoints: Sequence[tuple[str, str]], topic: str) -> MemorySubscription:
+def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
+              config: Mapping[str, Any]) -> MemorySubscription:
     """Subscribe to ``topic`` on every ``(name, endpoint)``."""
     return MemorySubscription(endpoints, topic)

@@ -14,7 +14,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import zmq
 
@@ -48,7 +49,7 @@ def tune(sock: zmq.Socket) -> None:
 class ZmqPublisher:
     """:class:`gilmsg.transport.base.Publisher` over ZeroMQ (XPUB out, SUB for ACKs)."""
 
-    def __init__(self, publishing: Publishing) -> None:
+    def __init__(self, publishing: Publishing, config: Mapping[str, Any]) -> None:
         self.publishing = publishing
         self.address: str | None = None
         self._ctx = zmq.Context()
@@ -219,15 +220,16 @@ class ZmqPublisher:
             joined = self._subscriptions.notice(notice) or joined
 
 
-def open_publisher(publishing: Publishing) -> ZmqPublisher:
+def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> ZmqPublisher:
     """Bind (or connect) ``publishing``'s endpoint. Raises ConfigError if none can be used."""
-    return ZmqPublisher(publishing)
+    return ZmqPublisher(publishing, config)
 
 
 class ZmqSubscription:
     """:class:`gilmsg.transport.base.Subscription`: one SUB socket per endpoint, as fedmsg."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str) -> None:
+    def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
+                 config: Mapping[str, Any]) -> None:
         self._ctx = zmq.Context()
         self._poller = zmq.Poller()
         self._subs: dict[zmq.Socket, tuple[str, str]] = {}
@@ -260,6 +262,7 @@ class ZmqSubscription:
         self._ctx.term()
 
 
-def subscribe(endpoints: Sequence[tuple[str, str]], topic: str) -> ZmqSubscription:
+def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
+              config: Mapping[str, Any]) -> ZmqSubscription:
     """Subscribe to ``topic`` on every ``(name, endpoint)``."""
-    return ZmqSubscription(endpoints, topic)
+    return ZmqSubscription(endpoints, topic, config)
