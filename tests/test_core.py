@@ -538,3 +538,13 @@ def test_receive_keys_dedup_on_msg_id_and_content():
     impostor = receive("t", {**ENVELOPE, "msg": {"a": 666}}, ACK_TOPIC, "r1")
     seen = Seen()
     assert [seen.first_time(r.key) for r in (genuine, again, impostor)] == [True, False, True]
+
+
+def test_subscriptions_remember_a_bounded_number_of_prefix_bytes():
+    subs = Subscriptions(max_bytes=10)
+    assert subs.notice(b"\x01" + b"a" * 8)
+    assert subs.notice(b"\x01" + b"b" * 8)  # a join all the same, but not remembered
+    assert subs.covers("a" * 8) and not subs.covers("b" * 8)
+    subs.notice(b"\x00" + b"a" * 8)
+    subs.notice(b"\x01" + b"b" * 8)
+    assert subs.covers("b" * 8)

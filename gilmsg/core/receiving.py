@@ -18,8 +18,9 @@ class Receipt(NamedTuple):
 
     ``drop``: hand it to nobody (a gilmsg message without a msg_id). ``key``: None for what is
     delivered every time (ACKs, plain fedmsg messages), else the deduplication key of a gilmsg
-    message: its msg_id *and* digest, so that a different message reusing a msg_id neither hides
-    the genuine one (which its ACK vouches for) nor is hidden by it. ``acknowledge``: send a
+    message: its digest, which covers the msg_id and the content, so that a different message
+    reusing a msg_id neither hides the genuine one (which its ACK vouches for) nor is hidden by
+    it; and a key is 64 characters whatever the sender put in msg_id. ``acknowledge``: send a
     signed ACK for ``digest`` before delivering, every time the message arrives.
     """
 
@@ -42,4 +43,4 @@ def receive(topic: str, envelope: Mapping[str, Any], ack_topic: str,
         return Receipt(True, None, False, None)
     digest = wire.digest(envelope)
     acknowledge = common_name is not None and wire.wants_ack_from(envelope, common_name)
-    return Receipt(False, f"{msg_id} {digest}", acknowledge, digest)
+    return Receipt(False, digest, acknowledge, digest)

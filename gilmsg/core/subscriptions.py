@@ -9,18 +9,28 @@ from __future__ import annotations
 
 
 class Subscriptions:
-    """Topic prefixes with at least one subscriber. Not thread-safe: the owner serialises."""
+    """Topic prefixes with at least one subscriber. Not thread-safe: the owner serialises.
 
-    def __init__(self) -> None:
+    Peers choose the prefixes: at most ``max_bytes`` of distinct prefixes are tracked (a join
+    beyond that still counts as a join, for re-sending, but its prefix is not remembered).
+    """
+
+    def __init__(self, max_bytes: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
         self._prefixes: set[bytes] = set()
+        self._bytes = 0
 
     def joined(self, prefix: bytes) -> None:
         """Someone subscribed to ``prefix``."""
-        self._prefixes.add(prefix)
+        if prefix not in self._prefixes and self._bytes + len(prefix) <= self.max_bytes:
+            self._prefixes.add(prefix)
+            self._bytes += len(prefix)
 
     def left(self, prefix: bytes) -> None:
         """The last subscriber of ``prefix`` left (ZeroMQ reports only that one)."""
-        self._prefixes.discard(prefix)
+        if prefix in self._prefixes:
+            self._prefixes.discard(prefix)
+            self._bytes -= len(prefix)
 
     def notice(self, notice: bytes) -> bool:
         """Apply one XPUB-style notice (``\\x01`` + prefix, ``\\x00`` + prefix); True on a join."""

@@ -51,8 +51,10 @@ def close_all() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    # ZeroMQ's socket options (tune, HWM ...) stay reachable as gilmsg.transport.<name>.
-    if name in ("tune", "HWM", "RECONNECT_IVL_MS", "RECONNECT_IVL_MAX_MS", "EXIT_LINGER_MS"):
+    # ZeroMQ's socket options (tune, LinkOptions ...) stay reachable as gilmsg.transport.<name>.
+    if name in ("tune", "LinkOptions", "LINK_DEFAULTS", "Reconnector", "HWM", "RECONNECT_IVL_MS",
+                "RECONNECT_IVL_MAX_MS", "EXIT_LINGER_MS", "MAX_SUBSCRIPTION_BYTES",
+                "MAX_PREFIX_BYTES"):
         from gilmsg.transport import zmq as _zmq
 
         return getattr(_zmq, name)

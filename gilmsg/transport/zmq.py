@@ -15,9 +15,11 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from gilmsg.config import Publishing
 from gilmsg.core.subscriptions import Subscriptions
@@ -38,12 +40,160 @@ EXIT_LINGER_MS = 200
 ACK_BATCH = 256
 
 
-def tune(sock: zmq.Socket) -> None:
-    """Socket options gilmsg uses on every socket it owns."""
+#: Largest frame the publishing socket accepts from its peers (they send only subscriptions,
+#: i.e. topic prefixes); and the most bytes of distinct prefixes it keeps track of.
+MAX_SUBSCRIPTION_BYTES = 64 << 10
+MAX_PREFIX_BYTES = 1 << 20
+
+
+#: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
+#: ZeroMQ heartbeats (ZMTP PING/PONG) make a connection that stalls, e.g. behind TCP
+#: retransmissions growing to a minute on a lossy link, be dropped and re-made within seconds;
+#: then the publisher re-sends to the new connection at once.
+LINK_DEFAULTS: dict[str, float] = {
+    "gilmsg_heartbeat_ivl": 1.0,  # ZMQ_HEARTBEAT_IVL: a PING every this often
+    "gilmsg_heartbeat_timeout": 3.0,  # ZMQ_HEARTBEAT_TIMEOUT: nothing heard this long after a
+    #                                   PING: the connection is dropped and re-made
+    "gilmsg_heartbeat_ttl": 3.0,  # ZMQ_HEARTBEAT_TTL: the peer drops it after this silence
+    "gilmsg_connect_timeout": 2.0,  # ZMQ_CONNECT_TIMEOUT: a connection attempt (SYNs lost,
+    #                                 their retransmissions backing off) is abandoned and
+    #                                 started afresh after this long
+    "gilmsg_tcp_user_timeout": 10.0,  # ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged
+    #                                   this long kills the connection
+    "gilmsg_tcp_keepalive_idle": 30.0,  # TCP keepalive probes after this idle time (then every
+    #                                     10 s, 3 lost probes kill the connection)
+}
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """The connection-health options of :data:`LINK_DEFAULTS`, in seconds; 0 means off."""
+
+    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg_heartbeat_ivl"]
+    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg_heartbeat_timeout"]
+    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg_heartbeat_ttl"]
+    connect_timeout: float = LINK_DEFAULTS["gilmsg_connect_timeout"]
+    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg_tcp_user_timeout"]
+    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg_tcp_keepalive_idle"]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LinkOptions:
+        """Read the ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` keys (defaults where absent).
+
+        Raises:
+            ConfigError: a value is not a number of seconds in [0, 3600].
+        """
+        values = {}
+        for key, default in LINK_DEFAULTS.items():
+            value = config.get(key, default)
+            if value is None:
+                value = default
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0 <= value <= 3600):
+                raise ConfigError(f"config key {key!r} must be a number of seconds from 0 to "
+                                  f"3600, not {value!r}")
+            values[key.removeprefix("gilmsg_")] = float(value)
+        return cls(**values)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def tune(sock: zmq.Socket, options: LinkOptions | None = None) -> None:
+    """Socket options gilmsg uses on every socket it owns (``options``: defaults if None)."""
+    options = options or LinkOptions()
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
+    if options.heartbeat_ivl > 0:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(options.heartbeat_ivl))
+        if options.heartbeat_timeout > 0:
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(options.heartbeat_timeout))
+        if options.heartbeat_ttl > 0:  # sent in deciseconds: at least 0.1 s
+            sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, _ms(options.heartbeat_ttl)))
+    if options.connect_timeout > 0:
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, _ms(options.connect_timeout))
+    if options.tcp_user_timeout > 0:
+        sock.setsockopt(zmq.TCP_MAXRT, _ms(options.tcp_user_timeout))
+    if options.tcp_keepalive_idle > 0:
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, round(options.tcp_keepalive_idle)))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+
+
+class Reconnector:
+    """Re-connects the endpoints of a connecting socket that libzmq gave up on.
+
+    libzmq 4.3.5 drops a connection on a protocol error (a frame over ``MAXMSGSIZE``, a peer
+    that does not speak ZMTP, a failed handshake) and, unlike after a network error or a
+    heartbeat timeout, never connects to that endpoint again: one bad frame from whoever had
+    bound a recipient's endpoint for a moment would silence that recipient for good. Its socket
+    monitor says ``DISCONNECTED`` either way, followed by ``CONNECT_RETRIED`` only when libzmq
+    will retry; an endpoint left without a retry for :attr:`GRACE` seconds is disconnected and
+    connected again here. The bad frame costs that connection for about ``GRACE`` seconds, never
+    the endpoint.
+
+    Owned by the thread that owns the socket: register :attr:`monitor` in that thread's poller,
+    call :meth:`on_events` when it is readable and :meth:`reconnect_due` when :meth:`next_due`
+    has come.
+    """
+
+    #: Seconds a dropped connection may go without a retry before it is re-made here.
+    GRACE = 0.1
+    _EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+               | zmq.EVENT_CONNECT_DELAYED)
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.monitor = sock.get_monitor_socket(self._EVENTS)
+        self._dropped: dict[str, float] = {}  # endpoint (as libzmq reports it) -> since when
+        self.reconnects = 0  #: how many endpoints were re-connected here
+
+    def on_events(self, now: float) -> None:
+        """Read every pending monitor event (never blocks)."""
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            endpoint = event["endpoint"].decode("utf-8", "replace")
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._dropped.setdefault(endpoint, now)
+            else:
+                self._dropped.pop(endpoint, None)
+
+    def next_due(self) -> float | None:
+        """When :meth:`reconnect_due` has something to do (monotonic seconds), or None."""
+        return min(self._dropped.values()) + self.GRACE if self._dropped else None
+
+    def reconnect_due(self, now: float) -> None:
+        """Disconnect and connect again every endpoint dropped without a retry for GRACE."""
+        for endpoint, since in list(self._dropped.items()):
+            if now - since < self.GRACE:
+                continue
+            del self._dropped[endpoint]
+            log.warning("gilmsg: connection to %s dropped after a protocol error (oversize or "
+                        "malformed frame); connecting again", endpoint)
+            try:
+                self.sock.disconnect(endpoint)
+            except zmq.ZMQError:  # libzmq forgot it already
+                pass
+            try:
+                self.sock.connect(endpoint)
+                self.reconnects += 1
+            except zmq.ZMQError as exc:
+                log.error("gilmsg: cannot connect to %s again: %s", endpoint, exc)
+
+    def close(self) -> None:
+        """Stop monitoring (before the socket is closed)."""
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
 
 
 class ZmqPublisher:
@@ -51,12 +201,13 @@ class ZmqPublisher:
 
     def __init__(self, publishing: Publishing, config: Mapping[str, Any]) -> None:
         self.publishing = publishing
+        self.options = LinkOptions.from_config(config)
         self.address: str | None = None
         self._ctx = zmq.Context()
         self._lock = threading.Lock()  # the publishing socket, _polled, _subscriptions
         self._polled = False
         self._outbox: queue.SimpleQueue[Sequence[bytes]] = queue.SimpleQueue()
-        self._subscriptions = Subscriptions()
+        self._subscriptions = Subscriptions(MAX_PREFIX_BYTES)
         self._topics: set[str] = set()
         self._endpoints: set[str] = set()
         self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first listen()
@@ -72,11 +223,16 @@ class ZmqPublisher:
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._watching = False
+        #: Watchers of the sockets that connect (the ACK listener; the publisher when active).
+        self._reconnectors: dict[zmq.Socket, Reconnector] = {}
+        if publishing.method == "connect":  # to the relay: the same libzmq give-up applies
+            self._watch(self._pub)
 
     def _open(self) -> zmq.Socket:
         pub = self._ctx.socket(zmq.XPUB)
-        tune(pub)
+        tune(pub, self.options)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         errors = []
         for address in self.publishing.addresses:
             try:
@@ -139,12 +295,13 @@ class ZmqPublisher:
         """Open the ACK listener if needed; subscribe and connect whatever it lacks."""
         if self._sub is None:
             self._sub = self._ctx.socket(zmq.SUB)
-            tune(self._sub)
+            tune(self._sub, self.options)
             self._sub.setsockopt(zmq.LINGER, 0)
-            # An ACK is a few KiB: a peer sending a larger frame on the ACK topic is cut off
-            # (and reconnected) by libzmq before the frame is buffered.
+            # An ACK is a few KiB: libzmq cuts off a peer sending a larger frame before buffering
+            # it, and gives that endpoint up: the Reconnector connects it again.
             self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
             self._poller.register(self._sub, zmq.POLLIN)
+            self._watch(self._sub)
         for topic in topics:
             if topic not in self._topics:
                 self._sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
@@ -168,6 +325,9 @@ class ZmqPublisher:
                 self._poller.register(pub, zmq.POLLIN)
             else:
                 self._poller.unregister(pub)
+        due = [d for d in (w.next_due() for w in self._reconnectors.values()) if d is not None]
+        if due:
+            timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
         with self._lock:
             self._polled = watch_subscribers
         events = dict(self._poller.poll(max(0, int(timeout * 1000) + 1) if timeout else 0))
@@ -182,6 +342,16 @@ class ZmqPublisher:
                     pass
             except BlockingIOError:
                 pass
+        if self._reconnectors:
+            now = time.monotonic()
+            for watcher in self._reconnectors.values():
+                if watcher.monitor in events:
+                    watcher.on_events(now)
+                if watcher.sock is pub:  # shared with senders in other threads
+                    with self._lock:
+                        watcher.reconnect_due(now)
+                else:
+                    watcher.reconnect_due(now)
         frames: list[list[bytes]] = []
         if self._sub is not None and self._sub in events:
             for _ in range(ACK_BATCH):
@@ -194,6 +364,8 @@ class ZmqPublisher:
     def close(self) -> None:
         """Close both sockets and the context (queued messages get a short linger)."""
         with self._lock:
+            for watcher in self._reconnectors.values():
+                watcher.close()
             pub, self._pub = self._pub, None
             if pub is not None:
                 self._flush(pub)
@@ -201,6 +373,10 @@ class ZmqPublisher:
         if self._sub is not None:
             self._sub.close(0)
         self._ctx.term()
+
+    def _watch(self, sock: zmq.Socket) -> None:
+        watcher = self._reconnectors[sock] = Reconnector(sock)
+        self._poller.register(watcher.monitor, zmq.POLLIN)
 
     def _flush(self, pub: zmq.Socket) -> None:
         while True:
@@ -226,20 +402,30 @@ def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> ZmqPubl
 
 
 class ZmqSubscription:
-    """:class:`gilmsg.transport.base.Subscription`: one SUB socket per endpoint, as fedmsg."""
+    """:class:`gilmsg.transport.base.Subscription`: one SUB socket per endpoint, as fedmsg.
+
+    Frames over 1 MiB are cut off unread (they would be dropped anyway) and the connection is
+    made again at once; the sockets use the connection-health keys of :class:`LinkOptions`.
+    """
 
     def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
                  config: Mapping[str, Any]) -> None:
+        options = LinkOptions.from_config(config)
         self._ctx = zmq.Context()
         self._poller = zmq.Poller()
         self._subs: dict[zmq.Socket, tuple[str, str]] = {}
+        self._watchers: dict[zmq.Socket, Reconnector] = {}  # by monitor socket
         try:
             for name, endpoint in endpoints:
                 sub = self._ctx.socket(zmq.SUB)
                 self._subs[sub] = (name, endpoint)
-                tune(sub)
+                tune(sub, options)
                 sub.setsockopt(zmq.LINGER, 0)
+                sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
                 sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+                watcher = Reconnector(sub)
+                self._watchers[watcher.monitor] = watcher
+                self._poller.register(watcher.monitor, zmq.POLLIN)
                 sub.connect(endpoint)
                 self._poller.register(sub, zmq.POLLIN)
         except BaseException:
@@ -248,14 +434,27 @@ class ZmqSubscription:
 
     def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
         """One message from each socket that has one, waiting up to ``timeout`` seconds."""
+        due = [d for d in (w.next_due() for w in self._watchers.values()) if d is not None]
+        if due:
+            timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
         out = []
-        for sock, _ in self._poller.poll(int(timeout * 1000)):
+        for sock, _ in self._poller.poll(int(timeout * 1000) + (1 if due else 0)):
+            if sock in self._watchers:
+                self._watchers[sock].on_events(time.monotonic())
+                continue
             name, endpoint = self._subs[sock]
             out.append((name, endpoint, sock.recv_multipart()))
+        if due:
+            now = time.monotonic()
+            for watcher in self._watchers.values():
+                watcher.reconnect_due(now)
         return out
 
     def close(self) -> None:
         """Close every socket and the context."""
+        for watcher in self._watchers.values():
+            watcher.close()
+        self._watchers = {}
         for sub in self._subs:
             sub.close(0)
         self._subs = {}
