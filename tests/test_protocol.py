@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 import sys
@@ -191,25 +192,60 @@ def test_each_message_is_yielded_once_despite_redelivery(make_bus, raw_factory):
 
 # -- forged ACKs never count -----------------------------------------------------------------
 
-def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5):
-    """Publish to ``recipients`` while ``raw`` answers each copy with ``forge(envelope)``."""
+def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5, sentinel=None,
+                           **config):
+    """Publish to ``recipients`` while ``raw`` answers each copy with ``forge(envelope)``.
+
+    With ``sentinel`` (a signer that is not a recipient), each forgery is followed on the same
+    connection by an ACK from it: the publisher logs its refusal, and one logged after another
+    proves the forgery sent between them reached the publisher (one connection keeps its order).
+    """
     outcome = {}
 
     def run():
         try:
-            outcome["report"] = publish(bus, recipients=recipients, timeout=timeout)
+            outcome["report"] = publish(bus, recipients=recipients, timeout=timeout, **config)
         except gilmsg.Timeout as exc:
             outcome["timeout"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
     _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+    outcome["original"] = original
+    ack_topic = gconfig.ack_topic(bus.config)
     while thread.is_alive():  # keep answering: our ACK may precede the publisher's subscription
         ack = forge(original)
         if ack is not None:
-            raw.pub.send_multipart(message.encode(gconfig.ack_topic(bus.config), ack))
+            raw.pub.send_multipart(message.encode(ack_topic, ack))
+        if sentinel is not None:
+            raw.pub.send_multipart(message.encode(ack_topic, sentinel.sign(ack_envelope(original))))
         thread.join(0.02)
     return outcome
+
+
+def refusals(caplog, msg_id):
+    """The WARNING (or worse) lines logged in this process that mention ``msg_id``."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and msg_id in r.getMessage()]
+
+
+def assert_refused(caplog, outcome, reason):
+    """The forgeries reached the publisher and were refused for ``reason`` (None: silently).
+
+    Needs ``sentinel=signer_of(..., "forger")``: its refusals, logged before and after
+    forgeries on the same connection, prove that those forgeries arrived.
+    """
+    msg_id = outcome["original"]["msg_id"]
+    lines = refusals(caplog, msg_id)
+    sentinel = [line for line in lines if "forger" in line and "not a recipient" in line]
+    assert len(sentinel) >= 2, f"the forged ACKs never reached the publisher: {lines}"
+    others = [line for line in lines if line not in sentinel]
+    if reason == "not a recipient":  # the forgery is an ACK like the sentinel's
+        assert others == [], others
+    elif reason is None:
+        assert others == [], "expected the forgery to be dropped without a word"
+    else:
+        assert others and all(reason in line for line in others), (reason, others)
 
 
 def ack_envelope(original, **body_changes):
@@ -264,26 +300,63 @@ FORGERIES = ["same CA, another CN", "another CA, right CN", "unsigned", "tampere
              "ACK for another msg_id", "same msg_id, other content",
              "right body, signed for another topic"]
 
+#: What the publisher says when it refuses each forgery (None: dropped before any check, without
+#: a word: the msg_id is nobody's, or the signed topic is not the ACK topic).
+REASONS = {
+    "same CA, another CN": "not a recipient",
+    "another CA, right CN": "certificate is not issued by the trusted CA",
+    "unsigned": "message is not signed",
+    "tampered body": "signature does not match the message",
+    "ACK for another msg_id": None,
+    "same msg_id, other content": "wrong digest",
+    "right body, signed for another topic": None,
+}
+
+
+@pytest.fixture
+def warnings_logged(caplog):
+    caplog.set_level(logging.WARNING, logger="gilmsg")
+    return caplog
+
 
 @pytest.mark.parametrize("kind", FORGERIES)
-def test_forged_ack_never_counts(make_bus, raw_factory, tmp_path, kind):
+def test_forged_ack_never_counts(make_bus, raw_factory, tmp_path, warnings_logged, kind):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
-    outcome = forge_while_publishing(bus, raw, forgery(kind, bus, tmp_path))
+    outcome = forge_while_publishing(bus, raw, forgery(kind, bus, tmp_path),
+                                     sentinel=signer_of(bus.ssldir, "forger"))
     assert "report" not in outcome
     assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].acked == {}
+    assert_refused(warnings_logged, outcome, REASONS[kind])
 
 
-def test_revoked_recipient_ack_never_counts(make_bus, raw_factory):
+@pytest.mark.parametrize("kind", ["another CA, right CN", "unsigned", "tampered body",
+                                  "same msg_id, other content"])
+def test_publisher_validates_acks_even_with_validate_signatures_false(
+        make_bus, raw_factory, tmp_path, warnings_logged, kind):
+    """validate_signatures concerns the messages a process receives, never the ACKs it counts."""
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    outcome = forge_while_publishing(bus, raw, forgery(kind, bus, tmp_path),
+                                     sentinel=signer_of(bus.ssldir, "forger"),
+                                     validate_signatures=False)
+    assert "report" not in outcome
+    assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].acked == {}
+    assert_refused(warnings_logged, outcome, REASONS[kind])
+
+
+def test_revoked_recipient_ack_never_counts(make_bus, raw_factory, warnings_logged):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
     r1 = signer_of(bus.ssldir, "r1")
     certs.revoke(bus.ssldir, "r1")
-    outcome = forge_while_publishing(bus, raw, lambda m: r1.sign(ack_envelope(m)))
+    outcome = forge_while_publishing(bus, raw, lambda m: r1.sign(ack_envelope(m)),
+                                     sentinel=signer_of(bus.ssldir, "forger"))
     assert outcome["timeout"].missing == ("r1",)
+    assert_refused(warnings_logged, outcome, "certificate is revoked")
 
 
-def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory):
+def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory, warnings_logged):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
     r1 = bus.spawn_tail("r1")
@@ -292,8 +365,10 @@ def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory):
     _, old_ack = raw.recv(lambda t, e: t.endswith(".gilmsg.ack")
                           and e["msg"]["ack_msg_id"] == first.msg_id)
     r1.stop()
-    outcome = forge_while_publishing(bus, raw, lambda m: old_ack)
+    outcome = forge_while_publishing(bus, raw, lambda m: old_ack,
+                                     sentinel=signer_of(bus.ssldir, "forger"))
     assert outcome["timeout"].missing == ("r1",)
+    assert_refused(warnings_logged, outcome, None)  # another msg_id: dropped unexamined
 
 
 def test_ack_listener_survives_garbage(make_bus, raw_factory):
