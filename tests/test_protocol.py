@@ -707,3 +707,151 @@ def test_a_malformed_endpoint_of_another_service_does_not_break_publishing(make_
     endpoints = {**bus.config["endpoints"], "broken": ["tcp://127.0.0.1"]}
     report = publish(bus, endpoints=endpoints)
     assert set(report.acks) == {"r1"}
+
+
+# -- promises the timing of which matters, measured in sends and events ---------------------
+
+#: Sends after which the re-send schedule is at its ceiling: 20 ms doubled five times is
+#: over the 500 ms cap (every send, timed or not, moves the schedule one step).
+CEILING_SENDS = 6
+
+
+def test_a_new_subscriber_is_served_at_once_not_at_the_next_timed_resend(make_bus, raw_factory):
+    """Subscribers joining one after another each get a copy long before the next timed re-send.
+
+    Both publishers' schedules are at their ceiling (one timed re-send per interval) before the
+    first joiner. The second publisher has its own link, untouched by the joiners: its timed
+    re-sends are the clock. Each joiner connects only once the previous one got its copy, so
+    were the joiners served by the timer alone, JOINERS joiners would span JOINERS - 1 intervals
+    of both schedules.
+    """
+    joiners_wanted = 6
+    bus = make_bus(["pub", "clock", "r1"])
+    raw = raw_factory(bus, "r1")  # sees both publishers; answers as r1 at the end
+    topics = {"pub": "org.gilmsg.test.test.served", "clock": "org.gilmsg.test.test.clock"}
+    outcomes: dict[str, object] = {}
+
+    def run(name):
+        outcomes[name] = gilmsg.publish(
+            topic=topics[name].rsplit(".", 1)[1], msg={}, modname="test", recipients=["r1"],
+            ack_timeout=SUCCESS_TIMEOUT, **bus.config_for(name))
+
+    threads = [threading.Thread(target=run, args=(name,), daemon=True) for name in topics]
+    for thread in threads:
+        thread.start()
+    seen = {"pub": 0, "clock": 0}
+    originals = {}
+
+    def drain(timeout_ms=0):
+        while raw.sub.poll(timeout_ms):
+            _topic, envelope = message.decode(raw.sub.recv_multipart())
+            for name, topic in topics.items():
+                if envelope.get("topic") == topic:
+                    seen[name] += 1
+                    originals[name] = envelope
+            timeout_ms = 0
+
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while min(seen.values()) < CEILING_SENDS:
+        assert time.monotonic() < deadline, f"copies seen: {seen}"
+        drain(100)
+    ctx = zmq.Context()
+    joiners = []
+    try:
+        ticks_before = seen["clock"]
+        for _ in range(joiners_wanted):
+            sock = ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, topics["pub"].encode())
+            sock.connect(bus.config["endpoints"]["pub"][0])
+            joiners.append(sock)
+            assert sock.poll(DEFAULT_WAIT * 1000), "a joiner never got the message"
+            sock.recv_multipart()
+        drain()
+        ticks = seen["clock"] - ticks_before
+        assert ticks < joiners_wanted // 2, (
+            f"{joiners_wanted} joiners waited {ticks} timed re-sends of the clock")
+    finally:
+        for sock in joiners:
+            sock.close(0)
+        ctx.term()
+    r1 = signer_of(bus.ssldir, "r1")
+    acks = [message.encode(gconfig.ack_topic(bus.config), r1.sign(ack_envelope(env)))
+            for env in originals.values()]
+    for thread in threads:
+        while thread.is_alive():
+            for frames in acks:
+                raw.pub.send_multipart(frames)
+            thread.join(0.02)
+    assert all(set(report.acks) == {"r1"} for report in outcomes.values())
+
+
+def test_acks_for_msg_ids_nobody_waits_for_cost_no_validation(make_bus, raw_factory,
+                                                             monkeypatch):
+    flood_size = 300
+    bus = make_bus(["pub", "r1"])
+    raw = raw_factory(bus, "r1")  # speaks as r1, from r1's endpoint
+    r1 = signer_of(bus.ssldir, "r1")
+    strangers = [message.new_envelope("org.gilmsg.test.x", {"n": n}, n, ["r1"])
+                 for n in range(flood_size)]
+    flood = [message.encode(gconfig.ack_topic(bus.config), r1.sign(ack_envelope(env)))
+             for env in strangers]  # validly signed by a recipient: only the msg_id is wrong
+    unknown = {env["msg_id"] for env in strangers}
+    validated: list[str] = []
+    real_validate = signing.Validator.validate
+
+    def counting_validate(self, envelope):
+        validated.append(envelope.get("msg", {}).get("ack_msg_id"))
+        return real_validate(self, envelope)
+
+    monkeypatch.setattr(signing.Validator, "validate", counting_validate)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(report=publish(bus)), daemon=True)
+    thread.start()
+    raw.wait_subscriber()  # the publisher's ACK listener: all we send now reaches it, in order
+    _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+    for frames in flood:
+        raw.pub.send_multipart(frames)
+    genuine = message.encode(gconfig.ack_topic(bus.config), r1.sign(ack_envelope(original)))
+    while thread.is_alive():  # counted only once read: after the whole flood
+        raw.pub.send_multipart(genuine)
+        thread.join(0.02)
+    assert set(outcome["report"].acks) == {"r1"}
+    assert original["msg_id"] in validated  # the counter does see the publisher's validations
+    assert not unknown & set(validated), "ACKs nobody waited for were validated"
+
+
+def test_a_genuine_ack_after_the_deadline_does_not_count(make_bus, raw_factory):
+    """A real recipient frozen (SIGSTOP) past the deadline acknowledges once resumed: too late."""
+    ack_timeout = 0.5
+    bus = make_bus(["pub", "r1", "watch"])
+    raw = raw_factory(bus, "watch")  # hears r1's ACKs
+    r1 = bus.spawn_tail("r1")
+    publish(bus)  # r1 is up and heard by the publisher
+    raw.wait_connected("r1")
+    fired = {}
+    outcome = {}
+
+    def run():
+        try:
+            outcome["report"] = publish(
+                bus, timeout=ack_timeout,
+                pre_fire_hook=lambda env: fired.update(at=time.monotonic(), msg_id=env["msg_id"]))
+        except gilmsg.Timeout as exc:
+            outcome["timeout"] = exc
+
+    r1.signal(signal.SIGSTOP)
+    try:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        # The hook runs after publish took its start time: past this, its deadline has passed.
+        while "at" not in fired or time.monotonic() < fired["at"] + ack_timeout:
+            assert thread.is_alive() or "at" in fired, outcome
+            thread.join(0.01)
+    finally:
+        r1.signal(signal.SIGCONT)
+    # The copies queued while r1 was frozen are acknowledged now, after the deadline.
+    raw.recv(lambda t, e: t.endswith(".gilmsg.ack") and e["msg"]["ack_msg_id"] == fired["msg_id"])
+    thread.join(DEFAULT_WAIT)
+    assert "report" not in outcome, "an ACK that came after ack_timeout was counted"
+    assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].msg_id == fired["msg_id"]
