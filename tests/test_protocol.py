@@ -496,9 +496,24 @@ def test_bad_input_raises_before_sending(make_bus, raw_factory, kwargs, error):
     args = {"topic": "t", "msg": {}, "recipients": ["r1"], "ack_timeout": 1,
             **bus.config_for("pub")}
     args.update(kwargs)
+    cfg = bus.config_for("pub")
+    gilmsg.init(**cfg)  # pub's socket is bound: whatever the bad call sent would reach raw
+
+    def plain(topic):
+        gilmsg.publish(topic=topic, msg={}, modname="test", **cfg)
+
+    def is_sync(topic, _envelope):
+        return topic.endswith(".sync")
+
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while raw.recv(is_sync, timeout=0.1, required=False) is None:  # raw hears pub now
+        assert time.monotonic() < deadline, "raw never heard the publisher"
+        plain("sync")
     with pytest.raises(error):
         gilmsg.publish(**args)
-    assert not raw.sub.poll(200)  # nothing went out
+    plain("after")  # sent after whatever the bad call sent, on the same socket
+    topic, _ = raw.recv(lambda t, e: not is_sync(t, e))
+    assert topic == "org.gilmsg.test.test.after", "the bad call sent something"
 
 
 def test_endpoint_in_use_is_a_config_error(make_bus):
