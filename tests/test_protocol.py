@@ -636,20 +636,66 @@ def test_unvalidated_gilmsg_message_without_msg_id_is_dropped_quietly(make_bus, 
     assert "no msg_id" in caplog.text and "Traceback" not in caplog.text
 
 
-def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
-    bus = make_bus(["pub", "r1", "r2"])
-    bus.spawn_tail("r1")
-    publish(bus)  # r1 is up; r2 never starts
-    link = transport.link_for(bus.config_for("pub"))
+def copies_sent(raw, cfg, msg_ids, during):
+    """How many copies of ``msg_ids`` ``raw`` hears from the publisher of ``cfg`` while
+    ``during()`` runs: between two plain messages of that publisher, which serve as barriers."""
+    def barrier(name):
+        gilmsg.publish(topic=name, msg={}, modname="test", **cfg)
+        counted = 0
+        while True:
+            topic, envelope = raw.recv(lambda t, e: True)
+            if topic.endswith("." + name):
+                return counted
+            counted += envelope.get("msg_id") in msg_ids
+
+    barrier("mark")
+    during()
+    return barrier("after")
+
+
+def window_of_timed_resends(bus):
+    """Runs a publish nobody acknowledges, long enough for two timed re-sends at the ceiling."""
+    with pytest.raises(gilmsg.Timeout):
+        publish(bus, recipients=["nobody"], timeout=1.2)
+
+
+class LogEvent(logging.Handler):
+    """Sets :attr:`event` when a record containing every one of ``needles`` is logged."""
+
+    def __init__(self, *needles):
+        super().__init__(logging.WARNING)
+        self.needles = needles
+        self.event = threading.Event()
+
+    def emit(self, record):
+        if all(needle in record.getMessage() for needle in self.needles):
+            self.event.set()
+
+
+def test_an_interrupted_publish_says_who_had_acknowledged(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "r2", "forger"])
+    raw = raw_factory(bus, "r1")  # answers as r1 from r1's endpoint; hears pub
+    r1, forger = signer_of(bus.ssldir, "r1"), signer_of(bus.ssldir, "forger")
+    ack_topic = gconfig.ack_topic(bus.config)
+    gilmsg.init(**bus.config_for("pub"))
+    raw.wait_connected("pub")
+    interrupted = {}
 
     def interrupt_once_r1_acknowledged():
-        deadline = time.monotonic() + DEFAULT_WAIT
-        while time.monotonic() < deadline:  # no event tells when the link thread counted it
-            with link._lock:
-                if any("r1" in d.acks for d in link._ledger):
-                    break
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled in the main thread
+        raw.wait_subscriber()  # the publisher's ACK listener: what we send now arrives in order
+        _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+        seen = LogEvent(original["msg_id"], "forger", "not a recipient")
+        logging.getLogger("gilmsg").addHandler(seen)
+        try:
+            raw.pub.send_multipart(message.encode(ack_topic, r1.sign(ack_envelope(original))))
+            # Refused once read, so logged after r1's ACK (same connection) was counted.
+            raw.pub.send_multipart(message.encode(ack_topic,
+                                                  forger.sign(ack_envelope(original))))
+            interrupted["msg_id"] = original["msg_id"]
+            if seen.event.wait(DEFAULT_WAIT):
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled in the main thread
+        finally:
+            logging.getLogger("gilmsg").removeHandler(seen)
 
     helper = threading.Thread(target=interrupt_once_r1_acknowledged)
     helper.start()
@@ -657,7 +703,9 @@ def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
         publish(bus, recipients=["r1", "r2"], timeout=DEFAULT_WAIT + 10)
     helper.join(DEFAULT_WAIT)
     assert set(info.value.acked) == {"r1"}
-    assert len(link._ledger) == 0  # and it is no longer re-sent
+    # And it is no longer re-sent.
+    assert copies_sent(raw, bus.config_for("pub"), {interrupted["msg_id"]},
+                       lambda: window_of_timed_resends(bus)) == 0
 
 
 def test_wait_subscriber_follows_subscribers_coming_and_going(make_bus):
