@@ -174,22 +174,35 @@ def msg_ids(proc: Process, n: int) -> list[str]:
 
 def test_acknowledges_and_prints_each_message_once(make_bus):
     bus = make_bus(["pub", "r1"])
-    tail = bus.spawn_tail("r1")
-    first = publish(bus, "one", "two")
-    sent = msg_ids(first, 2)
-    assert first.wait() == 0, first.stderr  # r1 acknowledged both
-    second = publish(bus, "three")
-    sent += msg_ids(second, 1)
-    assert second.wait() == 0, second.stderr
-    # Re-sent copies and r1's own ACKs (it hears its own endpoint) are not printed: the lines
-    # are exactly the three messages, in order.
-    got = [json.loads(tail.next_line()) for _ in range(3)]
-    assert [e["msg_id"] for e in got] == sent
-    assert [e["msg"]["log"] for e in got] == ["one", "two", "three"]
+    tail = bus.spawn_tail("r1", "--show-acks")  # prints the ACKs it sends: one per copy it got
+    first = publish(bus, "one")
+    sent = msg_ids(first, 1)
+    assert first.wait() == 0, first.stderr  # r1 is up, acknowledging and heard by the logger
+    # Nobody answers as "absent": "two" is re-sent to r1 until the timeout. r1 acknowledges
+    # every copy and prints the message once.
+    second = publish(bus, "two", recipients="r1 absent", timeout="1")
+    [report] = [json.loads(second.next_line())]
+    sent.append(report["msg_id"])
+    assert second.wait() == _common.EXIT_NOT_ACKNOWLEDGED, second.stderr
+    assert list(report["acked"]) == ["r1"] and report["missing"] == ["absent"]
+    third = publish(bus, "three")
+    sent += msg_ids(third, 1)
+    assert third.wait() == 0, third.stderr
+    envelopes = [json.loads(tail.wait_for(lambda line: "gilmsg.ack" not in line))
+                 for _ in range(3)]  # after "three", r1 acknowledged no more copies of "two"
     tail.signal(signal.SIGINT)
     assert tail.wait() == _common.EXIT_INTERRUPTED
     assert "Traceback" not in tail.stderr
-    assert tail.lines.empty()
+    while not tail.lines.empty():
+        tail.next_line()
+    shown = [json.loads(line) for line in tail.seen]
+    messages = [e for e in shown if not e["topic"].endswith(".gilmsg.ack")]
+    assert messages == envelopes
+    assert [e["msg_id"] for e in messages] == sent
+    assert [e["msg"]["log"] for e in messages] == ["one", "two", "three"]
+    copies = [e for e in shown if e["topic"].endswith(".gilmsg.ack")
+              and e["msg"]["ack_msg_id"] == sent[1]]
+    assert len(copies) > 1, "r1 was never sent the same message twice"
 
 
 def test_no_ack_watches_without_acknowledging(make_bus):

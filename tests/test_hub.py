@@ -412,10 +412,19 @@ def test_concurrent_publishes_with_several_workers(bus):
 
 
 def test_misconfigured_identity_is_reported_by_the_hub(bus):
-    hub = start_hub(bus, wait=False, **{"gilmsg_example.gilmsg_name": "ghost"})
+    hub = start_hub(bus, consumers=(EXAMPLE, OTHER), wait=False, **{
+        "gilmsg_example.gilmsg_name": "ghost",
+        "gilmsg_example_other": True,
+        "gilmsg_example_other.gilmsg_name": "hub2",
+        "gilmsg_example_other.output": str(bus.root / "other.jsonl"),
+    })
     wait_line(hub, "ExampleConsumer acknowledging as 'ghost': config key certnames['ghost']")
-    with pytest.raises(gilmsg.Timeout):
-        publish(bus, ["ghost"], timeout=0.5)
+    publish(bus, ["hub2"])  # the hub runs on with its other consumer, and hears us
+    # The same message reaches both consumers: one answers as hub2, the misconfigured one does
+    # not fall back to answering as the hub's own name.
+    with pytest.raises(gilmsg.Timeout) as info:
+        publish(bus, ["hub", "hub2"], timeout=1.0)
+    assert set(info.value.acked) == {"hub2"} and info.value.missing == ("hub",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,12 +503,12 @@ def test_hub_restart_between_publishes(bus):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signal_stops_an_idle_hub_within_two_seconds(bus, signum):
+def test_signal_stops_an_idle_hub(bus, signum):
     hub = start_hub(bus)
     report = publish(bus, ["hub"])
     wait_consumed(hub, report.msg_id)
     hub.signal(signum)
-    assert hub.wait(timeout=2) == 0
+    assert hub.wait() == 0  # an idle hub that ignored it would be killed after DEFAULT_WAIT
     wait_line(hub, f"{signal.Signals(signum).name}: stopping the hub")
 
 
@@ -532,7 +541,7 @@ def test_second_signal_exits_at_once_while_consume_is_stuck(bus):
     hub.signal(signal.SIGTERM)
     wait_line(hub, "SIGTERM: stopping the hub")
     hub.signal(signal.SIGINT)
-    assert hub.wait(timeout=2) == 128 + signal.SIGINT
+    assert hub.wait() == 128 + signal.SIGINT  # waiting for consume() would take an hour
     assert records(bus.root / "consumed.jsonl") == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import signal
 import sys
@@ -193,25 +194,60 @@ def test_each_message_is_yielded_once_despite_redelivery(make_bus, raw_factory):
 
 # -- forged ACKs never count -----------------------------------------------------------------
 
-def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5):
-    """Publish to ``recipients`` while ``raw`` answers each copy with ``forge(envelope)``."""
+def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5, sentinel=None,
+                           **config):
+    """Publish to ``recipients`` while ``raw`` answers each copy with ``forge(envelope)``.
+
+    With ``sentinel`` (a signer that is not a recipient), each forgery is followed on the same
+    connection by an ACK from it: the publisher logs its refusal, and one logged after another
+    proves the forgery sent between them reached the publisher (one connection keeps its order).
+    """
     outcome = {}
 
     def run():
         try:
-            outcome["report"] = publish(bus, recipients=recipients, timeout=timeout)
+            outcome["report"] = publish(bus, recipients=recipients, timeout=timeout, **config)
         except gilmsg.Timeout as exc:
             outcome["timeout"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
     _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+    outcome["original"] = original
+    ack_topic = gconfig.ack_topic(bus.config)
     while thread.is_alive():  # keep answering: our ACK may precede the publisher's subscription
         ack = forge(original)
         if ack is not None:
-            raw.pub.send_multipart(message.encode(gconfig.ack_topic(bus.config), ack))
+            raw.pub.send_multipart(message.encode(ack_topic, ack))
+        if sentinel is not None:
+            raw.pub.send_multipart(message.encode(ack_topic, sentinel.sign(ack_envelope(original))))
         thread.join(0.02)
     return outcome
+
+
+def refusals(caplog, msg_id):
+    """The WARNING (or worse) lines logged in this process that mention ``msg_id``."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and msg_id in r.getMessage()]
+
+
+def assert_refused(caplog, outcome, reason):
+    """The forgeries reached the publisher and were refused for ``reason`` (None: silently).
+
+    Needs ``sentinel=signer_of(..., "forger")``: its refusals, logged before and after
+    forgeries on the same connection, prove that those forgeries arrived.
+    """
+    msg_id = outcome["original"]["msg_id"]
+    lines = refusals(caplog, msg_id)
+    sentinel = [line for line in lines if "forger" in line and "not a recipient" in line]
+    assert len(sentinel) >= 2, f"the forged ACKs never reached the publisher: {lines}"
+    others = [line for line in lines if line not in sentinel]
+    if reason == "not a recipient":  # the forgery is an ACK like the sentinel's
+        assert others == [], others
+    elif reason is None:
+        assert others == [], "expected the forgery to be dropped without a word"
+    else:
+        assert others and all(reason in line for line in others), (reason, others)
 
 
 def ack_envelope(original, **body_changes):
@@ -266,26 +302,62 @@ FORGERIES = ["same CA, another CN", "another CA, right CN", "unsigned", "tampere
              "ACK for another msg_id", "same msg_id, other content",
              "right body, signed for another topic"]
 
+#: What the publisher says when it refuses each forgery (None: dropped before any check, without
+#: a word: the msg_id is nobody's, or the signed topic is not the ACK topic).
+REASONS = {
+    "same CA, another CN": "not a recipient",
+    "another CA, right CN": "certificate is not issued by the trusted CA",
+    "unsigned": "message is not signed",
+    "tampered body": "signature does not match the message",
+    "ACK for another msg_id": None,
+    "same msg_id, other content": "wrong digest",
+    "right body, signed for another topic": None,
+}
+
+
+@pytest.fixture
+def warnings_logged(caplog):
+    caplog.set_level(logging.WARNING, logger="gilmsg")
+    return caplog
+
 
 @pytest.mark.parametrize("kind", FORGERIES)
-def test_forged_ack_never_counts(make_bus, raw_factory, tmp_path, kind):
+def test_forged_ack_never_counts(make_bus, raw_factory, tmp_path, warnings_logged, kind):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
-    outcome = forge_while_publishing(bus, raw, forgery(kind, bus, tmp_path))
+    outcome = forge_while_publishing(bus, raw, forgery(kind, bus, tmp_path),
+                                     sentinel=signer_of(bus.ssldir, "forger"))
     assert "report" not in outcome
     assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].acked == {}
+    assert_refused(warnings_logged, outcome, REASONS[kind])
 
 
-def test_revoked_recipient_ack_never_counts(make_bus, raw_factory):
+@pytest.mark.parametrize("kind", ["another CA, right CN", "unsigned", "tampered body"])
+def test_publisher_validates_acks_even_with_validate_signatures_false(
+        make_bus, raw_factory, tmp_path, warnings_logged, kind):
+    """validate_signatures concerns the messages a process receives, never the ACKs it counts."""
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    outcome = forge_while_publishing(bus, raw, forgery(kind, bus, tmp_path),
+                                     sentinel=signer_of(bus.ssldir, "forger"),
+                                     validate_signatures=False)
+    assert "report" not in outcome
+    assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].acked == {}
+    assert_refused(warnings_logged, outcome, REASONS[kind])
+
+
+def test_revoked_recipient_ack_never_counts(make_bus, raw_factory, warnings_logged):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
     r1 = signer_of(bus.ssldir, "r1")
     certs.revoke(bus.ssldir, "r1")
-    outcome = forge_while_publishing(bus, raw, lambda m: r1.sign(ack_envelope(m)))
+    outcome = forge_while_publishing(bus, raw, lambda m: r1.sign(ack_envelope(m)),
+                                     sentinel=signer_of(bus.ssldir, "forger"))
     assert outcome["timeout"].missing == ("r1",)
+    assert_refused(warnings_logged, outcome, "certificate is revoked")
 
 
-def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory):
+def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory, warnings_logged):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
     r1 = bus.spawn_tail("r1")
@@ -294,8 +366,10 @@ def test_replayed_ack_of_an_earlier_message_never_counts(make_bus, raw_factory):
     _, old_ack = raw.recv(lambda t, e: t.endswith(".gilmsg.ack")
                           and e["msg"]["ack_msg_id"] == first.msg_id)
     r1.stop()
-    outcome = forge_while_publishing(bus, raw, lambda m: old_ack)
+    outcome = forge_while_publishing(bus, raw, lambda m: old_ack,
+                                     sentinel=signer_of(bus.ssldir, "forger"))
     assert outcome["timeout"].missing == ("r1",)
+    assert_refused(warnings_logged, outcome, None)  # another msg_id: dropped unexamined
 
 
 def test_ack_listener_survives_garbage(make_bus, raw_factory):
@@ -335,7 +409,9 @@ def test_process_exits_promptly_after_a_timeout(make_bus):
     script.write_text(EXIT_SCRIPT)
     proc = bus.spawn([sys.executable, str(script), str(bus.config_file)])
     assert proc.next_line() == "timeout ('r1',)"
-    assert proc.wait(timeout=1.0) == 0  # the ACK listener does not keep the process alive
+    # The ACK listener does not keep the process alive (it would never exit: killed at the
+    # bound of wait(), and the test fails).
+    assert proc.wait() == 0
 
 
 def test_config_dict_is_never_mutated_and_can_be_reused(make_bus):
@@ -423,9 +499,24 @@ def test_bad_input_raises_before_sending(make_bus, raw_factory, kwargs, error):
     args = {"topic": "t", "msg": {}, "recipients": ["r1"], "ack_timeout": 1,
             **bus.config_for("pub")}
     args.update(kwargs)
+    cfg = bus.config_for("pub")
+    gilmsg.init(**cfg)  # pub's socket is bound: whatever the bad call sent would reach raw
+
+    def plain(topic):
+        gilmsg.publish(topic=topic, msg={}, modname="test", **cfg)
+
+    def is_sync(topic, _envelope):
+        return topic.endswith(".sync")
+
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while raw.recv(is_sync, timeout=0.1, required=False) is None:  # raw hears pub now
+        assert time.monotonic() < deadline, "raw never heard the publisher"
+        plain("sync")
     with pytest.raises(error):
         gilmsg.publish(**args)
-    assert not raw.sub.poll(200)  # nothing went out
+    plain("after")  # sent after whatever the bad call sent, on the same socket
+    topic, _ = raw.recv(lambda t, e: not is_sync(t, e))
+    assert topic == "org.gilmsg.test.test.after", "the bad call sent something"
 
 
 def test_endpoint_in_use_is_a_config_error(make_bus):
@@ -548,30 +639,80 @@ def test_unvalidated_gilmsg_message_without_msg_id_is_dropped_quietly(make_bus, 
     assert "no msg_id" in caplog.text and "Traceback" not in caplog.text
 
 
-def test_an_interrupted_publish_says_who_had_acknowledged(make_bus):
-    bus = make_bus(["pub", "r1", "r2"])
-    bus.spawn_tail("r1")
-    publish(bus)  # r1 is up; r2 never starts
-    link = transport.link_for(bus.config_for("pub"))
-    pending = publish_async(topic="t", msg={"k": "v"}, modname="test", recipients=["r1", "r2"],
-                            ack_timeout=DEFAULT_WAIT + 10, **bus.config_for("pub"))
+def copies_sent(raw, cfg, msg_ids, during):
+    """How many copies of ``msg_ids`` ``raw`` hears from the publisher of ``cfg`` while
+    ``during()`` runs: between two plain messages of that publisher, which serve as barriers."""
+    def barrier(name):
+        gilmsg.publish(topic=name, msg={}, modname="test", **cfg)
+        counted = 0
+        while True:
+            topic, envelope = raw.recv(lambda t, e: True)
+            if topic.endswith("." + name):
+                return counted
+            counted += envelope.get("msg_id") in msg_ids
+
+    barrier("mark")
+    during()
+    return barrier("after")
+
+
+def window_of_timed_resends(bus):
+    """Runs a publish nobody acknowledges, long enough for two timed re-sends at the ceiling."""
+    with pytest.raises(gilmsg.Timeout):
+        publish(bus, recipients=["nobody"], timeout=1.2)
+
+
+class LogEvent(logging.Handler):
+    """Sets :attr:`event` when a record containing every one of ``needles`` is logged."""
+
+    def __init__(self, *needles):
+        super().__init__(logging.WARNING)
+        self.needles = needles
+        self.event = threading.Event()
+
+    def emit(self, record):
+        if all(needle in record.getMessage() for needle in self.needles):
+            self.event.set()
+
+
+def test_an_interrupted_publish_says_who_had_acknowledged(make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "r2", "forger"])
+    raw = raw_factory(bus, "r1")  # answers as r1 from r1's endpoint; hears pub
+    r1, forger = signer_of(bus.ssldir, "r1"), signer_of(bus.ssldir, "forger")
+    ack_topic = gconfig.ack_topic(bus.config)
+    gilmsg.init(**bus.config_for("pub"))
+    raw.wait_connected("pub")
+    interrupted = {}
 
     def interrupt_once_r1_acknowledged():
-        deadline = time.monotonic() + DEFAULT_WAIT
-        while time.monotonic() < deadline:  # no event tells when the link thread counted it
-            if "r1" in pending.acked:
-                break
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled in the main thread
+        raw.wait_subscriber()  # the publisher's ACK listener: what we send now arrives in order
+        _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+        seen = LogEvent(original["msg_id"], "forger", "not a recipient")
+        logging.getLogger("gilmsg").addHandler(seen)
+        try:
+            raw.pub.send_multipart(message.encode(ack_topic, r1.sign(ack_envelope(original))))
+            # Refused once read, so logged after r1's ACK (same connection) was counted.
+            raw.pub.send_multipart(message.encode(ack_topic,
+                                                  forger.sign(ack_envelope(original))))
+            interrupted["msg_id"] = original["msg_id"]
+            if seen.event.wait(DEFAULT_WAIT):
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled in the main thread
+        finally:
+            logging.getLogger("gilmsg").removeHandler(seen)
 
     helper = threading.Thread(target=interrupt_once_r1_acknowledged)
     helper.start()
+    pending = publish_async(topic="t", msg={"k": "v"}, modname="test", recipients=["r1", "r2"],
+                            ack_timeout=DEFAULT_WAIT + 10, **bus.config_for("pub"))
     with pytest.raises(KeyboardInterrupt):
-        wait(pending)  # what gilmsg.publish does after sending
+        wait(pending)  # what gilmsg.publish does once it has sent
     helper.join(DEFAULT_WAIT)
+    # What had arrived is in the delivery's own state, not on the exception.
     assert set(pending.acked) == {"r1"} and pending.missing == ("r2",)
     assert pending.state is State.CANCELLED and pending.future.cancelled()
-    assert link.pending == 0  # and it is no longer re-sent
+    # And it is no longer re-sent.
+    assert copies_sent(raw, bus.config_for("pub"), {interrupted["msg_id"]},
+                       lambda: window_of_timed_resends(bus)) == 0
 
 
 def test_wait_subscriber_follows_subscribers_coming_and_going(make_bus):
@@ -636,3 +777,152 @@ def test_a_malformed_endpoint_of_another_service_does_not_break_publishing(make_
     endpoints = {**bus.config["endpoints"], "broken": ["tcp://127.0.0.1"]}
     report = publish(bus, endpoints=endpoints)
     assert set(report.acks) == {"r1"}
+
+
+# -- promises the timing of which matters, measured in sends and events ---------------------
+
+#: Sends after which the re-send schedule is at its ceiling: 20 ms doubled five times is
+#: over the 500 ms cap (every send, timed or not, moves the schedule one step).
+CEILING_SENDS = 6
+
+
+def test_a_new_subscriber_is_served_at_once_not_at_the_next_timed_resend(make_bus, raw_factory):
+    """Subscribers joining one after another each get a copy long before the next timed re-send.
+
+    Both publishers' schedules are at their ceiling (one timed re-send per interval) before the
+    first joiner. The second publisher has its own link, untouched by the joiners: its timed
+    re-sends are the clock. Each joiner connects only once the previous one got its copy, so
+    were the joiners served by the timer alone, JOINERS joiners would span JOINERS - 1 intervals
+    of both schedules.
+    """
+    joiners_wanted = 6
+    bus = make_bus(["pub", "clock", "r1"])
+    raw = raw_factory(bus, "r1")  # sees both publishers; answers as r1 at the end
+    topics = {"pub": "org.gilmsg.test.test.served", "clock": "org.gilmsg.test.test.clock"}
+    outcomes: dict[str, object] = {}
+
+    def run(name):
+        outcomes[name] = gilmsg.publish(
+            topic=topics[name].rsplit(".", 1)[1], msg={}, modname="test", recipients=["r1"],
+            ack_timeout=SUCCESS_TIMEOUT, **bus.config_for(name))
+
+    threads = [threading.Thread(target=run, args=(name,), daemon=True) for name in topics]
+    for thread in threads:
+        thread.start()
+    seen = {"pub": 0, "clock": 0}
+    originals = {}
+
+    def drain(timeout_ms=0):
+        while raw.sub.poll(timeout_ms):
+            _topic, envelope = message.decode(raw.sub.recv_multipart())
+            for name, topic in topics.items():
+                if envelope.get("topic") == topic:
+                    seen[name] += 1
+                    originals[name] = envelope
+            timeout_ms = 0
+
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while min(seen.values()) < CEILING_SENDS:
+        assert time.monotonic() < deadline, f"copies seen: {seen}"
+        drain(100)
+    ctx = zmq.Context()
+    joiners = []
+    try:
+        ticks_before = seen["clock"]
+        for _ in range(joiners_wanted):
+            sock = ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, topics["pub"].encode())
+            sock.connect(bus.config["endpoints"]["pub"][0])
+            joiners.append(sock)
+            assert sock.poll(DEFAULT_WAIT * 1000), "a joiner never got the message"
+            sock.recv_multipart()
+        drain()
+        ticks = seen["clock"] - ticks_before
+        assert ticks < joiners_wanted // 2, (
+            f"{joiners_wanted} joiners waited {ticks} timed re-sends of the clock")
+    finally:
+        for sock in joiners:
+            sock.close(0)
+        ctx.term()
+    r1 = signer_of(bus.ssldir, "r1")
+    acks = [message.encode(gconfig.ack_topic(bus.config), r1.sign(ack_envelope(env)))
+            for env in originals.values()]
+    for thread in threads:
+        while thread.is_alive():
+            for frames in acks:
+                raw.pub.send_multipart(frames)
+            thread.join(0.02)
+    assert all(set(report.acks) == {"r1"} for report in outcomes.values())
+
+
+def test_acks_for_msg_ids_nobody_waits_for_cost_no_validation(make_bus, raw_factory,
+                                                             monkeypatch):
+    flood_size = 300
+    bus = make_bus(["pub", "r1"])
+    raw = raw_factory(bus, "r1")  # speaks as r1, from r1's endpoint
+    r1 = signer_of(bus.ssldir, "r1")
+    strangers = [message.new_envelope("org.gilmsg.test.x", {"n": n}, n, ["r1"])
+                 for n in range(flood_size)]
+    flood = [message.encode(gconfig.ack_topic(bus.config), r1.sign(ack_envelope(env)))
+             for env in strangers]  # validly signed by a recipient: only the msg_id is wrong
+    unknown = {env["msg_id"] for env in strangers}
+    validated: list[str] = []
+    real_validate = signing.Validator.validate
+
+    def counting_validate(self, envelope):
+        validated.append(envelope.get("msg", {}).get("ack_msg_id"))
+        return real_validate(self, envelope)
+
+    monkeypatch.setattr(signing.Validator, "validate", counting_validate)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(report=publish(bus)), daemon=True)
+    thread.start()
+    raw.wait_subscriber()  # the publisher's ACK listener: all we send now reaches it, in order
+    _, original = raw.recv(lambda t, e: message.is_gilmsg(e))
+    for frames in flood:
+        raw.pub.send_multipart(frames)
+    genuine = message.encode(gconfig.ack_topic(bus.config), r1.sign(ack_envelope(original)))
+    while thread.is_alive():  # counted only once read: after the whole flood
+        raw.pub.send_multipart(genuine)
+        thread.join(0.02)
+    assert set(outcome["report"].acks) == {"r1"}
+    assert original["msg_id"] in validated  # the counter does see the publisher's validations
+    wasted = len(unknown & set(validated))
+    assert wasted == 0, f"{wasted} ACKs nobody waited for were validated"
+
+
+def test_a_genuine_ack_after_the_deadline_does_not_count(make_bus, raw_factory):
+    """A real recipient frozen (SIGSTOP) past the deadline acknowledges once resumed: too late."""
+    ack_timeout = 0.5
+    bus = make_bus(["pub", "r1", "watch"])
+    raw = raw_factory(bus, "watch")  # hears r1's ACKs
+    r1 = bus.spawn_tail("r1")
+    publish(bus)  # r1 is up and heard by the publisher
+    raw.wait_connected("r1")
+    fired = {}
+    outcome = {}
+
+    def run():
+        try:
+            outcome["report"] = publish(
+                bus, timeout=ack_timeout,
+                pre_fire_hook=lambda env: fired.update(at=time.monotonic(), msg_id=env["msg_id"]))
+        except gilmsg.Timeout as exc:
+            outcome["timeout"] = exc
+
+    r1.signal(signal.SIGSTOP)
+    try:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        # The hook runs after publish took its start time: past this, its deadline has passed.
+        while "at" not in fired or time.monotonic() < fired["at"] + ack_timeout:
+            assert thread.is_alive() or "at" in fired, outcome
+            thread.join(0.01)
+    finally:
+        r1.signal(signal.SIGCONT)
+    # The copies queued while r1 was frozen are acknowledged now, after the deadline.
+    raw.recv(lambda t, e: t.endswith(".gilmsg.ack") and e["msg"]["ack_msg_id"] == fired["msg_id"])
+    thread.join(DEFAULT_WAIT)
+    assert "report" not in outcome, "an ACK that came after ack_timeout was counted"
+    assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].msg_id == fired["msg_id"]
