@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import sys
 import time
@@ -19,6 +18,8 @@ from gilmsg.core.delivery import Delivery, Report, State
 from gilmsg.errors import GilmsgError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from gilmsg.link import Link
 
 #: Seconds a publish with recipients waits for every ACK unless told otherwise.
@@ -54,7 +55,7 @@ class PendingDelivery:
     """
 
     def __init__(self, link: Link, delivery: Delivery,
-                 future: concurrent.futures.Future) -> None:
+                 future: Future) -> None:
         self._link = link
         self._delivery = delivery
         self.msg_id = delivery.msg_id
@@ -67,7 +68,9 @@ class PendingDelivery:
         """The handle of a plain publish: sent, nobody to wait for, its result None."""
         delivery = Delivery(envelope["msg_id"], "", envelope["topic"], (), started, started,
                             sends=1, state=State.ACKED)
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        from concurrent.futures import Future
+
+        future: Future = Future()
         future.set_result(None)
         return cls(link, delivery, future)
 
@@ -81,10 +84,12 @@ class PendingDelivery:
             GilmsgError: the CA or CRL became unusable, or the link failed.
             concurrent.futures.CancelledError: :meth:`cancel` was called.
         """
+        from concurrent.futures import TimeoutError as NotResolved
+
         wait = max(self._delivery.deadline - time.monotonic(), 0.0) + LINK_GRACE
         try:
             return self.future.result(wait)
-        except concurrent.futures.TimeoutError:
+        except NotResolved:
             self.cancel()
             raise GilmsgError(f"gilmsg link did not resolve {self.msg_id} in time") from None
 
@@ -142,7 +147,6 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
            recipients: Iterable[str] | str | None, ack_timeout: float,
            pre_fire_hook: Callable[[dict], None] | None,
            config: dict[str, Any]) -> PendingDelivery:
-    from gilmsg import signing
     from gilmsg.link import link_for
 
     cfg = gconfig.load(config)
@@ -156,6 +160,8 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
     link = link_for(cfg)
     if recipients is not None:
         link.listen_now()
+    from gilmsg import signing  # cryptography: the slowest import of a first publish
+
     signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None
     validator = None
     if recipients is not None:
