@@ -312,27 +312,19 @@ class Validator:
     """Validates signed envelopes against one CA certificate and (optionally) one CRL.
 
     ``ca_location`` and ``crl_location`` are local paths or ``http(s)://`` URLs, loaded, fetched,
-    cached and refreshed by a :class:`~gilmsg.trust.TrustStore` (``cache_dir``,
-    ``fetch_timeout``: see there). Results per certificate are cached, so a steady-state
-    :meth:`validate` is one RSA verification.
+    cached and refreshed by a :class:`~gilmsg.trust.TrustStore`, which also takes the keyword
+    arguments ``cache_dir`` and ``fetch_timeout``. Results per certificate are cached, so a
+    steady-state :meth:`validate` is one RSA verification.
 
     Nothing is loaded by the constructor; :meth:`check` loads now.
     """
 
-    def __init__(
-        self,
-        ca_location: str,
-        crl_location: str | None,
-        *,
-        cache_dir: str | None = None,
-        fetch_timeout: float = 10.0,
-    ) -> None:
-        self.trust = TrustStore(ca_location, crl_location, cache_dir=cache_dir,
-                                fetch_timeout=fetch_timeout)
+    def __init__(self, ca_location: str, crl_location: str | None, **store: Any) -> None:
+        self.trust = TrustStore(ca_location, crl_location, **store)
         self.ca_location = self.trust.ca_location
         self.crl_location = self.trust.crl_location
         self.cache_dir = self.trust.cache_dir
-        self.fetch_timeout = fetch_timeout
+        self.fetch_timeout = self.trust.fetch_timeout
         self._certs: OrderedDict[str, _CertInfo] = OrderedDict()
         self._cert_bytes = 0
         self._certs_lock = threading.Lock()
