@@ -348,6 +348,7 @@ def run_standin(config: Mapping[str, Any], spec: StandInSpec,
             if not sub.poll(timeout):
                 continue
             decoded = message.decode(sub.recv_multipart())
+            now = time.monotonic()  # the delay counts from the arrival, not from the poll
             if decoded is None:
                 continue
             topic, envelope = decoded
