@@ -451,7 +451,7 @@ class StandIn:
     spec: StandInSpec
     process: Process | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     changed: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
