@@ -153,8 +153,10 @@ def main(standins: tuple[str, ...], directory: Path, standins_file: str | None,
                 click.echo(line)
             return watch(box, lines, duration, debug)
         finally:
+            running = bool(box.processes)
             box.stop()
-            _common.note(PROG, "stopped every process")
+            if running:
+                _common.note(PROG, "stopped every process")
 
     _common.run(PROG, body, debug=debug)
 
