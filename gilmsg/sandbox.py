@@ -255,6 +255,7 @@ def bus_config(ssldir: str | os.PathLike[str], names: Sequence[str], *, relay: b
         "zmq_reconnect_ivl": 10,
         "zmq_reconnect_ivl_max": 100,
     }
+    cfg["gilmsg.known_recipients"] = list(names)  # a typo in a recipient is reported at once
     if relay:
         endpoints["relay_outbound"] = [f"tcp://127.0.0.1:{free_port()}"]
         cfg["relay_inbound"] = [f"tcp://127.0.0.1:{free_port()}"]

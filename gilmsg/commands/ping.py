@@ -24,7 +24,7 @@ import click
 
 import gilmsg
 from gilmsg.commands import _common
-from gilmsg.commands.logger import prepare_config, split_recipients
+from gilmsg.commands.logger import expand_recipients, prepare_config, split_recipients
 from gilmsg.errors import GilmsgError, Timeout
 from gilmsg.message import MAX_ACK_TIMEOUT
 
@@ -129,20 +129,6 @@ def _recipients(_ctx: click.Context, _param: click.Parameter,
     return split_recipients(value)
 
 
-def unknown_recipients(config: Mapping[str, Any], recipients: Sequence[str]) -> list[str]:
-    """The names no identity of the configuration can hold (not a certnames value or key).
-
-    Only meaningful when the configuration lists the bus's identities (a sandbox or a
-    development bus does; a production host knows only its own certificate): an empty
-    ``certnames`` makes nothing unknown.
-    """
-    certnames = config.get("certnames") or {}
-    if not isinstance(certnames, Mapping) or not certnames:
-        return []
-    known = set(certnames) | {v for v in certnames.values() if isinstance(v, str)}
-    return [r for r in recipients if r not in known]
-
-
 def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, seq: int,
           topic: str) -> tuple[str | None, dict[str, float], dict[str, str], tuple[str, ...]]:
     """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing)``.
@@ -188,14 +174,14 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
 @click.option("-C", "--critical", type=click.FloatRange(min=0), default=None, metavar="MS",
               help="--nagios: CRITICAL when a recipient's average RTT reaches MS.")
 @click.option("--strict", is_flag=True,
-              help="Refuse (exit 2) a RECIPIENT that no identity of the configuration holds, "
-                   "instead of warning.")
+              help="Refuse (exit 2) a RECIPIENT that no identity of the bus holds, when the "
+                   "config lists them (gilmsg.known_recipients, gilmsg.recipients).")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | None,
         active: bool, count: int, interval: float, timeout: float, topic: str, as_json: bool,
         nagios: bool, warning: float | None, critical: float | None, strict: bool,
         debug: bool) -> None:
-    """Ask each RECIPIENT (certificate CN) to acknowledge a probe; print who answered and its RTT.
+    """Ask each RECIPIENT (certificate CN, or @GROUP) to acknowledge a probe; show who answered.
 
     The probe is a gilmsg message on <topic_prefix>.<environment>.gilmsg.ping naming every
     RECIPIENT; an answer is a signed ACK that the publisher accepted, so it checks the whole
@@ -221,34 +207,27 @@ def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | No
 
     def run_probes(refused: RefusedAcks) -> int:
         cfg = prepare_config(config_filename, name, active, None)
-        unknown = unknown_recipients(cfg, recipients)
-        if unknown:
-            text = (f"{', '.join(unknown)}: no identity of this configuration's certnames holds "
-                    f"that name (a typo?)")
-            if strict:
-                raise click.UsageError(text + "; --strict refuses it")
-            if not quiet:
-                _common.warn(PROG, text)
-        stats = {r: RecipientStats(r) for r in recipients}
+        names = expand_recipients(cfg, recipients, strict)
+        stats = {r: RecipientStats(r) for r in names}
         if not quiet:
-            click.echo(f"PING {' '.join(recipients)}: {count} probe(s), timeout {timeout:g}s")
+            click.echo(f"PING {' '.join(names)}: {count} probe(s), timeout {timeout:g}s")
         interrupted = None
         try:
             for seq in range(1, count + 1):
                 if seq > 1 and interval:
                     time.sleep(interval)
-                msg_id, acked, rejected, missing = probe(cfg, recipients, timeout, seq, topic)
+                msg_id, acked, rejected, missing = probe(cfg, names, timeout, seq, topic)
                 why = refused.by_msg.pop(msg_id or "", {})
                 for who, reason in rejected.items():
                     why[who] = f"rejected: {reason or 'no reason given'}"
-                for who in recipients:
+                for who in names:
                     if who in acked:
                         stats[who].rtts.append(acked[who])
                     else:
                         stats[who].missed += 1
                         if who in why:
                             stats[who].refused = why[who]
-                report_probe(seq, msg_id, recipients, acked, missing, why)
+                report_probe(seq, msg_id, names, acked, missing, why)
         except (_common.Interrupted, KeyboardInterrupt) as exc:
             interrupted = exc
         if not any(s.sent for s in stats.values()):
