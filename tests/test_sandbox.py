@@ -125,6 +125,7 @@ def test_help_lists_the_exit_codes():
     (["r1", "r1"], "stand-in r1 is named twice"),
     (["--service", "r1", "r1"], "r1: both a service and a stand-in"),
     (["--standins-file", "/nonexistent/standins.txt"], "cannot read stand-ins file"),
+    (["--group", "team", "r1"], "--group 'team': write NAME=RECIPIENT,RECIPIENT..."),
 ])
 def test_bad_input_is_one_usage_line(tmp_path, args, words):
     result = invoke("--dir", str(tmp_path / "box"), *args)
@@ -140,6 +141,11 @@ def test_a_broken_ca_is_a_configuration_error(tmp_path):
     assert result.exit_code == _common.EXIT_CONFIG, result.output
     assert result.stderr.startswith("gilmsg-sandbox: error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_groups_are_parsed():
+    assert cli.parse_groups(("team=a,b", "all=a b,c")) == {"team": ["a", "b"],
+                                                          "all": ["a", "b", "c"]}
 
 
 def test_standins_file_is_read(tmp_path):

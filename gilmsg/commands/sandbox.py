@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from gilmsg import groups
 from gilmsg import sandbox as gsandbox
 from gilmsg.commands import _common
 from gilmsg.errors import InvalidInput
@@ -28,6 +29,7 @@ EXAMPLES = [
     "gilmsg-sandbox worker archiver                 # two stand-ins that acknowledge",
     "gilmsg-sandbox --dir /tmp/box worker slow:delay=0.5 flaky:fail=0.3 gone:absent",
     "gilmsg-sandbox --service my-app --standins-file standins.txt --no-traffic",
+    "gilmsg-sandbox --group compose-done=archiver,notifier archiver notifier",
 ]
 
 SANDBOX_CODES = {
@@ -44,6 +46,18 @@ def _specs(values: tuple[str, ...], standins_file: str | None) -> list[gsandbox.
     if standins_file is not None:
         texts += gsandbox.read_standins_file(standins_file)
     return gsandbox.parse_standins(texts)
+
+
+def parse_groups(values: tuple[str, ...]) -> dict[str, list[str]]:
+    """``--group NAME=R1,R2`` values as the ``gilmsg.recipients`` dict."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, eq, members = value.partition("=")
+        names = [m for m in members.replace(",", " ").split()]
+        if not eq or not name.strip() or not names:
+            raise InvalidInput(f"--group {value!r}: write NAME=RECIPIENT,RECIPIENT...")
+        out[name.strip()] = names
+    return out
 
 
 def describe_event(source: str, event: dict[str, Any]) -> str | None:
@@ -78,6 +92,8 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
     for spec in box.specs:
         lines.append(f"  stand-in   {spec.name:<14} {cfg['endpoints'][spec.name][0]}   "
                      f"{spec.describe()}")
+    for group, members in (cfg.get(groups.GROUPS_KEY) or {}).items():
+        lines.append(f"  group      @{group:<13} {', '.join(members)}")
     if box.relay:
         lines.append(f"  relay      in {cfg['relay_inbound'][0]}, out "
                      f"{cfg['endpoints']['relay_outbound'][0]}")
@@ -110,6 +126,9 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
 @click.option("--service", "services", multiple=True, metavar="NAME",
               help="An identity for your own code: certificate and endpoint, no process "
                    "(repeatable; default: publisher).")
+@click.option("--group", "group_specs", multiple=True, metavar="NAME=R1,R2",
+              help="A recipient group in the config (gilmsg.recipients): publish to @NAME "
+                   "(repeatable).")
 @click.option("--relay/--no-relay", default=True, show_default=True,
               help="Run fedmsg-relay (for --active publishers and fedmsg-logger).")
 @click.option("--traffic/--no-traffic", default=True, show_default=True,
@@ -121,8 +140,8 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
 @click.option("--debug", is_flag=True,
               help="Also show fedmsg-relay's log; tracebacks for unexpected errors.")
 def main(standins: tuple[str, ...], directory: Path, standins_file: str | None,
-         services: tuple[str, ...], relay: bool, traffic: bool, duration: float | None,
-         seed: int | None, debug: bool) -> None:
+         services: tuple[str, ...], group_specs: tuple[str, ...], relay: bool, traffic: bool,
+         duration: float | None, seed: int | None, debug: bool) -> None:
     """Run a local gilmsg bus with stand-in recipients until Ctrl-C.
 
     Each STANDIN is NAME[:OPTION,...], a recipient identity answered by a stand-in process.
@@ -138,7 +157,9 @@ def main(standins: tuple[str, ...], directory: Path, standins_file: str | None,
         specs = _specs(standins, standins_file)
         names = [gsandbox.check_service_name(s) for s in services] or list(
             gsandbox.DEFAULT_SERVICES)
-        box = gsandbox.Sandbox(directory, specs, names, relay=relay, watch=traffic, seed=seed)
+        extra = {groups.GROUPS_KEY: parse_groups(group_specs)} if group_specs else None
+        box = gsandbox.Sandbox(directory, specs, names, relay=relay, watch=traffic, seed=seed,
+                               extra=extra)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
 
