@@ -47,6 +47,15 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def kill_all(text: str) -> None:
+    """Teardown: whatever a failed test left running (children live in their own sessions)."""
+    for pid in processes_mentioning(text):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def wait_gone(text: str, timeout: float = DEFAULT_WAIT) -> list[int]:
     deadline = time.monotonic() + timeout
     while (left := processes_mentioning(text)) and time.monotonic() < deadline:
@@ -218,6 +227,7 @@ def test_sandbox_stand_ins_behave_as_told_and_ctrl_c_leaves_no_process(tmp_path)
         assert wait_gone(str(root)) == []
     finally:
         proc.stop()
+        kill_all(str(root))
 
 
 @pytest.mark.timeout(120)
@@ -231,6 +241,7 @@ def test_sigterm_and_duration_stop_every_process(tmp_path):
         assert wait_gone(str(root)) == []
     finally:
         proc.stop()
+        kill_all(str(root))
     # A second start in the same directory reuses the PKI; --duration ends it with 0.
     ca = (root / "ssl" / certs.CA_CERT).read_bytes()
     proc, config = start_sandbox(root, "--no-relay", "--no-traffic", "--duration", "1", "r1")
@@ -240,6 +251,7 @@ def test_sigterm_and_duration_stop_every_process(tmp_path):
         assert wait_gone(str(root)) == []
     finally:
         proc.stop()
+        kill_all(str(root))
 
 
 @pytest.mark.timeout(120)
@@ -259,6 +271,7 @@ def test_a_stand_in_that_dies_is_reported_and_the_exit_code_says_so(tmp_path):
         assert wait_gone(str(root)) == []
     finally:
         proc.stop()
+        kill_all(str(root))
 
 
 def test_signature_of_the_sandbox_is_valid_for_stock_validation(tmp_path):
