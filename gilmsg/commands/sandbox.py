@@ -104,12 +104,15 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
         recips = " ".join(live[:2]) or "RECIPIENT"
         lines.append("  Python:  config = fedmsg.config.load_config(filenames="
                      f"[{str(box.config_file)!r}])")
-        lines.append(f"           gilmsg.publish(topic='hello', msg={{}}, recipients="
-                     f"{(live[:2] or ['RECIPIENT'])!r}, name={service!r}, **config)")
+        lines.append(f"           gilmsg.publish(topic='hello', modname='demo', msg={{}}, "
+                     f"recipients={(live[:2] or ['RECIPIENT'])!r}, name={service!r}, **config)")
         lines.append(f"  shell:   gilmsg-logger --config-filename {path} --name {service} "
                      f"-r '{recips}' --message hello")
         lines.append(f"           gilmsg-ping --config-filename {path} --name {service} "
                      f"{' '.join(s.name for s in box.specs) or 'RECIPIENT'}")
+    if service:
+        lines.append(f"  fedmsg-hub: run it in {box.root} with name={service!r} and your "
+                     f"consumer's config key in another fedmsg.d/*.py file there")
     lines.append("Ctrl-C stops everything.")
     return lines
 
