@@ -162,7 +162,7 @@ def main(standins: tuple[str, ...], directory: Path, standins_file: str | None,
             gsandbox.DEFAULT_SERVICES)
         extra = {groups.GROUPS_KEY: parse_groups(group_specs)} if group_specs else None
         box = gsandbox.Sandbox(directory, specs, names, relay=relay, watch=traffic, seed=seed,
-                               extra=extra)
+                               extra=extra, record=False)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
 
