@@ -12,8 +12,10 @@ it on for every fedmsg command and hub that reads that configuration::
 
     config = dict(...)
 
-It covers ``fedmsg-tail``, ``fedmsg-logger``, ``fedmsg-relay``, ``fedmsg-hub`` with plain
-``FedmsgConsumer``\\ s, and ``fedmsg.publish``/``fedmsg.tail_messages`` in your own code. A
+Everything in fedmsg that signs or validates goes through those two functions:
+``fedmsg.publish`` (so ``fedmsg-logger``), ``fedmsg.tail_messages`` (so ``fedmsg-tail``) and
+``FedmsgConsumer.validate`` in ``fedmsg-hub``; the tests run ``fedmsg-tail``, and
+``fedmsg-logger`` through ``fedmsg-relay``. A
 message that does not validate is refused, with the reason logged at WARNING (fedmsg's own
 warning does not say why). Only the ``x509`` format is handled: ``crypto_backend = "gpg"`` is
 left to fedmsg.
