@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from click.testing import CliRunner
 
@@ -42,3 +43,20 @@ def test_hidden_messages_are_acknowledged_but_not_shown(make_bus):
                            ack_timeout=20, **cfg)
     assert json.loads(tail.next_line())["msg_id"] == shown.msg_id  # the first line printed
     assert tail.wait() == 0  # --count counts shown messages only
+
+
+def test_a_revoked_identity_is_told_at_start(make_bus):
+    from gilmsg import certs
+    from gilmsg.testing import DEFAULT_WAIT
+
+    bus = make_bus(["pub", "r1"])
+    certs.revoke(bus.ssldir, "r1")
+    tail = bus.spawn_tail("r1")
+    deadline = time.monotonic() + DEFAULT_WAIT
+    while "certificate will be refused" not in tail.stderr:
+        assert time.monotonic() < deadline and tail.proc.poll() is None, tail.stderr
+        time.sleep(0.05)
+    assert tail.stderr_lines[0].startswith(
+        "gilmsg-tail: warning: this identity's certificate will be refused by its peers "
+        "(certificate is revoked (serial ")
+    assert tail.stderr_lines[0].endswith("): every ACK it sends will be ignored")

@@ -208,6 +208,9 @@ def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | No
     def run_probes(refused: RefusedAcks) -> int:
         cfg = prepare_config(config_filename, name, active, None)
         names = expand_recipients(cfg, recipients, strict)
+        if not quiet:
+            _common.warn_own_certificate(PROG, cfg, "recipients that validate signatures "
+                                                    "drop the probe")
         stats = {r: RecipientStats(r) for r in names}
         if not quiet:
             click.echo(f"PING {' '.join(names)}: {count} probe(s), timeout {timeout:g}s")

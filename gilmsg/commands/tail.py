@@ -265,6 +265,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                 f"no identity to acknowledge as: pass --name NAME (one of: "
                 f"{_common.known_names(cfg)}), or --no-ack to watch without acknowledging"
             )
+        if not no_ack:
+            _common.warn_own_certificate(PROG, cfg, "every ACK it sends will be ignored")
         ack_topic = gconfig.ack_topic(cfg)
         handled = 0
         exec_failures = 0
