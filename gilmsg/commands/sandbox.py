@@ -34,7 +34,7 @@ EXAMPLES = [
 
 SANDBOX_CODES = {
     _common.EXIT_OK: "stopped after --duration; every process behaved",
-    _common.EXIT_NOT_ACKNOWLEDGED: "a stand-in or the relay exited while the sandbox ran",
+    _common.EXIT_NOT_ACKNOWLEDGED: "after --duration: a stand-in or the relay had exited",
     _common.EXIT_USAGE: "usage error: unknown option, bad stand-in spec, bad name",
     _common.EXIT_CONFIG: "the PKI, the configuration or a process could not be set up",
     _common.EXIT_INTERRUPTED: "stopped by Ctrl-C (every process stopped); 143 for SIGTERM",
