@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gilmsg import config as gconfig
-from gilmsg import message, signing, transport
+from gilmsg import groups, message, signing, transport
 from gilmsg.delivery import Delivery, Report
 
 #: Seconds a publish with recipients waits for every ACK unless told otherwise.
@@ -51,7 +51,9 @@ def publish(
     ``sign_messages`` is true, returns None. Like fedmsg, the first such publish of a process
     waits ``post_init_sleep`` so that subscribers can connect.
 
-    With ``recipients`` (certificate Common Names), the message carries them and is re-sent until
+    With ``recipients`` (certificate Common Names, or ``@group`` for the members of a group of
+    the config key ``gilmsg.recipients``, see :mod:`gilmsg.groups`), the message carries them
+    and is re-sent until
     every one of them has sent back a valid signed ACK for this very message. There is no fixed
     wait: the first publish of a process returns as soon as the ACKs arrive.
 
@@ -70,7 +72,7 @@ def publish(
     started = time.monotonic()
     cfg = gconfig.load(config)
     if recipients is not None:
-        recipients = message.check_recipients(recipients)
+        recipients = message.check_recipients(groups.resolve(recipients, cfg))
         ack_timeout = message.check_timeout(ack_timeout)
     body = message.to_json_value(msg if msg is not None else {})
     modname = modname or calling_module()
