@@ -29,6 +29,10 @@ setup(
             "gilmsg-logger=gilmsg.commands.logger:main",
             "gilmsg-tail=gilmsg.commands.tail:main",
             "gilmsg-demo=gilmsg.commands.demo:main",
+            "gilmsg-sandbox=gilmsg.commands.sandbox:main",
+            "gilmsg-ping=gilmsg.commands.ping:main",
         ],
+        # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
+        "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
     },
 )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
+from gilmsg import groups
 from gilmsg.core import wire
 from gilmsg.core.delivery import Delivery, Report, State
 from gilmsg.errors import GilmsgError
@@ -151,7 +152,7 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
 
     cfg = gconfig.load(config)
     if recipients is not None:
-        recipients = wire.check_recipients(recipients)
+        recipients = wire.check_recipients(groups.resolve(recipients, cfg))
         ack_timeout = wire.check_timeout(ack_timeout)
     body = wire.to_json_value(msg if msg is not None else {})
     full_topic = gconfig.full_topic(cfg, topic, modname)
@@ -209,7 +210,9 @@ def publish(
     ``sign_messages`` is true, returns None. Like fedmsg, the first such publish of a process
     waits ``post_init_sleep`` so that subscribers can connect.
 
-    With ``recipients`` (certificate Common Names), the message carries them and is re-sent until
+    With ``recipients`` (certificate Common Names, or ``@group`` for the members of a group of
+    the config key ``gilmsg.recipients``, see :mod:`gilmsg.groups`), the message carries them
+    and is re-sent until
     every one of them has sent back a valid signed ACK for this very message. There is no fixed
     wait: the first publish of a process returns as soon as the ACKs arrive. An interruption
     (KeyboardInterrupt ...) stops the re-sending; use :func:`publish_async` to read what had

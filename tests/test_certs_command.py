@@ -200,3 +200,30 @@ def test_library_refuses_overwrite(ssl):
     certs.issue(ssl, "alice")
     with pytest.raises(CertificateError, match="alice.key already exists"):
         certs.issue(ssl, "alice")
+
+
+def test_dev_writes_a_complete_fedmsg_d_for_named_services(tmp_path):
+    result = run("dev", "alice", "bob", "--ssldir", str(tmp_path / "ssl"), "--fedmsg-d",
+                 str(tmp_path / "fedmsg.d"))
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "fedmsg.d" / "gilmsg.py"
+    assert result.stdout.startswith(f"wrote {path}")
+    namespace: dict = {}
+    exec(path.read_text(), namespace)
+    cfg = namespace["config"]
+    assert cfg["certnames"] == {"alice": "alice", "bob": "bob"}
+    assert set(cfg["endpoints"]) == {"alice", "bob", "relay_outbound"}
+    ports = [int(e[0].rsplit(":", 1)[1]) for e in cfg["endpoints"].values()]
+    assert len(set(ports)) == 3 and all(
+        e[0].startswith("tcp://127.0.0.1:") for e in cfg["endpoints"].values())
+    assert cfg["relay_inbound"][0].startswith("tcp://127.0.0.1:")
+    assert Path(cfg["ca_cert_location"]).exists() and Path(cfg["crl_location"]).exists()
+    # The written bus signs and validates as is.
+    signed = signing.sign(new_envelope("org.gilmsg.dev.t", {}, 1), **cfg, name="alice")
+    assert signing.validate(signed, **cfg).signer == "alice"
+
+
+def test_dev_refuses_relay_names_for_a_fedmsg_d(tmp_path):
+    result = run("dev", "relay_inbound", "--ssldir", str(tmp_path / "ssl"), "--fedmsg-d",
+                 str(tmp_path / "d"))
+    assert result.exit_code == 2 and "reserved for fedmsg-relay" in result.stderr

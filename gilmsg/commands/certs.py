@@ -25,6 +25,7 @@ Example:
     gilmsg-certs certnames --ssldir ./dev-certs > fedmsg.d/certs.py
     gilmsg-certs revoke bob --ssldir ./dev-certs
     gilmsg-certs dev alice bob        # all of the above but revoke, idempotent
+    gilmsg-certs dev alice bob --fedmsg-d ./fedmsg.d   # and a complete bus config
 
 \b
 Exit status:
@@ -130,13 +131,32 @@ def certnames(ssldir: Path) -> None:
 @main.command()
 @click.argument("names", metavar="NAME...", nargs=-1, required=True)
 @ssldir_option
-def dev(names: tuple[str, ...], ssldir: Path) -> None:
+@click.option("--fedmsg-d", "fedmsg_d", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="Also write DIR/gilmsg.py: a complete bus configuration for the NAMEs "
+                   "(endpoints on free 127.0.0.1 ports, relay endpoints, certnames, CA, CRL).")
+def dev(names: tuple[str, ...], ssldir: Path, fedmsg_d: Path | None) -> None:
     """Development setup: create the CA if needed, issue what is missing, print the config.
 
     Idempotent: existing files are kept; a CRL near its next-update date is re-signed.
+    With --fedmsg-d, the whole bus is written there (new ports at every run) and its path
+    printed instead of the snippet.
     """
     for name in names:
         certs.check_name(name)
+    if fedmsg_d is not None:
+        from gilmsg import sandbox
+
+        for name in names:
+            sandbox.check_service_name(name)
+        sandbox.ensure_pki(ssldir, names, log=lambda text: click.echo(f"# {text}", err=True))
+        cfg = sandbox.bus_config(ssldir, list(names))
+        path = sandbox.write_config(fedmsg_d, cfg, comment=(
+            "Written by gilmsg-certs dev: a local gilmsg bus on 127.0.0.1 for "
+            + ", ".join(names)))
+        click.echo(f"wrote {path}: pass --config-filename {path}, or run services in "
+                   f"{path.parent.parent} (fedmsg reads ./fedmsg.d)")
+        return
     if not (ssldir / certs.CA_CERT).exists():
         certs.init_ca(ssldir)
         click.echo(f"# created CA {ssldir / certs.CA_CERT}", err=True)

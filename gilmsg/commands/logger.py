@@ -21,6 +21,7 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
+from gilmsg import groups
 from gilmsg.commands import _common
 from gilmsg.core.wire import check_timeout
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
@@ -352,6 +353,23 @@ def prepare_config(config_filename: str | None, name: str | None, active: bool,
     return cfg
 
 
+def expand_recipients(cfg: dict[str, Any], recipients: tuple[str, ...],
+                      strict: bool = False) -> tuple[str, ...]:
+    """``--recipients`` with each ``@GROUP`` expanded from the config (:mod:`gilmsg.groups`).
+
+    A name no identity of the bus holds is warned about once (refused with ``strict``).
+
+    Raises:
+        click.UsageError: an unknown or empty group; with ``strict``, an unknown name.
+    """
+    if not recipients:
+        return recipients
+    try:
+        return tuple(groups.resolve(recipients, cfg, strict=strict or None))
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def preflight(cfg: dict[str, Any], recipients: tuple[str, ...]) -> None:
     """Check identity, endpoint, key, certificate, CA and CRL before reading any input.
 
@@ -415,7 +433,8 @@ LOGGER_CODES = {
               help="Publish through fedmsg-relay (relay_inbound), as fedmsg-logger does; the "
                    "default when no name is known.")
 @click.option("-r", "--recipients", multiple=True, metavar="CN", callback=_recipients_callback,
-              help="Required recipient (certificate CN). Repeat it or separate names with "
+              help="Required recipient (certificate CN), or @GROUP for the members of a group "
+                   "of the config key gilmsg.recipients. Repeat it or separate names with "
                    "spaces or commas. Without it nothing confirms delivery.")
 @click.option("--ack-timeout", type=float, default=gilmsg.DEFAULT_ACK_TIMEOUT, show_default=True,
               metavar="SECONDS", callback=_timeout_callback,
@@ -425,11 +444,14 @@ LOGGER_CODES = {
 @click.option("--json-report", is_flag=True,
               help="Print one JSON object per message on stdout: line, status, msg_id, topic, "
                    "acked, missing, sends, error.")
+@click.option("--strict", is_flag=True,
+              help="Refuse (exit 2) a recipient that no identity of the bus holds, when the "
+                   "config lists them (gilmsg.known_recipients, gilmsg.recipients).")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(message: str | None, json_input: bool, topic: str, modname: str,
          cert_prefix: str | None, config_filename: str | None, name: str | None, active: bool,
          recipients: tuple[str, ...], ack_timeout: float, quiet: bool, json_report: bool,
-         debug: bool) -> None:
+         strict: bool, debug: bool) -> None:
     """Publish messages on the fedmsg bus and report who acknowledged each one.
 
     Reads stdin line by line (one message per line, blank lines skipped) unless --message is
@@ -449,15 +471,16 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
     def body() -> int:
         _common.setup_logging(PROG, debug=debug, quiet=quiet)
         cfg = prepare_config(config_filename, name, active, cert_prefix)
-        preflight(cfg, recipients)
-        if not recipients and not quiet:
+        names = expand_recipients(cfg, recipients, strict)
+        preflight(cfg, names)
+        if not names and not quiet:
             _common.note(PROG, "note: no --recipients: messages are published without "
                                "acknowledgement; delivery is not confirmed")
         stdin = _stdin_bytes()
         if message is None and not quiet and _isatty(stdin):
             _common.note(PROG, "reading messages from the terminal, one per line; end with "
                                "Ctrl-D")
-        session = Session(cfg, topic, modname, recipients, ack_timeout, quiet, json_report)
+        session = Session(cfg, topic, modname, names, ack_timeout, quiet, json_report)
         return session.run(read_items(message, json_input, stdin))
 
     _common.run(PROG, body, debug=debug)

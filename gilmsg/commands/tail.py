@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -150,8 +151,29 @@ def run_exec(command: str, topic: str, envelope: Mapping[str, Any]) -> int:
     return proc.returncode
 
 
+def _regexes(_ctx: click.Context, _param: click.Parameter,
+             values: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(re.compile(value))
+        except re.error as exc:
+            raise click.BadParameter(f"{value!r} is not a regular expression: {exc}") from None
+    return tuple(out)
+
+
+def topic_wanted(topic: str, includes: tuple[re.Pattern[str], ...],
+                 excludes: tuple[re.Pattern[str], ...]) -> bool:
+    """``--include``/``--exclude``: shown if some include matches (or none is given) and no
+    exclude does; patterns are searched anywhere in the topic, as fedmsg-tail does."""
+    if any(p.search(topic) for p in excludes):
+        return False
+    return not includes or any(p.search(topic) for p in includes)
+
+
 EXAMPLES = [
     "gilmsg-tail --name worker                  # print and acknowledge",
+    "gilmsg-tail --no-ack --include 'compose' --exclude '\\.ack$'",
     "gilmsg-tail --no-ack --pretty --topic org.example.prod.logger",
     "gilmsg-tail --name archiver --exec 'jq -c .msg >> archive.jsonl'",
     "gilmsg-tail --name worker --count 1 --json  # wait for one message",
@@ -194,10 +216,17 @@ TAIL_CODES = {
 @click.option("--show-acks", is_flag=True, help="Also show ACK traffic (hidden by default).")
 @click.option("--validate/--no-validate", "validate", default=None,
               help="Override 'validate_signatures': drop messages whose signature does not hold.")
+@click.option("--include", "includes", multiple=True, metavar="REGEX", callback=_regexes,
+              help="Show only messages whose topic matches REGEX (searched anywhere in the "
+                   "topic; repeatable: any one matches). Others are still acknowledged.")
+@click.option("--exclude", "excludes", multiple=True, metavar="REGEX", callback=_regexes,
+              help="Hide messages whose topic matches REGEX (repeatable); wins over --include. "
+                   "Hidden messages are still acknowledged.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
          color: bool | None, exec_cmd: str | None,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
+         includes: tuple[re.Pattern[str], ...], excludes: tuple[re.Pattern[str], ...],
          debug: bool) -> None:
     """Print messages from the bus; acknowledge gilmsg messages that name this identity.
 
@@ -223,6 +252,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                 f"no identity to acknowledge as: pass --name NAME (one of: "
                 f"{_common.known_names(cfg)}), or --no-ack to watch without acknowledging"
             )
+        if not no_ack:
+            _common.warn_own_certificate(PROG, cfg, "every ACK it sends will be ignored")
         ack_topic = gconfig.ack_topic(cfg)
         handled = 0
         exec_failures = 0
@@ -232,6 +263,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                 is_ack = msg_topic == ack_topic
                 if is_ack and not show_acks:
                     continue
+                if not topic_wanted(msg_topic, includes, excludes):
+                    continue  # acknowledged already (tail_messages does it before yielding)
                 if show:
                     if fmt_name == "pretty":
                         text = format_pretty(msg_topic, envelope, is_ack, color=colored)
