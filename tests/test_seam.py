@@ -73,3 +73,33 @@ def test_an_unknown_transport_is_a_config_error(make_bus):
     with pytest.raises(gilmsg.ConfigError, match="no transport 'carrier_pigeon'"):
         gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=1,
                        **bus.config_for("pub"))
+
+
+def test_only_the_zmq_transport_imports_zmq():
+    import ast
+    from pathlib import Path
+
+    import gilmsg
+
+    root = Path(gilmsg.__file__).parent
+    importers = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "zmq" or n.startswith("zmq.") for n in names):
+                importers.append(str(path.relative_to(root)))
+    assert importers == ["transport/zmq.py"]
+
+
+def test_a_transport_is_named_by_a_config_value_even_outside_gilmsg():
+    from gilmsg import transport
+    from gilmsg.transport import memory
+
+    assert transport.module_for({"gilmsg_transport": "gilmsg.transport.memory"}) is memory
+    assert transport.module_for({"gilmsg_transport": "memory"}) is memory
+    assert transport.module_for({}).__name__ == "gilmsg.transport.zmq"
