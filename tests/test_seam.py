@@ -103,3 +103,20 @@ def test_a_transport_is_named_by_a_config_value_even_outside_gilmsg():
     assert transport.module_for({"gilmsg_transport": "gilmsg.transport.memory"}) is memory
     assert transport.module_for({"gilmsg_transport": "memory"}) is memory
     assert transport.module_for({}).__name__ == "gilmsg.transport.zmq"
+
+
+def test_publish_async_gives_the_msg_id_at_once_and_the_report_through_its_future(make_bus):
+    import gilmsg
+    from gilmsg.core.delivery import State
+    from gilmsg.publish import publish_async
+
+    bus = make_bus(["pub", "r1"])
+    tail = bus.spawn_tail("r1")
+    cfg = bus.config_for("pub")
+    gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=20, **cfg)  # r1 is up
+    pending = publish_async(topic="t", msg={"n": 2}, recipients=["r1"], ack_timeout=20, **cfg)
+    assert pending.msg_id and pending.recipients == ("r1",)
+    report = pending.result()
+    assert report.msg_id == pending.msg_id and pending.future.result() is report
+    assert pending.state is State.ACKED and pending.acked == report.acks
+    assert pending.msg_id in tail.wait_for(lambda line: pending.msg_id in line)
