@@ -244,15 +244,22 @@ class Link:
                 self._feed(Tick(time.monotonic()))
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
-            self._stopped.set()
-            with self._lock:
-                entries, self._futures = list(self._futures.values()), {}
-            for future, _verify in entries:
-                _resolve(future, GilmsgError(f"gilmsg link thread failed: {exc}"))
+            self._fail_all(GilmsgError(f"gilmsg link thread failed: {exc}"))
         finally:
-            self._stopped.set()
+            self._fail_all(GilmsgError(f"gilmsg link {self.publishing.name!r} is closed"))
             self._pub = None
             pub.close()
+
+    def _fail_all(self, error: GilmsgError) -> None:
+        """Stop for good: every delivery still waiting ends with ``error``."""
+        self._stopped.set()
+        now = time.monotonic()
+        with self._lock:
+            for delivery in list(self._machine):  # their state says FAILED
+                self._machine.handle(Cancelled(delivery.msg_id, now, error))
+            entries, self._futures = list(self._futures.values()), {}
+        for future, _verify in entries:
+            _resolve(future, error)
 
     def _drain_commands(self, pub: Publisher) -> bool:
         while True:

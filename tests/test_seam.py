@@ -120,3 +120,17 @@ def test_publish_async_gives_the_msg_id_at_once_and_the_report_through_its_futur
     assert report.msg_id == pending.msg_id and pending.future.result() is report
     assert pending.state is State.ACKED and pending.acked == report.acks
     assert pending.msg_id in tail.wait_for(lambda line: pending.msg_id in line)
+
+
+def test_closing_a_link_ends_its_pending_deliveries_at_once(memory_bus):
+    from gilmsg import GilmsgError
+    from gilmsg.core.delivery import State
+    from gilmsg.link import link_for
+    from gilmsg.publish import publish_async
+
+    cfg = memory_bus.config_for("pub")
+    pending = publish_async(topic="t", msg={}, recipients=["r1"], ack_timeout=600, **cfg)
+    link_for(cfg).close()
+    with pytest.raises(GilmsgError, match="is closed"):
+        pending.future.result(timeout=10)  # not after ack_timeout: the link said so
+    assert pending.state is State.FAILED and pending.missing == ("r1",)
