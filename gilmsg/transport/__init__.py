@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
     # ZeroMQ's socket options (tune, LinkOptions ...) stay reachable as gilmsg.transport.<name>.
     if name in ("tune", "LinkOptions", "LINK_DEFAULTS", "Reconnector", "HWM", "RECONNECT_IVL_MS",
                 "RECONNECT_IVL_MAX_MS", "EXIT_LINGER_MS", "MAX_SUBSCRIPTION_BYTES",
-                "MAX_PREFIX_BYTES"):
+                "MAX_PREFIX_BYTES", "MAX_ACK_FRAME_BYTES", "ACK_RCVHWM"):
         from gilmsg.transport import zmq as _zmq
 
         return getattr(_zmq, name)

@@ -44,6 +44,10 @@ ACK_BATCH = 256
 #: i.e. topic prefixes); and the most bytes of distinct prefixes it keeps track of.
 MAX_SUBSCRIPTION_BYTES = 64 << 10
 MAX_PREFIX_BYTES = 1 << 20
+#: Largest ACK frame accepted (a real one is 3-6 KiB: certificate, signature, body), and the
+#: ACK listener's queue per peer: what a hostile peer can make it buffer is their product.
+MAX_ACK_FRAME_BYTES = 64 << 10
+ACK_RCVHWM = 1000
 
 
 #: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
@@ -305,7 +309,8 @@ class ZmqPublisher:
             self._sub.setsockopt(zmq.LINGER, 0)
             # An ACK is a few KiB: libzmq cuts off a peer sending a larger frame before buffering
             # it, and gives that endpoint up: the Reconnector connects it again.
-            self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+            self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_ACK_FRAME_BYTES)
+            self._sub.setsockopt(zmq.RCVHWM, ACK_RCVHWM)
             self._poller.register(self._sub, zmq.POLLIN)
             self._watch(self._sub)
         for topic in topics:
