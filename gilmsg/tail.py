@@ -39,6 +39,7 @@ def tail_messages(
     cfg = gconfig.load(config)
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
+    options = transport.LinkOptions.from_config(cfg)
     ctx = zmq.Context()
     poller = zmq.Poller()
     subs: dict[zmq.Socket, tuple[str, str]] = {}
@@ -48,7 +49,7 @@ def tail_messages(
                 continue
             for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
                 sub = ctx.socket(zmq.SUB)
-                transport.tune(sub)
+                transport.tune(sub, options)
                 sub.setsockopt(zmq.LINGER, 0)
                 sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
                 sub.connect(endpoint)

@@ -41,12 +41,76 @@ ACK_BATCH = 256
 IDLE_POLL_MS = 1000
 
 
-def tune(sock: zmq.Socket) -> None:
-    """Socket options gilmsg uses on every socket it owns."""
+#: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
+#: ZeroMQ heartbeats (ZMTP PING/PONG) make a connection that stalls, e.g. behind TCP
+#: retransmissions growing to a minute on a lossy link, be dropped and re-made within seconds;
+#: then the publisher re-sends to the new connection at once.
+LINK_DEFAULTS: dict[str, float] = {
+    "gilmsg_heartbeat_ivl": 1.0,  # ZMQ_HEARTBEAT_IVL: a PING every this often
+    "gilmsg_heartbeat_timeout": 3.0,  # ZMQ_HEARTBEAT_TIMEOUT: nothing heard this long after a
+    #                                   PING: the connection is dropped and re-made
+    "gilmsg_heartbeat_ttl": 3.0,  # ZMQ_HEARTBEAT_TTL: the peer drops it after this silence
+    "gilmsg_tcp_user_timeout": 10.0,  # ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged
+    #                                   this long kills the connection
+    "gilmsg_tcp_keepalive_idle": 30.0,  # TCP keepalive probes after this idle time (then every
+    #                                     10 s, 3 lost probes kill the connection)
+}
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """The connection-health options of :data:`LINK_DEFAULTS`, in seconds; 0 means off."""
+
+    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg_heartbeat_ivl"]
+    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg_heartbeat_timeout"]
+    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg_heartbeat_ttl"]
+    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg_tcp_user_timeout"]
+    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg_tcp_keepalive_idle"]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LinkOptions:
+        """Read the ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` keys (defaults where absent).
+
+        Raises:
+            ConfigError: a value is not a number of seconds in [0, 3600].
+        """
+        values = {}
+        for key, default in LINK_DEFAULTS.items():
+            value = config.get(key, default)
+            if value is None:
+                value = default
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0 <= value <= 3600):
+                raise ConfigError(f"config key {key!r} must be a number of seconds from 0 to "
+                                  f"3600, not {value!r}")
+            values[key.removeprefix("gilmsg_")] = float(value)
+        return cls(**values)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def tune(sock: zmq.Socket, options: LinkOptions | None = None) -> None:
+    """Socket options gilmsg uses on every socket it owns (``options``: defaults if None)."""
+    options = options or LinkOptions()
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
+    if options.heartbeat_ivl > 0:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(options.heartbeat_ivl))
+        if options.heartbeat_timeout > 0:
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(options.heartbeat_timeout))
+        if options.heartbeat_ttl > 0:  # sent in deciseconds: at least 0.1 s
+            sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, _ms(options.heartbeat_ttl)))
+    if options.tcp_user_timeout > 0:
+        sock.setsockopt(zmq.TCP_MAXRT, _ms(options.tcp_user_timeout))
+    if options.tcp_keepalive_idle > 0:
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, round(options.tcp_keepalive_idle)))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
 
 
 @dataclass
@@ -65,9 +129,11 @@ class Link:
     """
 
     def __init__(
-        self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str]
+        self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str],
+        options: LinkOptions | None = None,
     ) -> None:
         self.publishing = publishing
+        self.options = options or LinkOptions()
         # What the ACK listener should hear (grows through listen()), and what it does hear.
         self._ack_topics: list[str] = [ack_topic]
         self._ack_endpoints: list[str] = list(ack_endpoints)
@@ -228,7 +294,7 @@ class Link:
 
     def _open_publisher(self) -> zmq.Socket:
         pub = self._ctx.socket(zmq.XPUB)
-        tune(pub)
+        tune(pub, self.options)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         errors = []
         for address in self.publishing.addresses:
@@ -249,7 +315,7 @@ class Link:
         """Open the ACK listener if needed; subscribe and connect whatever it lacks."""
         if self._sub is None:
             self._sub = self._ctx.socket(zmq.SUB)
-            tune(self._sub)
+            tune(self._sub, self.options)
             self._sub.setsockopt(zmq.LINGER, 0)
             # An ACK is a few KiB: a peer sending a larger frame on the ACK topic is cut off
             # (and reconnected) by libzmq before the frame is buffered.
@@ -453,16 +519,20 @@ _links_lock = threading.Lock()
 def link_for(config: Mapping[str, Any]) -> Link:
     """The process-wide :class:`Link` for this config's publishing identity, started if needed.
 
+    Its sockets get the :class:`LinkOptions` of the config that started it.
+
     Raises:
-        ConfigError: the identity has no endpoint, or none of its endpoints can be bound.
+        ConfigError: the identity has no endpoint, or none of its endpoints can be bound, or a
+            ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` key is not a number of seconds.
     """
     publishing = gconfig.publishing(config)
+    options = LinkOptions.from_config(config)
     ack_topic = gconfig.ack_topic(config)
     ack_endpoints = gconfig.subscribe_endpoints(config, skip=publishing.name)
     with _links_lock:
         link = _links.get(publishing)
         if link is None or link._stopped.is_set():
-            link = _links[publishing] = Link(publishing, ack_topic, ack_endpoints)
+            link = _links[publishing] = Link(publishing, ack_topic, ack_endpoints, options)
             return link
     link.listen(ack_topic, ack_endpoints)
     return link
