@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from gilmsg import config as gconfig
 from gilmsg import message
@@ -113,6 +114,78 @@ def tune(sock: zmq.Socket, options: LinkOptions | None = None) -> None:
         sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
 
 
+class Reconnector:
+    """Re-connects the endpoints of a connecting socket that libzmq gave up on.
+
+    libzmq 4.3.5 drops a connection on a protocol error (a frame over ``MAXMSGSIZE``, a peer
+    that does not speak ZMTP, a failed handshake) and, unlike after a network error or a
+    heartbeat timeout, never connects to that endpoint again: one bad frame from whoever had
+    bound a recipient's endpoint for a moment would silence that recipient for good. Its socket
+    monitor says ``DISCONNECTED`` either way, followed by ``CONNECT_RETRIED`` only when libzmq
+    will retry; an endpoint left without a retry for :attr:`GRACE` seconds is disconnected and
+    connected again here. The bad frame costs that connection for about ``GRACE`` seconds, never
+    the endpoint.
+
+    Owned by the thread that owns the socket: register :attr:`monitor` in that thread's poller,
+    call :meth:`on_events` when it is readable and :meth:`reconnect_due` when :meth:`next_due`
+    has come.
+    """
+
+    #: Seconds a dropped connection may go without a retry before it is re-made here.
+    GRACE = 0.1
+    _EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+               | zmq.EVENT_CONNECT_DELAYED)
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.monitor = sock.get_monitor_socket(self._EVENTS)
+        self._dropped: dict[str, float] = {}  # endpoint (as libzmq reports it) -> since when
+        self.reconnects = 0  #: how many endpoints were re-connected here
+
+    def on_events(self, now: float) -> None:
+        """Read every pending monitor event (never blocks)."""
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            endpoint = event["endpoint"].decode("utf-8", "replace")
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._dropped.setdefault(endpoint, now)
+            else:
+                self._dropped.pop(endpoint, None)
+
+    def next_due(self) -> float | None:
+        """When :meth:`reconnect_due` has something to do (monotonic seconds), or None."""
+        return min(self._dropped.values()) + self.GRACE if self._dropped else None
+
+    def reconnect_due(self, now: float) -> None:
+        """Disconnect and connect again every endpoint dropped without a retry for GRACE."""
+        for endpoint, since in list(self._dropped.items()):
+            if now - since < self.GRACE:
+                continue
+            del self._dropped[endpoint]
+            log.warning("gilmsg: connection to %s dropped after a protocol error (oversize or "
+                        "malformed frame); connecting again", endpoint)
+            try:
+                self.sock.disconnect(endpoint)
+            except zmq.ZMQError:  # libzmq forgot it already
+                pass
+            try:
+                self.sock.connect(endpoint)
+                self.reconnects += 1
+            except zmq.ZMQError as exc:
+                log.error("gilmsg: cannot connect to %s again: %s", endpoint, exc)
+
+    def close(self) -> None:
+        """Stop monitoring (before the socket is closed)."""
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+
+
 @dataclass
 class _Waiter:
     delivery: Delivery
@@ -149,6 +222,8 @@ class Link:
         self._i = 0
         self._stopped = threading.Event()
         self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first deliver
+        #: Watchers of the sockets that connect (the ACK listener; the publisher when active).
+        self._reconnectors: dict[zmq.Socket, Reconnector] = {}
         # The publishing socket is shared under _pub_lock, except while the link thread polls it
         # (for subscription notices, only while deliveries are pending): then others queue.
         self._pub: zmq.Socket | None = None
@@ -317,11 +392,12 @@ class Link:
             self._sub = self._ctx.socket(zmq.SUB)
             tune(self._sub, self.options)
             self._sub.setsockopt(zmq.LINGER, 0)
-            # An ACK is a few KiB: a peer sending a larger frame on the ACK topic is cut off
-            # (and reconnected) by libzmq before the frame is buffered.
+            # An ACK is a few KiB: libzmq cuts off a peer sending a larger frame before buffering
+            # it, and gives that endpoint up: the Reconnector connects it again.
             self._sub.setsockopt(zmq.MAXMSGSIZE, message.MAX_FRAME_BYTES)
             assert self._poller is not None
             self._poller.register(self._sub, zmq.POLLIN)
+            self._watch(self._sub)
         with self._lock:
             topics = [t for t in self._ack_topics if t not in self._heard_topics]
             endpoints = [e for e in self._ack_endpoints if e not in self._heard_endpoints]
@@ -334,6 +410,11 @@ class Link:
                 self._sub.connect(endpoint)
             except zmq.ZMQError as exc:
                 log.error("gilmsg: cannot listen for ACKs from endpoint %r: %s", endpoint, exc)
+
+    def _watch(self, sock: zmq.Socket) -> None:
+        watcher = self._reconnectors[sock] = Reconnector(sock)
+        assert self._poller is not None
+        self._poller.register(watcher.monitor, zmq.POLLIN)
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -349,6 +430,9 @@ class Link:
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
         self._poller = poller
+        if self.publishing.method == "connect":  # to the relay: the same libzmq give-up applies
+            with self._pub_lock:  # other threads may be sending on it already
+                self._watch(pub)
         watching_pub = False
         waiters: dict[str, _Waiter] = {}
         try:
@@ -357,6 +441,10 @@ class Link:
                 with self._lock:
                     wakeup = self._ledger.next_wakeup(now)
                 timeout = IDLE_POLL_MS
+                for watcher in self._reconnectors.values():
+                    due = watcher.next_due()
+                    if due is not None:
+                        wakeup = due if wakeup is None else min(wakeup, due)
                 if wakeup is not None:
                     timeout = min(timeout, max(0, int((wakeup - now) * 1000) + 1))
                 if bool(waiters) != watching_pub:  # notices matter only to pending deliveries
@@ -378,6 +466,16 @@ class Link:
                     self._new_subscriber(pub)
                 if self._sub is not None and self._sub in events:
                     self._read_acks(self._sub, waiters)
+                if self._reconnectors:
+                    now = time.monotonic()
+                    for watcher in self._reconnectors.values():
+                        if watcher.monitor in events:
+                            watcher.on_events(now)
+                        if watcher.sock is pub:  # shared with senders in other threads
+                            with self._pub_lock:
+                                watcher.reconnect_due(now)
+                        else:
+                            watcher.reconnect_due(now)
                 self._resend(pub, waiters, force=False)
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
@@ -396,6 +494,8 @@ class Link:
         finally:
             self._stopped.set()
             with self._pub_lock:
+                for watcher in self._reconnectors.values():
+                    watcher.close()
                 self._pub = None
                 pub.close(EXIT_LINGER_MS)
             if self._sub is not None:

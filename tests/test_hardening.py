@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gc
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -120,3 +121,63 @@ def test_an_oversize_certificate_field_is_refused_before_parsing(make_bus):
     assert validator.cache_size[0] == 1  # only the genuine one was ever parsed
     long_sig = {**signed, "signature": signed["signature"] + "\n" * signing.MAX_SIGNATURE_FIELD}
     assert "longer than" in validator.validate(long_sig).reason
+
+
+IMPOSTOR = r"""
+import sys, zmq
+endpoint, topic, size = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+ctx = zmq.Context()
+pub = ctx.socket(zmq.XPUB)
+pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+pub.bind(endpoint)
+print("bound", flush=True)
+pub.setsockopt(zmq.RCVTIMEO, 20000)
+while pub.recv() != b"\x01" + topic:  # the publisher's ACK listener subscribed
+    pass
+pub.send_multipart([topic, b"x" * size])
+pub.close(linger=5000)  # until the frame is out
+ctx.term()
+print("sent", flush=True)
+"""
+
+
+def test_one_oversize_frame_does_not_silence_a_recipient_for_good(make_bus):
+    """The sequence of issue 8: r1 down, an impostor binds r1's endpoint and sends 1.1 MiB on the
+    ACK topic, then the real r1 comes back: a publish to it gets a report, not a Timeout.
+
+    With libzmq 4.3.5, MAXMSGSIZE made the ACK listener drop that endpoint for good.
+    """
+    bus = make_bus(["pub", "r1"])
+    ack_topic = gconfig.ack_topic(bus.config)
+    r1 = bus.spawn_tail("r1")
+    first = gilmsg.publish(topic="t", msg={}, modname="test", recipients=["r1"], ack_timeout=30,
+                           **bus.config_for("pub"))
+    assert set(first.acks) == {"r1"}
+    r1.stop()
+    impostor = bus.spawn([sys.executable, "-c", IMPOSTOR, bus.config["endpoints"]["r1"][0],
+                          ack_topic, str(message.MAX_FRAME_BYTES + (100 << 10))])
+    assert impostor.next_line() == "bound"
+    assert impostor.next_line() == "sent", impostor.stderr
+    assert impostor.wait() == 0
+    bus.spawn_tail("r1")
+    report = gilmsg.publish(topic="t", msg={}, modname="test", recipients=["r1"],
+                            ack_timeout=30, **bus.config_for("pub"))
+    assert set(report.acks) == {"r1"}
+
+
+def test_a_tail_hears_a_publisher_again_after_an_oversize_frame(make_bus):
+    """The same on a recipient's receive path: an impostor on the publisher's endpoint sends
+    1.1 MiB to gilmsg-tail (whose SUB sockets cut off larger frames); once the real publisher is
+    back, the tail receives and acknowledges its messages."""
+    bus = make_bus(["pub", "r1"])
+    r1 = bus.spawn_tail("r1")
+    impostor = bus.spawn([sys.executable, "-c", IMPOSTOR, bus.config["endpoints"]["pub"][0],
+                          "", str(message.MAX_FRAME_BYTES + (100 << 10))])
+    assert impostor.next_line() == "bound"
+    assert impostor.next_line() == "sent", impostor.stderr
+    assert impostor.wait() == 0
+    report = gilmsg.publish(topic="t", msg={"n": 1}, modname="test", recipients=["r1"],
+                            ack_timeout=30, **bus.config_for("pub"))
+    assert set(report.acks) == {"r1"}
+    line = r1.wait_for(lambda line: report.msg_id in line)
+    assert '"n": 1' in line
