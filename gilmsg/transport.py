@@ -51,6 +51,9 @@ LINK_DEFAULTS: dict[str, float] = {
     "gilmsg_heartbeat_timeout": 3.0,  # ZMQ_HEARTBEAT_TIMEOUT: nothing heard this long after a
     #                                   PING: the connection is dropped and re-made
     "gilmsg_heartbeat_ttl": 3.0,  # ZMQ_HEARTBEAT_TTL: the peer drops it after this silence
+    "gilmsg_connect_timeout": 2.0,  # ZMQ_CONNECT_TIMEOUT: a connection attempt (SYNs lost,
+    #                                 their retransmissions backing off) is abandoned and
+    #                                 started afresh after this long
     "gilmsg_tcp_user_timeout": 10.0,  # ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged
     #                                   this long kills the connection
     "gilmsg_tcp_keepalive_idle": 30.0,  # TCP keepalive probes after this idle time (then every
@@ -65,6 +68,7 @@ class LinkOptions:
     heartbeat_ivl: float = LINK_DEFAULTS["gilmsg_heartbeat_ivl"]
     heartbeat_timeout: float = LINK_DEFAULTS["gilmsg_heartbeat_timeout"]
     heartbeat_ttl: float = LINK_DEFAULTS["gilmsg_heartbeat_ttl"]
+    connect_timeout: float = LINK_DEFAULTS["gilmsg_connect_timeout"]
     tcp_user_timeout: float = LINK_DEFAULTS["gilmsg_tcp_user_timeout"]
     tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg_tcp_keepalive_idle"]
 
@@ -105,6 +109,8 @@ def tune(sock: zmq.Socket, options: LinkOptions | None = None) -> None:
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(options.heartbeat_timeout))
         if options.heartbeat_ttl > 0:  # sent in deciseconds: at least 0.1 s
             sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, _ms(options.heartbeat_ttl)))
+    if options.connect_timeout > 0:
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, _ms(options.connect_timeout))
     if options.tcp_user_timeout > 0:
         sock.setsockopt(zmq.TCP_MAXRT, _ms(options.tcp_user_timeout))
     if options.tcp_keepalive_idle > 0:
