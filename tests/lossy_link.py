@@ -7,8 +7,8 @@ ways. Addresses are IPv4 link-local (169.254.x.y), and exist only on those TUN d
 those namespaces; everything is removed by :meth:`LossyLink.close`.
 
 The forwarder reads commands on stdin (``loss 0.2``) and reports on stdout: ``ready`` once its
-devices exist, ``syn A>B`` for each TCP connection attempt it forwards (a SYN without ACK), so a
-test can await a reconnection as an event.
+devices exist, ``syn A>B`` for each TCP connection attempt it sees (a SYN without ACK, dropped or
+not), so a test can await a reconnection as an event.
 """
 
 from __future__ import annotations
@@ -161,10 +161,10 @@ def _forward(tun_a: str, tun_b: str, loss: float, seed: int) -> None:
                 packet = os.read(fd, 65536)
             except OSError:
                 continue
+            if _is_syn(packet):  # reported even when dropped: an attempt to (re)connect
+                print(f"syn {fds[fd]}>{fds[other[fd]]}", flush=True)
             if rng.random() < state["loss"]:
                 continue
-            if _is_syn(packet):
-                print(f"syn {fds[fd]}>{fds[other[fd]]}", flush=True)
             try:
                 os.write(other[fd], packet)
             except OSError:  # the other device is down or gone
