@@ -626,9 +626,8 @@ class Validator:
         In order: the credentials are well-formed and no larger than :data:`MAX_SIGNATURE_FIELD`
         and :data:`MAX_CERTIFICATE_FIELD` (checked before anything is decoded); the certificate
         is directly issued by the CA, is not itself a CA certificate, is within its validity
-        period and not on the CRL; the
-        signature covers exactly this envelope (minus ``signature``/``certificate``). Returns a
-        :class:`Verdict`; a bad message never raises.
+        period and not on the CRL; the signature covers exactly this envelope (minus
+        ``signature``/``certificate``). Returns a :class:`Verdict`; a bad message never raises.
 
         Raises:
             CertificateError: only when the CA or CRL themselves cannot be used (see
