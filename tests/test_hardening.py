@@ -14,11 +14,13 @@ import threading
 import time
 import tracemalloc
 
+import pytest
 import zmq
 
 import gilmsg
 from gilmsg import config as gconfig
 from gilmsg import message, signing
+from gilmsg.errors import ConfigError
 from gilmsg.testing import DEFAULT_WAIT
 
 
@@ -181,3 +183,31 @@ def test_a_tail_hears_a_publisher_again_after_an_oversize_frame(make_bus):
     assert set(report.acks) == {"r1"}
     line = r1.wait_for(lambda line: report.msg_id in line)
     assert '"n": 1' in line
+
+
+def test_connection_health_options_come_from_the_config_and_reach_the_sockets():
+    from gilmsg import transport
+
+    assert transport.LinkOptions.from_config({}) == transport.LinkOptions()
+    options = transport.LinkOptions.from_config({"gilmsg_heartbeat_ivl": 0.5,
+                                                 "gilmsg_tcp_user_timeout": 0})
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.SUB)
+        transport.tune(sock, options)
+        assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 500
+        assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 3000
+        assert sock.getsockopt(zmq.CONNECT_TIMEOUT) == 2000
+        assert sock.getsockopt(zmq.TCP_MAXRT) == 0  # switched off
+        assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
+        sock.close(0)
+    finally:
+        ctx.term()
+
+
+@pytest.mark.parametrize("value", [-1, "3", True, 1e9])
+def test_a_bad_connection_health_value_is_a_config_error(make_bus, value):
+    bus = make_bus(["pub", "r1"])
+    with pytest.raises(ConfigError, match="gilmsg_heartbeat_timeout"):
+        gilmsg.publish(topic="t", msg={}, recipients=["r1"], ack_timeout=1,
+                       **bus.config_for("pub", gilmsg_heartbeat_timeout=value))
