@@ -32,6 +32,8 @@ def tail_messages(
     ``validate_signatures`` true, messages whose signature does not hold are dropped (and logged).
     ``ack=False`` watches without acknowledging and needs no identity. ``show_acks=False``
     drops ACK traffic unread (fedmsg yields it; with many recipients it is most of the bus).
+    Frames over 1 MiB are cut off unread (the connection is re-made at once); the sockets use
+    the connection-health keys of :class:`gilmsg.transport.LinkOptions`.
 
     Raises:
         ConfigError, CertificateError: at the first ``next()``, if ``ack`` is true and this

@@ -40,6 +40,10 @@ EXIT_LINGER_MS = 200
 ACK_BATCH = 256
 #: Longest sleep of an idle link thread (it then discards XPUB notices nobody needs).
 IDLE_POLL_MS = 1000
+#: Largest frame the publishing socket accepts from its peers (they send only subscriptions,
+#: i.e. topic prefixes); and the most bytes of distinct prefixes it keeps track of.
+MAX_SUBSCRIPTION_BYTES = 64 << 10
+MAX_PREFIX_BYTES = 1 << 20
 
 
 #: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
@@ -238,6 +242,7 @@ class Link:
         # Topic prefixes someone subscribes to now (XPUB_VERBOSE reports every subscription,
         # and an unsubscription when the last subscriber of a prefix leaves). Under _pub_lock.
         self._prefixes: set[bytes] = set()
+        self._prefix_bytes = 0
         self._poller: zmq.Poller | None = None
         ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -377,6 +382,7 @@ class Link:
         pub = self._ctx.socket(zmq.XPUB)
         tune(pub, self.options)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         errors = []
         for address in self.publishing.addresses:
             try:
@@ -557,9 +563,15 @@ class Link:
                 return joined
             if notice[:1] == b"\x01":
                 joined = True
-                self._prefixes.add(notice[1:])
+                prefix = notice[1:]
+                if (prefix not in self._prefixes
+                        and self._prefix_bytes + len(prefix) <= MAX_PREFIX_BYTES):
+                    self._prefixes.add(prefix)
+                    self._prefix_bytes += len(prefix)
             elif notice[:1] == b"\x00":
-                self._prefixes.discard(notice[1:])
+                if notice[1:] in self._prefixes:
+                    self._prefixes.discard(notice[1:])
+                    self._prefix_bytes -= len(notice) - 1
 
     def _read_acks(self, sub: zmq.Socket, waiters: dict[str, _Waiter]) -> None:
         for _ in range(ACK_BATCH):
