@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import signal
 import statistics
 import sys
 import tempfile
@@ -94,6 +95,8 @@ def run_once(root: Path, mode: str, args: argparse.Namespace) -> dict:
                         break
                     continue
                 results.append(json.loads(line))
+                if args.verbose:
+                    print(f"  {mode} {line}", flush=True)
             wanted = {r["msg_id"] for r in results if r.get("ok")}
             settle = time.monotonic() + 10
             while not wanted <= set(received) and time.monotonic() < settle:
@@ -154,12 +157,15 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.2)
     parser.add_argument("--ack-timeout", type=float, default=10.0)
     parser.add_argument("--modes", default="before,after")
+    parser.add_argument("--verbose", action="store_true", help="print each publish's result")
     parser.add_argument("--publisher", nargs=3, metavar=("CONFIG", "N", "TIMEOUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
         publisher(args.publisher[0], int(args.publisher[1]), float(args.publisher[2]))
         return
+    # SIGTERM unwinds like Ctrl-C: processes stopped, namespaces deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     why = unavailable()
     if why:
         sys.exit(f"bench_lossy: {why}")
