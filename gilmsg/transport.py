@@ -43,6 +43,10 @@ IDLE_POLL_MS = 1000
 #: Largest frame the publishing socket accepts from its peers (they send only subscriptions,
 #: i.e. topic prefixes); and the most bytes of distinct prefixes it keeps track of.
 MAX_SUBSCRIPTION_BYTES = 64 << 10
+#: Largest ACK frame accepted (a real one is 3-6 KiB: certificate, signature, body), and the
+#: ACK listener's queue per peer: what a hostile peer can make it buffer is their product.
+MAX_ACK_FRAME_BYTES = 64 << 10
+ACK_RCVHWM = 1000
 MAX_PREFIX_BYTES = 1 << 20
 
 
@@ -406,7 +410,8 @@ class Link:
             self._sub.setsockopt(zmq.LINGER, 0)
             # An ACK is a few KiB: libzmq cuts off a peer sending a larger frame before buffering
             # it, and gives that endpoint up: the Reconnector connects it again.
-            self._sub.setsockopt(zmq.MAXMSGSIZE, message.MAX_FRAME_BYTES)
+            self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_ACK_FRAME_BYTES)
+            self._sub.setsockopt(zmq.RCVHWM, ACK_RCVHWM)
             assert self._poller is not None
             self._poller.register(self._sub, zmq.POLLIN)
             self._watch(self._sub)

@@ -56,9 +56,10 @@ def _publish_in_thread(bus, outcome: dict, seen: threading.Event, timeout: float
 def test_an_ack_flood_with_huge_certificates_leaves_the_publisher_memory_bounded(make_bus, caplog):
     """4,000 ACKs for the msg_id being waited for, each with its own certificate field.
 
-    1,000 fields are 100 KiB (refused unread: over MAX_CERTIFICATE_FIELD) and 3,000 are 15 KiB of
-    base64 garbage (under the cap: parsed once, cached, evicted by the byte bound). Before the
-    byte bound the cache kept them all (~145 MB). Bound stated here: the publisher's Python
+    1,000 fields are 40 KiB (refused unread: over MAX_CERTIFICATE_FIELD; the frames stay under
+    the ACK listener's 64 KiB frame limit) and 3,000 are 15 KiB of base64 garbage (under the cap:
+    parsed once, cached, evicted by the byte bound). Before these bounds the cache kept them all
+    (about 85 MB). Bound stated here: the publisher's Python
     memory grows by at most CERT_CACHE_BYTES + 4 MiB, and the cache stays within its bounds.
     """
     # Each ignored ACK is logged at WARNING; pytest would keep 4,000 records in memory.
@@ -85,7 +86,7 @@ def test_an_ack_flood_with_huge_certificates_leaves_the_publisher_memory_bounded
         body = message.ack_body(envelope)
         rng = os.urandom
         for i in range(4000):
-            size = 75 * 1024 if i % 4 == 0 else 11 * 1024  # base64: 100 KiB / 15 KiB
+            size = 30 * 1024 if i % 4 == 0 else 11 * 1024  # base64: 40 KiB / 15 KiB
             forged = {"topic": ack_topic, "msg": body, "msg_id": f"2026-flood-{i}", "i": i,
                       "timestamp": 0, "username": "mallory", "crypto": "x509",
                       "signature": "AAAA\n",
