@@ -43,11 +43,11 @@ IDLE_POLL_MS = 1000
 #: Largest frame the publishing socket accepts from its peers (they send only subscriptions,
 #: i.e. topic prefixes); and the most bytes of distinct prefixes it keeps track of.
 MAX_SUBSCRIPTION_BYTES = 64 << 10
+MAX_PREFIX_BYTES = 1 << 20
 #: Largest ACK frame accepted (a real one is 3-6 KiB: certificate, signature, body), and the
 #: ACK listener's queue per peer: what a hostile peer can make it buffer is their product.
 MAX_ACK_FRAME_BYTES = 64 << 10
 ACK_RCVHWM = 1000
-MAX_PREFIX_BYTES = 1 << 20
 
 
 #: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
