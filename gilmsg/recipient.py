@@ -95,10 +95,11 @@ class Recipient:
         digest = message.digest(envelope)
         if self.ack and message.wants_ack_from(envelope, self.common_name or ""):
             self.acknowledge(envelope, digest=digest)
-        # Keyed on the content too: a different message reusing a msg_id must neither hide the
-        # genuine one (which its ACK vouches for) nor be hidden by it.
+        # Keyed on the digest, which covers the msg_id and the content: a different message
+        # reusing a msg_id must neither hide the genuine one (which its ACK vouches for) nor be
+        # hidden by it; and a key is 64 characters whatever the sender put in msg_id.
         with self._seen_lock:
-            return self._seen.first_time(f"{msg_id} {digest}")
+            return self._seen.first_time(digest)
 
     def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
                     reason: str | None = None, digest: str | None = None) -> None:

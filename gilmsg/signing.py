@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -50,6 +51,10 @@ __all__ = [
     "validate",
     "routing_allows",
     "CRYPTO",
+    "MAX_CERTIFICATE_FIELD",
+    "MAX_SIGNATURE_FIELD",
+    "CERT_CACHE_ENTRIES",
+    "CERT_CACHE_BYTES",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,8 +64,22 @@ CRYPTO = "x509"
 _WRAP = 76
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA1()  # fedmsg's choice; kept for wire compatibility
-_CERT_CACHE_MAX = 4096
 _MAX_DOWNLOAD = 10 << 20
+
+#: Longest ``certificate`` field accepted, in characters (base64 of the PEM, newlines included).
+#: A real service certificate is 1.5-4 KiB of base64 (RSA-2048 to RSA-4096 with the usual
+#: extensions); anything larger is refused before it is decoded or parsed.
+MAX_CERTIFICATE_FIELD = 16 * 1024
+#: Longest ``signature`` field accepted, in characters (RSA-8192 needs about 1.4 KiB).
+MAX_SIGNATURE_FIELD = 4 * 1024
+#: Bounds of a :class:`Validator`'s cache of parsed certificates (fed by bus input: every
+#: distinct ``certificate`` field costs one entry): entries, and bytes counted as the field's
+#: length plus what is kept about it plus :data:`_CERT_ENTRY_OVERHEAD`. The least recently
+#: used entries go first.
+CERT_CACHE_ENTRIES = 4096
+CERT_CACHE_BYTES = 8 << 20
+#: Bytes counted per cache entry besides its strings (the parsed public key, the tuple ...).
+_CERT_ENTRY_OVERHEAD = 512
 
 
 class Verdict(NamedTuple):
@@ -370,7 +389,9 @@ class Validator:
         self._lock = threading.Lock()
         self._trust: _Trust | None = None
         self._generation = 0
-        self._certs: dict[str, _CertInfo] = {}
+        self._certs: OrderedDict[str, _CertInfo] = OrderedDict()
+        self._cert_bytes = 0
+        self._certs_lock = threading.Lock()
         #: Source of the current time (seconds since the epoch); tests may replace it.
         self._clock = time.time
 
@@ -511,10 +532,44 @@ class Validator:
             trust = self._trust
             if not self._fresh(trust, now):
                 self._trust = None
-                self._certs = {}
+                self.forget_certificates()
                 trust = self._build(now)
                 self._trust = trust
         return trust  # type: ignore[return-value]
+
+    def forget_certificates(self) -> None:
+        """Empty the cache of parsed certificates (the next validations parse them again)."""
+        with self._certs_lock:
+            self._certs = OrderedDict()
+            self._cert_bytes = 0
+
+    @property
+    def cache_size(self) -> tuple[int, int]:
+        """``(entries, bytes)`` in the certificate cache; never above :data:`CERT_CACHE_ENTRIES`
+        and :data:`CERT_CACHE_BYTES`."""
+        with self._certs_lock:
+            return len(self._certs), self._cert_bytes
+
+    def _cached(self, certificate: str, trust: _Trust) -> _CertInfo:
+        """The :class:`_CertInfo` of a ``certificate`` field, parsed once per trust generation."""
+        with self._certs_lock:
+            info = self._certs.get(certificate)
+            if info is not None and info.generation == trust.generation:
+                self._certs.move_to_end(certificate)
+                return info
+        info = self._inspect(certificate, trust)
+        cost = _entry_cost(certificate, info)
+        with self._certs_lock:
+            old = self._certs.pop(certificate, None)
+            if old is not None:
+                self._cert_bytes -= _entry_cost(certificate, old)
+            while self._certs and (len(self._certs) >= CERT_CACHE_ENTRIES
+                                   or self._cert_bytes + cost > CERT_CACHE_BYTES):
+                key, evicted = self._certs.popitem(last=False)
+                self._cert_bytes -= _entry_cost(key, evicted)
+            self._certs[certificate] = info
+            self._cert_bytes += cost
+        return info
 
     def check(self) -> None:
         """Load (or re-load if changed) the CA and CRL now.
@@ -568,10 +623,11 @@ class Validator:
     def validate(self, envelope: Mapping[str, Any]) -> Verdict:
         """Check that ``envelope`` was signed by a valid certificate of the configured CA.
 
-        In order: the credentials are well-formed; the certificate is directly issued by the CA,
-        is not itself a CA certificate, is within its validity period and not on the CRL; the
-        signature covers exactly this envelope (minus ``signature``/``certificate``). Returns a
-        :class:`Verdict`; a bad message never raises.
+        In order: the credentials are well-formed and no larger than :data:`MAX_SIGNATURE_FIELD`
+        and :data:`MAX_CERTIFICATE_FIELD` (checked before anything is decoded); the certificate
+        is directly issued by the CA, is not itself a CA certificate, is within its validity
+        period and not on the CRL; the signature covers exactly this envelope (minus
+        ``signature``/``certificate``). Returns a :class:`Verdict`; a bad message never raises.
 
         Raises:
             CertificateError: only when the CA or CRL themselves cannot be used (see
@@ -589,15 +645,16 @@ class Validator:
             return Verdict(False, None, "signature field is not a string")
         if not isinstance(certificate, str):
             return Verdict(False, None, "certificate field is not a string")
+        if len(certificate) > MAX_CERTIFICATE_FIELD:
+            return Verdict(False, None, f"certificate field is longer than "
+                                        f"{MAX_CERTIFICATE_FIELD} characters")
+        if len(signature) > MAX_SIGNATURE_FIELD:
+            return Verdict(False, None, f"signature field is longer than "
+                                        f"{MAX_SIGNATURE_FIELD} characters")
 
         now = self._clock()
         trust = self._current(now)
-        info = self._certs.get(certificate)
-        if info is None or info.generation != trust.generation:
-            info = self._inspect(certificate, trust)
-            if len(self._certs) >= _CERT_CACHE_MAX:
-                self._certs = {}
-            self._certs[certificate] = info
+        info = self._cached(certificate, trust)
         cn = info.common_name
         if info.reason:
             return Verdict(False, cn, info.reason)
@@ -619,6 +676,11 @@ class Validator:
         except InvalidSignature:
             return Verdict(False, cn, "signature does not match the message")
         return Verdict(True, cn, "")
+
+
+def _entry_cost(certificate: str, info: _CertInfo) -> int:
+    return (len(certificate) + len(info.common_name or "") + len(info.reason)
+            + _CERT_ENTRY_OVERHEAD)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

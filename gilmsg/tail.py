@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,8 @@ def tail_messages(
     ``validate_signatures`` true, messages whose signature does not hold are dropped (and logged).
     ``ack=False`` watches without acknowledging and needs no identity. ``show_acks=False``
     drops ACK traffic unread (fedmsg yields it; with many recipients it is most of the bus).
+    Frames over 1 MiB are cut off unread (the connection is re-made at once); the sockets use
+    the connection-health keys of :class:`gilmsg.transport.LinkOptions`.
 
     Raises:
         ConfigError, CertificateError: at the first ``next()``, if ``ack`` is true and this
@@ -39,23 +42,37 @@ def tail_messages(
     cfg = gconfig.load(config)
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
+    options = transport.LinkOptions.from_config(cfg)
     ctx = zmq.Context()
     poller = zmq.Poller()
     subs: dict[zmq.Socket, tuple[str, str]] = {}
+    watchers: dict[zmq.Socket, transport.Reconnector] = {}  # by monitor socket
     try:
         for name, endpoints in (cfg.get("endpoints") or {}).items():
             if name == "relay_inbound":
                 continue
             for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
                 sub = ctx.socket(zmq.SUB)
-                transport.tune(sub)
+                transport.tune(sub, options)
                 sub.setsockopt(zmq.LINGER, 0)
+                # Larger frames are dropped by message.decode anyway: libzmq cuts the sender
+                # off before buffering one, and the Reconnector connects to it again.
+                sub.setsockopt(zmq.MAXMSGSIZE, message.MAX_FRAME_BYTES)
                 sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+                watcher = transport.Reconnector(sub)
+                watchers[watcher.monitor] = watcher
+                poller.register(watcher.monitor, zmq.POLLIN)
                 sub.connect(endpoint)
                 subs[sub] = (name, endpoint)
                 poller.register(sub, zmq.POLLIN)
         while True:
-            for sock, _ in poller.poll(POLL_MS):
+            now = time.monotonic()
+            due = [d for d in (w.next_due() for w in watchers.values()) if d is not None]
+            timeout = POLL_MS if not due else max(0, min(POLL_MS, int((min(due) - now) * 1000) + 1))
+            for sock, _ in poller.poll(timeout):
+                if sock in watchers:
+                    watchers[sock].on_events(time.monotonic())
+                    continue
                 name, endpoint = subs[sock]
                 frames = sock.recv_multipart()
                 if not show_acks and frames[0] == ack_topic:
@@ -66,7 +83,13 @@ def tail_messages(
                 msg_topic, envelope = decoded
                 if recipient.handle(msg_topic, envelope):
                     yield name, endpoint, msg_topic, envelope
+            if due:
+                now = time.monotonic()
+                for watcher in watchers.values():
+                    watcher.reconnect_due(now)
     finally:
+        for watcher in watchers.values():
+            watcher.close()
         for sub in subs:
             sub.close(0)
         ctx.term()

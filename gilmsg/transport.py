@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from gilmsg import config as gconfig
 from gilmsg import message
@@ -39,14 +40,164 @@ EXIT_LINGER_MS = 200
 ACK_BATCH = 256
 #: Longest sleep of an idle link thread (it then discards XPUB notices nobody needs).
 IDLE_POLL_MS = 1000
+#: Largest frame the publishing socket accepts from its peers (they send only subscriptions,
+#: i.e. topic prefixes); and the most bytes of distinct prefixes it keeps track of.
+MAX_SUBSCRIPTION_BYTES = 64 << 10
+MAX_PREFIX_BYTES = 1 << 20
+#: Largest ACK frame accepted (a real one is 3-6 KiB: certificate, signature, body), and the
+#: ACK listener's queue per peer: what a hostile peer can make it buffer is their product.
+MAX_ACK_FRAME_BYTES = 64 << 10
+ACK_RCVHWM = 1000
 
 
-def tune(sock: zmq.Socket) -> None:
-    """Socket options gilmsg uses on every socket it owns."""
+#: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
+#: ZeroMQ heartbeats (ZMTP PING/PONG) make a connection that stalls, e.g. behind TCP
+#: retransmissions growing to a minute on a lossy link, be dropped and re-made within seconds;
+#: then the publisher re-sends to the new connection at once.
+LINK_DEFAULTS: dict[str, float] = {
+    "gilmsg_heartbeat_ivl": 1.0,  # ZMQ_HEARTBEAT_IVL: a PING every this often
+    "gilmsg_heartbeat_timeout": 3.0,  # ZMQ_HEARTBEAT_TIMEOUT: nothing heard this long after a
+    #                                   PING: the connection is dropped and re-made
+    "gilmsg_heartbeat_ttl": 3.0,  # ZMQ_HEARTBEAT_TTL: the peer drops it after this silence
+    "gilmsg_connect_timeout": 2.0,  # ZMQ_CONNECT_TIMEOUT: a connection attempt (SYNs lost,
+    #                                 their retransmissions backing off) is abandoned and
+    #                                 started afresh after this long
+    "gilmsg_tcp_user_timeout": 10.0,  # ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged
+    #                                   this long kills the connection
+    "gilmsg_tcp_keepalive_idle": 30.0,  # TCP keepalive probes after this idle time (then every
+    #                                     10 s, 3 lost probes kill the connection)
+}
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """The connection-health options of :data:`LINK_DEFAULTS`, in seconds; 0 means off."""
+
+    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg_heartbeat_ivl"]
+    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg_heartbeat_timeout"]
+    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg_heartbeat_ttl"]
+    connect_timeout: float = LINK_DEFAULTS["gilmsg_connect_timeout"]
+    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg_tcp_user_timeout"]
+    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg_tcp_keepalive_idle"]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LinkOptions:
+        """Read the ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` keys (defaults where absent).
+
+        Raises:
+            ConfigError: a value is not a number of seconds in [0, 3600].
+        """
+        values = {}
+        for key, default in LINK_DEFAULTS.items():
+            value = config.get(key, default)
+            if value is None:
+                value = default
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0 <= value <= 3600):
+                raise ConfigError(f"config key {key!r} must be a number of seconds from 0 to "
+                                  f"3600, not {value!r}")
+            values[key.removeprefix("gilmsg_")] = float(value)
+        return cls(**values)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def tune(sock: zmq.Socket, options: LinkOptions | None = None) -> None:
+    """Socket options gilmsg uses on every socket it owns (``options``: defaults if None)."""
+    options = options or LinkOptions()
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
+    if options.heartbeat_ivl > 0:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(options.heartbeat_ivl))
+        if options.heartbeat_timeout > 0:
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(options.heartbeat_timeout))
+        if options.heartbeat_ttl > 0:  # sent in deciseconds: at least 0.1 s
+            sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, _ms(options.heartbeat_ttl)))
+    if options.connect_timeout > 0:
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, _ms(options.connect_timeout))
+    if options.tcp_user_timeout > 0:
+        sock.setsockopt(zmq.TCP_MAXRT, _ms(options.tcp_user_timeout))
+    if options.tcp_keepalive_idle > 0:
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, round(options.tcp_keepalive_idle)))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+
+
+class Reconnector:
+    """Re-connects the endpoints of a connecting socket that libzmq gave up on.
+
+    libzmq 4.3.5 drops a connection on a protocol error (a frame over ``MAXMSGSIZE``, a peer
+    that does not speak ZMTP, a failed handshake) and, unlike after a network error or a
+    heartbeat timeout, never connects to that endpoint again: one bad frame from whoever had
+    bound a recipient's endpoint for a moment would silence that recipient for good. Its socket
+    monitor says ``DISCONNECTED`` either way, followed by ``CONNECT_RETRIED`` only when libzmq
+    will retry; an endpoint left without a retry for :attr:`GRACE` seconds is disconnected and
+    connected again here. The bad frame costs that connection for about ``GRACE`` seconds, never
+    the endpoint.
+
+    Owned by the thread that owns the socket: register :attr:`monitor` in that thread's poller,
+    call :meth:`on_events` when it is readable and :meth:`reconnect_due` when :meth:`next_due`
+    has come.
+    """
+
+    #: Seconds a dropped connection may go without a retry before it is re-made here.
+    GRACE = 0.1
+    _EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+               | zmq.EVENT_CONNECT_DELAYED)
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.monitor = sock.get_monitor_socket(self._EVENTS)
+        self._dropped: dict[str, float] = {}  # endpoint (as libzmq reports it) -> since when
+        self.reconnects = 0  #: how many endpoints were re-connected here
+
+    def on_events(self, now: float) -> None:
+        """Read every pending monitor event (never blocks)."""
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            endpoint = event["endpoint"].decode("utf-8", "replace")
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._dropped.setdefault(endpoint, now)
+            else:
+                self._dropped.pop(endpoint, None)
+
+    def next_due(self) -> float | None:
+        """When :meth:`reconnect_due` has something to do (monotonic seconds), or None."""
+        return min(self._dropped.values()) + self.GRACE if self._dropped else None
+
+    def reconnect_due(self, now: float) -> None:
+        """Disconnect and connect again every endpoint dropped without a retry for GRACE."""
+        for endpoint, since in list(self._dropped.items()):
+            if now - since < self.GRACE:
+                continue
+            del self._dropped[endpoint]
+            log.warning("gilmsg: connection to %s dropped after a protocol error (oversize or "
+                        "malformed frame); connecting again", endpoint)
+            try:
+                self.sock.disconnect(endpoint)
+            except zmq.ZMQError:  # libzmq forgot it already
+                pass
+            try:
+                self.sock.connect(endpoint)
+                self.reconnects += 1
+            except zmq.ZMQError as exc:
+                log.error("gilmsg: cannot connect to %s again: %s", endpoint, exc)
+
+    def close(self) -> None:
+        """Stop monitoring (before the socket is closed)."""
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
 
 
 @dataclass
@@ -65,9 +216,11 @@ class Link:
     """
 
     def __init__(
-        self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str]
+        self, publishing: gconfig.Publishing, ack_topic: str, ack_endpoints: Sequence[str],
+        options: LinkOptions | None = None,
     ) -> None:
         self.publishing = publishing
+        self.options = options or LinkOptions()
         # What the ACK listener should hear (grows through listen()), and what it does hear.
         self._ack_topics: list[str] = [ack_topic]
         self._ack_endpoints: list[str] = list(ack_endpoints)
@@ -83,6 +236,8 @@ class Link:
         self._i = 0
         self._stopped = threading.Event()
         self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first deliver
+        #: Watchers of the sockets that connect (the ACK listener; the publisher when active).
+        self._reconnectors: dict[zmq.Socket, Reconnector] = {}
         # The publishing socket is shared under _pub_lock, except while the link thread polls it
         # (for subscription notices, only while deliveries are pending): then others queue.
         self._pub: zmq.Socket | None = None
@@ -91,6 +246,7 @@ class Link:
         # Topic prefixes someone subscribes to now (XPUB_VERBOSE reports every subscription,
         # and an unsubscription when the last subscriber of a prefix leaves). Under _pub_lock.
         self._prefixes: set[bytes] = set()
+        self._prefix_bytes = 0
         self._poller: zmq.Poller | None = None
         ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -228,8 +384,9 @@ class Link:
 
     def _open_publisher(self) -> zmq.Socket:
         pub = self._ctx.socket(zmq.XPUB)
-        tune(pub)
+        tune(pub, self.options)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         errors = []
         for address in self.publishing.addresses:
             try:
@@ -249,13 +406,15 @@ class Link:
         """Open the ACK listener if needed; subscribe and connect whatever it lacks."""
         if self._sub is None:
             self._sub = self._ctx.socket(zmq.SUB)
-            tune(self._sub)
+            tune(self._sub, self.options)
             self._sub.setsockopt(zmq.LINGER, 0)
-            # An ACK is a few KiB: a peer sending a larger frame on the ACK topic is cut off
-            # (and reconnected) by libzmq before the frame is buffered.
-            self._sub.setsockopt(zmq.MAXMSGSIZE, message.MAX_FRAME_BYTES)
+            # An ACK is a few KiB: libzmq cuts off a peer sending a larger frame before buffering
+            # it, and gives that endpoint up: the Reconnector connects it again.
+            self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_ACK_FRAME_BYTES)
+            self._sub.setsockopt(zmq.RCVHWM, ACK_RCVHWM)
             assert self._poller is not None
             self._poller.register(self._sub, zmq.POLLIN)
+            self._watch(self._sub)
         with self._lock:
             topics = [t for t in self._ack_topics if t not in self._heard_topics]
             endpoints = [e for e in self._ack_endpoints if e not in self._heard_endpoints]
@@ -268,6 +427,11 @@ class Link:
                 self._sub.connect(endpoint)
             except zmq.ZMQError as exc:
                 log.error("gilmsg: cannot listen for ACKs from endpoint %r: %s", endpoint, exc)
+
+    def _watch(self, sock: zmq.Socket) -> None:
+        watcher = self._reconnectors[sock] = Reconnector(sock)
+        assert self._poller is not None
+        self._poller.register(watcher.monitor, zmq.POLLIN)
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -283,6 +447,9 @@ class Link:
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
         self._poller = poller
+        if self.publishing.method == "connect":  # to the relay: the same libzmq give-up applies
+            with self._pub_lock:  # other threads may be sending on it already
+                self._watch(pub)
         watching_pub = False
         waiters: dict[str, _Waiter] = {}
         try:
@@ -291,6 +458,10 @@ class Link:
                 with self._lock:
                     wakeup = self._ledger.next_wakeup(now)
                 timeout = IDLE_POLL_MS
+                for watcher in self._reconnectors.values():
+                    due = watcher.next_due()
+                    if due is not None:
+                        wakeup = due if wakeup is None else min(wakeup, due)
                 if wakeup is not None:
                     timeout = min(timeout, max(0, int((wakeup - now) * 1000) + 1))
                 if bool(waiters) != watching_pub:  # notices matter only to pending deliveries
@@ -312,6 +483,16 @@ class Link:
                     self._new_subscriber(pub)
                 if self._sub is not None and self._sub in events:
                     self._read_acks(self._sub, waiters)
+                if self._reconnectors:
+                    now = time.monotonic()
+                    for watcher in self._reconnectors.values():
+                        if watcher.monitor in events:
+                            watcher.on_events(now)
+                        if watcher.sock is pub:  # shared with senders in other threads
+                            with self._pub_lock:
+                                watcher.reconnect_due(now)
+                        else:
+                            watcher.reconnect_due(now)
                 self._resend(pub, waiters, force=False)
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
@@ -330,6 +511,8 @@ class Link:
         finally:
             self._stopped.set()
             with self._pub_lock:
+                for watcher in self._reconnectors.values():
+                    watcher.close()
                 self._pub = None
                 pub.close(EXIT_LINGER_MS)
             if self._sub is not None:
@@ -385,9 +568,15 @@ class Link:
                 return joined
             if notice[:1] == b"\x01":
                 joined = True
-                self._prefixes.add(notice[1:])
+                prefix = notice[1:]
+                if (prefix not in self._prefixes
+                        and self._prefix_bytes + len(prefix) <= MAX_PREFIX_BYTES):
+                    self._prefixes.add(prefix)
+                    self._prefix_bytes += len(prefix)
             elif notice[:1] == b"\x00":
-                self._prefixes.discard(notice[1:])
+                if notice[1:] in self._prefixes:
+                    self._prefixes.discard(notice[1:])
+                    self._prefix_bytes -= len(notice) - 1
 
     def _read_acks(self, sub: zmq.Socket, waiters: dict[str, _Waiter]) -> None:
         for _ in range(ACK_BATCH):
@@ -453,16 +642,20 @@ _links_lock = threading.Lock()
 def link_for(config: Mapping[str, Any]) -> Link:
     """The process-wide :class:`Link` for this config's publishing identity, started if needed.
 
+    Its sockets get the :class:`LinkOptions` of the config that started it.
+
     Raises:
-        ConfigError: the identity has no endpoint, or none of its endpoints can be bound.
+        ConfigError: the identity has no endpoint, or none of its endpoints can be bound, or a
+            ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` key is not a number of seconds.
     """
     publishing = gconfig.publishing(config)
+    options = LinkOptions.from_config(config)
     ack_topic = gconfig.ack_topic(config)
     ack_endpoints = gconfig.subscribe_endpoints(config, skip=publishing.name)
     with _links_lock:
         link = _links.get(publishing)
         if link is None or link._stopped.is_set():
-            link = _links[publishing] = Link(publishing, ack_topic, ack_endpoints)
+            link = _links[publishing] = Link(publishing, ack_topic, ack_endpoints, options)
             return link
     link.listen(ack_topic, ack_endpoints)
     return link

@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 import gilmsg
 from gilmsg import config as gconfig
 from gilmsg import message as gmessage
+from gilmsg import signing
 from gilmsg.commands import _common
 
 PROG = "gilmsg-tail"
@@ -42,7 +43,7 @@ def signer_cn(envelope: Mapping[str, Any]) -> str | None:
     whose signature does not hold are dropped before they get here).
     """
     text = envelope.get("certificate")
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str) or not text or len(text) > signing.MAX_CERTIFICATE_FIELD:
         return None
     try:
         cert = x509.load_pem_x509_certificate(base64.b64decode(text))
