@@ -29,7 +29,9 @@ def tail_messages(
     however often it is re-sent; repeats are acknowledged again. With ``validate_signatures``
     true, messages whose signature does not hold are dropped (and logged). ``ack=False`` watches
     without acknowledging and needs no identity. ``show_acks=False`` drops ACK traffic unread
-    (fedmsg yields it; with many recipients it is most of the bus).
+    (fedmsg yields it; with many recipients it is most of the bus). With ZeroMQ, frames over
+    1 MiB are cut off unread (the connection is re-made at once) and the sockets use the
+    connection-health keys of :class:`gilmsg.transport.zmq.LinkOptions`.
 
     Raises:
         ConfigError, CertificateError: at the first ``next()``, if ``ack`` is true and this
