@@ -27,15 +27,16 @@ def init(**config: Any) -> None:
     Raises:
         ConfigError, CertificateError: as :func:`publish` would.
     """
-    from gilmsg import signing
     from gilmsg.link import link_for
 
     cfg = gconfig.load(config)
+    link_for(cfg)  # first: peers connect to it while the keys load
+    from gilmsg import signing
+
     if cfg.get("sign_messages") or cfg.get("certnames"):
         signing.signer_for(cfg)
     if cfg.get("ca_cert_location"):
         signing.validator_for(cfg).check()
-    link_for(cfg)
 
 
 def __getattr__(name: str) -> Any:
