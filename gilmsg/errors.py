@@ -6,6 +6,7 @@ Catch :class:`GilmsgError` to handle them all. Each class says what a caller sho
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class GilmsgError(Exception):
@@ -45,7 +46,61 @@ class InvalidInput(GilmsgError, ValueError):
     """
 
 
-class Timeout(GilmsgError):
+class NotDelivered(GilmsgError):
+    """A publish with recipients did not get what it required from every one of them.
+
+    The base of :class:`Timeout` and :class:`Rejected`; catch it to handle both.
+
+    Attributes:
+        msg_id: the id of the message that was published (and re-sent).
+        topic: its full topic.
+        acked: recipient Common Name -> seconds after the call when its ACK (at the required
+            level) arrived.
+        missing: recipients that did not give that ACK, in the order they were named.
+        rejected: recipient -> reason, for those of :attr:`missing` that answered with a
+            ``rejected`` ACK (they got the message and refused it).
+        answers: recipient -> :class:`gilmsg.core.delivery.Answer` (status, time, reason) for
+            every named recipient: ``processed``, ``received``, ``rejected`` or ``missing``; a
+            ``missing`` one whose ACKs were refused says why in its reason.
+        refused: recipient -> why its ACKs did not count (revoked or expired certificate, wrong
+            CA, other content), for recipients of :attr:`missing` that did answer.
+    """
+
+    def __init__(
+        self,
+        msg_id: str,
+        topic: str,
+        acked: Mapping[str, float],
+        missing: Sequence[str],
+        rejected: Mapping[str, str] | None = None,
+        answers: Mapping[str, Any] | None = None,
+        refused: Mapping[str, str] | None = None,
+    ) -> None:
+        self.msg_id = msg_id
+        self.topic = topic
+        self.acked = dict(acked)
+        self.missing = tuple(missing)
+        self.rejected = dict(rejected or {})
+        self.answers = dict(answers or {})
+        self.refused = {k: v for k, v in (refused or {}).items() if k not in self.rejected}
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:  # pragma: no cover - each subclass says it its way
+        return f"{self.msg_id} on {self.topic} not delivered"
+
+    def _details(self, rejections: bool = True) -> str:
+        got = ", ".join(sorted(self.acked)) or "none"
+        refused = "".join(
+            f"; rejected by {who}: {why or 'no reason given'}"
+            for who, why in sorted(self.rejected.items()) if rejections
+        )
+        refused += "".join(
+            f"; ACKs from {who} refused: {why}" for who, why in sorted(self.refused.items())
+        )
+        return f"(acknowledged by: {got}{refused})"
+
+
+class Timeout(NotDelivered):
     """Not every required recipient acknowledged within ``ack_timeout`` seconds.
 
     The message may still have reached the recipients in :attr:`missing` (their ACK may be what
@@ -53,14 +108,8 @@ class Timeout(GilmsgError):
     a retry is a new message (new ``msg_id``), so a recipient that did get the first one will
     deliver both to its application.
 
-    Attributes:
-        msg_id: the id of the message that was published (and re-sent).
-        topic: its full topic.
-        acked: recipient Common Name -> seconds after the call when its ACK arrived.
-        missing: recipients that did not acknowledge, in the order they were named.
-        ack_timeout: the timeout that elapsed, in seconds.
-        rejected: recipient -> reason, for those of :attr:`missing` that answered with a
-            ``rejected`` ACK (they got the message and refused it).
+    Attributes: those of :class:`NotDelivered`, and ``ack_timeout``: the timeout that elapsed,
+    in seconds.
     """
 
     def __init__(
@@ -71,25 +120,43 @@ class Timeout(GilmsgError):
         missing: Sequence[str],
         ack_timeout: float,
         rejected: Mapping[str, str] | None = None,
+        answers: Mapping[str, Any] | None = None,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
-        self.msg_id = msg_id
-        self.topic = topic
-        self.acked = dict(acked)
-        self.missing = tuple(missing)
         self.ack_timeout = ack_timeout
-        self.rejected = dict(rejected or {})
-        got = ", ".join(sorted(self.acked)) or "none"
-        refused = "".join(
-            f"; rejected by {who}: {why or 'no reason given'}"
-            for who, why in sorted(self.rejected.items())
-        )
-        super().__init__(
-            f"no ACK within {ack_timeout:g}s from {', '.join(self.missing)} "
-            f"for {msg_id} on {topic} (acknowledged by: {got}{refused})"
-        )
+        super().__init__(msg_id, topic, acked, missing, rejected, answers, refused)
+
+    def _describe(self) -> str:
+        return (f"no ACK within {self.ack_timeout:g}s from {', '.join(self.missing)} "
+                f"for {self.msg_id} on {self.topic} {self._details()}")
 
     def __reduce__(self):  # keep it picklable despite the custom __init__
         return (
             type(self),
-            (self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout, self.rejected),
+            (self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout, self.rejected,
+             self.answers, self.refused),
+        )
+
+
+class Rejected(NotDelivered):
+    """A required recipient answered with a signed ``rejected`` ACK: it got the message and
+    could not process it. Raised as soon as that ACK arrives, without waiting for the others.
+
+    What to do: read :attr:`rejected` (recipient -> the reason it gave, for example the
+    exception its consumer raised); retrying the same message is likely to fail the same way.
+
+    Attributes: those of :class:`NotDelivered`.
+    """
+
+    def _describe(self) -> str:
+        who = "; ".join(f"{who}: {why or 'no reason given'}"
+                        for who, why in sorted(self.rejected.items()))
+        return (f"{self.msg_id} on {self.topic} rejected by {who} "
+                f"{self._details(rejections=False)}")
+
+    def __reduce__(self):
+        return (
+            type(self),
+            (self.msg_id, self.topic, self.acked, self.missing, self.rejected, self.answers,
+             self.refused),
         )

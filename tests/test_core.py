@@ -10,6 +10,8 @@ import pytest
 from gilmsg import message
 from gilmsg.core.delivery import (
     AckReceived,
+    AcksReceived,
+    Answer,
     Backoff,
     Cancelled,
     Delivery,
@@ -28,7 +30,7 @@ from gilmsg.core.delivery import (
 )
 from gilmsg.core.receiving import receive
 from gilmsg.core.subscriptions import Subscriptions
-from gilmsg.errors import CertificateError, InvalidInput, Timeout
+from gilmsg.errors import CertificateError, InvalidInput, NotDelivered, Rejected, Timeout
 from gilmsg.message import Ack
 
 ENVELOPE = message.new_envelope(
@@ -430,7 +432,6 @@ def test_machine_resolves_with_a_report_once_every_recipient_acknowledged():
     (None, ack_for(), Outcome.FORGED_SIGNATURE),
     ("r3", ack_for(), Outcome.NOT_A_RECIPIENT),
     ("r1", ack_for(ack_digest="0" * 64), Outcome.WRONG_DIGEST),
-    ("r1", ack_for(status="rejected", reason="full"), Outcome.REJECTED),
 ])
 def test_machine_warns_about_acks_that_do_not_count_and_keeps_waiting(signer, ack, outcome):
     machine, d = started_machine(["r1"])
@@ -447,15 +448,17 @@ def test_machine_ignores_acks_for_messages_nobody_waits_for_silently():
 def test_machine_expires_at_the_deadline_with_a_timeout_naming_who_answered():
     machine, d = started_machine(["r1", "r2", "r3"], timeout=1.0)
     machine.handle(AckReceived(ack_for(), "r1", 100.2))
-    machine.handle(AckReceived(ack_for(status="rejected", reason="quota"), "r3", 100.3))
+    machine.handle(AckReceived(ack_for(), "r3", 100.3, ))
     assert [a for a in machine.handle(Tick(100.999)) if isinstance(a, Resolve)] == []
     [resolve] = machine.handle(Tick(101.0))
     err = resolve.result
     assert isinstance(err, Timeout) and resolve.delivery is d and d.state is State.EXPIRED
-    assert (err.acked, err.missing, err.rejected) == ({"r1": pytest.approx(0.2)}, ("r2", "r3"),
-                                                      {"r3": "quota"})
+    assert (err.acked, err.missing, err.rejected) == (
+        {"r1": pytest.approx(0.2), "r3": pytest.approx(0.3)}, ("r2",), {})
     assert err.ack_timeout == 1.0 and len(machine) == 0
-    assert [d.recipient_state(r) for r in ("r1", "r2", "r3")] == ["acked", "expired", "rejected"]
+    assert [d.recipient_state(r) for r in ("r1", "r2", "r3")] == ["acked", "expired", "acked"]
+    assert err.answers["r2"] == Answer("missing", None, None)
+    assert err.answers["r1"] == Answer("received", pytest.approx(0.2), None)
 
 
 def test_machine_a_genuine_ack_after_the_deadline_is_late_and_ends_the_delivery():

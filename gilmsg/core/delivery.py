@@ -12,18 +12,20 @@ here and tested without sockets or sleeps. :class:`gilmsg.link.Link` drives it.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from gilmsg.core.wire import Ack
-from gilmsg.errors import GilmsgError, Timeout
+from gilmsg.core.wire import Ack, bound_reason, satisfies
+from gilmsg.errors import GilmsgError, Rejected, Timeout
 
 __all__ = [
-    "SUSPICIOUS", "AckReceived", "Action", "Backoff", "Cancelled", "Delivery", "Event",
-    "IgnoredAck", "Ledger", "Machine", "Outcome", "Report", "Resolve", "Seen", "Send", "Sent",
-    "State", "SubscriberJoined", "Tick",
+    "SUSPICIOUS", "AckReceived", "AcksReceived", "Action", "Answer", "Backoff", "Cancelled",
+    "Delivery", "Event", "IgnoredAck", "Ledger", "Machine", "Outcome", "Report", "Resolve",
+    "Seen", "Send", "Sent", "State", "SubscriberJoined", "Tick",
 ]
 
 
@@ -38,11 +40,13 @@ class Outcome(enum.Enum):
     WRONG_DIGEST = "wrong digest"  #: names this msg_id but acknowledges other content
     REJECTED = "rejected"  #: the recipient got the message and refused it
     LATE = "late"  #: genuine, but after the deadline: the publish has already failed
+    RECEIVED = "received"  #: ``processed`` is required; this one says it arrived (noted)
+    BAD_BATCH = "bad batch"  #: valid entry of a batch that has a bad one: none counts
 
 
 #: Outcomes worth a WARNING: someone sent an ACK that looks like an attack or a mistake.
 SUSPICIOUS = frozenset({Outcome.FORGED_SIGNATURE, Outcome.NOT_A_RECIPIENT,
-                        Outcome.WRONG_DIGEST, Outcome.REJECTED})
+                        Outcome.WRONG_DIGEST, Outcome.BAD_BATCH})
 
 
 class State(enum.Enum):
@@ -53,6 +57,21 @@ class State(enum.Enum):
     EXPIRED = "expired"  #: ``ack_timeout`` passed first: resolved with Timeout
     CANCELLED = "cancelled"  #: the caller gave up (Ctrl-C): no result
     FAILED = "failed"  #: the adapter could not go on (CA unusable, link closed)
+    REJECTED = "rejected"  #: a recipient answered ``rejected``: resolved with Rejected at once
+
+
+class Answer(NamedTuple):
+    """What one recipient answered: its ``status``, when, and why.
+
+    ``status`` is ``processed``, ``received``, ``rejected`` or ``missing`` (no ACK that
+    counts). ``at``: seconds after the call when that answer arrived (None for missing).
+    ``reason``: the rejection's reason; for a missing recipient whose ACKs were refused, why
+    (revoked or expired certificate, other CA, other content); else None.
+    """
+
+    status: str
+    at: float | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,16 @@ class Delivery:
     sends: int = 0
     next_send: float = 0.0
     state: State = State.PENDING
+    #: ``"received"`` or ``"processed"``: which ACK status counts (``processed`` always does).
+    require: str = "received"
+    #: recipient -> seconds after ``started`` of its first ``received`` ACK (or later status).
+    heard: dict[str, float] = field(default_factory=dict)
+    #: recipient -> why the first ACK bearing its name did not count (once per recipient).
+    refused: dict[str, str] = field(default_factory=dict)
+    #: recipient -> seconds after ``started`` of its ``rejected`` ACK.
+    rejected_at: dict[str, float] = field(default_factory=dict)
+    #: recipient -> the status of its ACK that counted (``received`` or ``processed``).
+    statuses: dict[str, str] = field(default_factory=dict)
     _delays: Iterator[float] | None = field(default=None, repr=False)
 
     @property
@@ -114,9 +143,17 @@ class Delivery:
         self.sends += 1
         self.next_send = now + next(self._delays)
 
+    @property
+    def silent(self) -> tuple[str, ...]:
+        """Recipients that have not answered at all (no ``received``, ``processed`` or
+        ``rejected`` ACK): the only ones a re-send is for."""
+        return tuple(r for r in self.recipients
+                     if r not in self.acks and r not in self.heard and r not in self.rejected)
+
     def resend_due(self, now: float) -> bool:
-        """Should the message go out again at ``now``?"""
-        return not self.done and not self.expired(now) and now >= self.next_send
+        """Should the message go out again at ``now``? Not once every recipient answered."""
+        return (not self.done and not self.expired(now) and now >= self.next_send
+                and bool(self.silent))
 
     def recipient_state(self, recipient: str) -> str:
         """``"acked"``, ``"rejected"``, ``"expired"`` (no answer in time) or ``"pending"``."""
@@ -126,20 +163,41 @@ class Delivery:
             return "rejected"
         return "expired" if self.state is State.EXPIRED else "pending"
 
-    def result(self) -> Report | Timeout:
-        """The :class:`Report` if every recipient acknowledged, else the :class:`Timeout`."""
+    def answers(self) -> dict[str, Answer]:
+        """Every named recipient's :class:`Answer` so far, in the order they were named."""
+        out: dict[str, Answer] = {}
+        for who in self.recipients:
+            if who in self.rejected:
+                out[who] = Answer("rejected", self.rejected_at.get(who), self.rejected[who])
+            elif who in self.acks:
+                out[who] = Answer(self.statuses.get(who, "received"), self.acks[who])
+            elif who in self.heard:
+                out[who] = Answer("received", self.heard[who])
+            else:
+                out[who] = Answer("missing", None, self.refused.get(who))
+        return out
+
+    def result(self) -> Report | Timeout | Rejected:
+        """The :class:`Report` if every recipient acknowledged, :class:`Rejected` if one
+        rejected it, else the :class:`Timeout`."""
         missing = self.missing
         if not missing:
-            return Report(self.msg_id, self.topic, dict(self.acks), self.sends)
+            return Report(self.msg_id, self.topic, dict(self.acks), self.sends, self.answers(),
+                          self.require)
         rejected = {who: why for who, why in self.rejected.items() if who in missing}
+        refused = {who: why for who, why in self.refused.items() if who in missing}
+        if rejected:
+            return Rejected(self.msg_id, self.topic, self.acks, missing, rejected,
+                            self.answers(), refused)
         return Timeout(self.msg_id, self.topic, self.acks, missing,
-                       self.deadline - self.started, rejected)
+                       self.deadline - self.started, rejected, self.answers(), refused)
 
-    def on_ack(self, signer: str | None, ack: Ack, now: float) -> Outcome:
-        """Count an ACK whose signature was checked: ``signer`` is None when it did not validate.
+    def judge(self, signer: str | None, ack: Ack, now: float) -> Outcome:
+        """What an ACK whose signature was checked would mean, without recording it.
 
-        Only a validly signed ACK from a named recipient, for this msg_id and this digest,
-        arriving before the deadline, counts; this is where false positives are ruled out.
+        ``signer`` is None when the signature did not validate. Only a validly signed ACK
+        from a named recipient, for this msg_id and this digest, arriving before the deadline,
+        can count; this is where false positives are ruled out.
         """
         if signer is None:
             return Outcome.FORGED_SIGNATURE
@@ -149,15 +207,49 @@ class Delivery:
             return Outcome.NOT_A_RECIPIENT
         if ack.digest != self.digest:
             return Outcome.WRONG_DIGEST
-        if signer in self.acks:
-            return Outcome.REPEAT
+        if signer in self.acks or signer in self.rejected:
+            return Outcome.REPEAT  # its answer is final, whatever a later ACK says
         if self.expired(now):
             return Outcome.LATE
         if ack.status == "rejected":
-            self.rejected[signer] = ack.reason or ""
             return Outcome.REJECTED
-        self.acks[signer] = now - self.started
-        return Outcome.ACCEPTED
+        if satisfies(ack.status, self.require):
+            return Outcome.ACCEPTED
+        return Outcome.REPEAT if signer in self.heard else Outcome.RECEIVED
+
+    def on_ack(self, signer: str | None, ack: Ack, now: float, claimed: str | None = None,
+               refusal: str | None = None) -> Outcome:
+        """Judge an ACK (see :meth:`judge`) and record what it says.
+
+        ``claimed`` and ``refusal``: for an ACK whose signature did not validate, the CN its
+        certificate names (unproven) and why it failed; kept once per named recipient, so
+        that a :class:`Timeout` can say why an answer from it did not count.
+        """
+        outcome = self.judge(signer, ack, now)
+        if outcome is Outcome.FORGED_SIGNATURE:
+            if ack.msg_id == self.msg_id and claimed in self.recipients:
+                self.refused.setdefault(claimed, refusal or "signature did not validate")
+        elif outcome is Outcome.WRONG_DIGEST:
+            self.refused.setdefault(signer, "its ACK acknowledges other content "  # type: ignore
+                                            "(digest mismatch)")
+        else:
+            self.record(signer, ack, now, outcome)
+        return outcome
+
+    def record(self, signer: str | None, ack: Ack, now: float, outcome: Outcome) -> None:
+        """Record an ACK judged ``outcome`` (by :meth:`judge`)."""
+        if signer is None:
+            return
+        at = now - self.started
+        if outcome is Outcome.REJECTED:
+            self.rejected[signer] = bound_reason(ack.reason or "")
+            self.rejected_at[signer] = at
+        elif outcome is Outcome.ACCEPTED:
+            self.acks[signer] = at
+            self.heard.setdefault(signer, at)
+            self.statuses[signer] = ack.status
+        elif outcome is Outcome.RECEIVED:
+            self.heard[signer] = at
 
 
 class Ledger:
@@ -185,7 +277,7 @@ class Ledger:
         return self._pending.get(msg_id)
 
     def on_ack(self, signer: str | None, ack: Ack, now: float) -> tuple[Delivery | None, Outcome]:
-        """Route a checked ACK to its delivery."""
+        """Route a checked ACK to its delivery (see :meth:`Delivery.on_ack`)."""
         delivery = self._pending.get(ack.msg_id)
         if delivery is None:
             return None, Outcome.UNKNOWN_MESSAGE
@@ -243,14 +335,19 @@ class Report:
     Attributes:
         msg_id: the id every recipient acknowledged.
         topic: the full topic the message went out on.
-        acks: recipient Common Name -> seconds after the call when its ACK arrived.
+        acks: recipient Common Name -> seconds after the call when its ACK (at the required
+            level) arrived.
         sends: how many times the message was sent (1 + redeliveries).
+        answers: recipient -> :class:`Answer` (status ``received`` or ``processed``, time).
+        require: the ACK status the publish required (``received`` or ``processed``).
     """
 
     msg_id: str
     topic: str
     acks: Mapping[str, float]
     sends: int
+    answers: Mapping[str, Answer] = field(default_factory=dict, compare=False)
+    require: str = field(default="received", compare=False)
 
     @property
     def elapsed(self) -> float:
@@ -271,11 +368,31 @@ class Sent(NamedTuple):
 
 
 class AckReceived(NamedTuple):
-    """An ACK arrived at ``at``; ``signer`` is the CN of a valid signature, None if it failed."""
+    """An ACK arrived at ``at``; ``signer`` is the CN of a valid signature, None if it failed.
+
+    When it failed, ``claimed`` is the CN its certificate names (unproven) and ``refusal`` why
+    it failed: kept only to explain a later :class:`~gilmsg.errors.Timeout`.
+    """
 
     ack: Ack
     signer: str | None
     at: float
+    claimed: str | None = None
+    refusal: str | None = None
+
+
+class AcksReceived(NamedTuple):
+    """A batched ACK arrived: several entries under one signature (see :class:`AckReceived`).
+
+    Entries for msg_ids nobody here waits for belong to other publishers and are skipped. If
+    any other entry would not count (other signer, other content), none of them counts.
+    """
+
+    acks: Sequence[Ack]
+    signer: str | None
+    at: float
+    claimed: str | None = None
+    refusal: str | None = None
 
 
 class SubscriberJoined(NamedTuple):
@@ -298,7 +415,7 @@ class Cancelled(NamedTuple):
     error: GilmsgError | None = None
 
 
-Event = Sent | AckReceived | SubscriberJoined | Tick | Cancelled
+Event = Sent | AckReceived | AcksReceived | SubscriberJoined | Tick | Cancelled
 
 # ... actions out.
 
@@ -331,15 +448,26 @@ class IgnoredAck(NamedTuple):
 Action = Send | Resolve | IgnoredAck
 
 
+#: Outcomes of a batch entry that void the whole batch.
+_VOIDS_BATCH = frozenset({Outcome.FORGED_SIGNATURE, Outcome.NOT_A_RECIPIENT,
+                          Outcome.WRONG_DIGEST})
+
+
 class Machine:
     """Every delivery one publishing identity waits on, driven by :meth:`handle`.
 
-    Not thread-safe: the adapter serialises calls (and reads of the deliveries it hands in).
+    Re-sends and deadlines sit in two heaps (lazily pruned), so the cost of an event does not
+    grow with the number of deliveries in flight; only :class:`SubscriberJoined` visits them
+    all. Not thread-safe: the adapter serialises calls (and reads of the deliveries it hands
+    in).
     """
 
     def __init__(self) -> None:
         self._ledger = Ledger()
         self._frames: dict[str, Sequence[bytes]] = {}
+        self._seq = itertools.count()
+        self._resends: list[tuple[float, int, Delivery]] = []
+        self._deadlines: list[tuple[float, int, Delivery]] = []
 
     def __len__(self) -> int:
         return len(self._ledger)
@@ -353,28 +481,65 @@ class Machine:
 
     def next_wakeup(self, now: float) -> float | None:
         """When to feed the next :class:`Tick` at the latest (None: only events matter)."""
-        return self._ledger.next_wakeup(now)
+        self._prune(now)
+        times = [heap[0][0] for heap in (self._resends, self._deadlines) if heap]
+        return min(times) if times else None
+
+    def _live(self, delivery: Delivery) -> bool:
+        return delivery.state is State.PENDING and self._ledger.get(delivery.msg_id) is delivery
+
+    def _prune(self, now: float) -> None:
+        while self._resends and not self._resend_entry_live(self._resends[0], now):
+            heapq.heappop(self._resends)
+        while self._deadlines and not self._live(self._deadlines[0][2]):
+            heapq.heappop(self._deadlines)
+        if len(self._resends) > 4 * len(self._ledger) + 64:  # stale entries: rebuild
+            self._resends = [e for e in self._resends if self._resend_entry_live(e, now)]
+            heapq.heapify(self._resends)
+
+    def _resend_entry_live(self, entry: tuple[float, int, Delivery], now: float) -> bool:
+        when, _seq, delivery = entry
+        return (self._live(delivery) and when == delivery.next_send
+                and bool(delivery.silent) and not delivery.expired(now))
+
+    def _sent(self, delivery: Delivery, at: float) -> None:
+        delivery.sent(at)
+        heapq.heappush(self._resends, (delivery.next_send, next(self._seq), delivery))
 
     def handle(self, event: Event) -> list[Action]:
         """Apply one event; returns what the adapter must do, in order."""
         actions: list[Action] = []
         if isinstance(event, Sent):
             delivery = event.delivery
-            delivery.sent(event.at)
             self._ledger.add(delivery)
             self._frames[delivery.msg_id] = event.frames
+            self._sent(delivery, event.at)
+            heapq.heappush(self._deadlines, (delivery.deadline, next(self._seq), delivery))
         elif isinstance(event, AckReceived):
-            delivery, outcome = self._ledger.on_ack(event.signer, event.ack, event.at)
-            if outcome in SUSPICIOUS:
-                actions.append(IgnoredAck(event.ack, event.signer, outcome))
-            if delivery is not None and delivery.done:
-                actions.append(self._finish(delivery, State.ACKED, delivery.result()))
-        elif isinstance(event, SubscriberJoined | Tick):
-            joined = isinstance(event, SubscriberJoined)
+            delivery = self._ledger.get(event.ack.msg_id)
+            if delivery is not None:
+                outcome = delivery.on_ack(event.signer, event.ack, event.at, event.claimed,
+                                          event.refusal)
+                if outcome in SUSPICIOUS:
+                    actions.append(IgnoredAck(event.ack, event.signer, outcome))
+                self._settle(delivery, actions)
+        elif isinstance(event, AcksReceived):
+            self._batch(event, actions)
+        elif isinstance(event, Tick):
+            due: dict[str, Delivery] = {}
+            while self._resends and self._resends[0][0] <= event.at:
+                entry = heapq.heappop(self._resends)
+                if self._resend_entry_live(entry, event.at):
+                    due.setdefault(entry[2].msg_id, entry[2])
+            for delivery in due.values():
+                if delivery.resend_due(event.at):
+                    self._sent(delivery, event.at)
+                    actions.append(Send(delivery.msg_id, self._frames[delivery.msg_id]))
+        elif isinstance(event, SubscriberJoined):
             for delivery in self._ledger:
-                if delivery.resend_due(event.at) or (
-                        joined and not delivery.done and not delivery.expired(event.at)):
-                    delivery.sent(event.at)
+                if (not delivery.done and not delivery.expired(event.at)
+                        and delivery.silent):
+                    self._sent(delivery, event.at)
                     actions.append(Send(delivery.msg_id, self._frames[delivery.msg_id]))
         elif isinstance(event, Cancelled):
             delivery = self._ledger.get(event.msg_id)
@@ -383,11 +548,41 @@ class Machine:
                 actions.append(self._finish(delivery, state, event.error))
         else:
             raise TypeError(f"not a delivery event: {event!r}")
-        if not isinstance(event, Cancelled):
-            for delivery in self._ledger:  # the one place where a deadline is checked
-                if delivery.expired(event.at) and not delivery.done:
+        if not isinstance(event, Cancelled):  # the one place where a deadline is checked
+            while self._deadlines and self._deadlines[0][0] <= event.at:
+                delivery = heapq.heappop(self._deadlines)[2]
+                if self._live(delivery) and not delivery.done:
                     actions.append(self._finish(delivery, State.EXPIRED, delivery.result()))
         return actions
+
+    def _batch(self, event: AcksReceived, actions: list[Action]) -> None:
+        judged = []
+        for ack in event.acks:
+            delivery = self._ledger.get(ack.msg_id)
+            if delivery is not None:  # other entries are for other publishers
+                judged.append((delivery, ack, delivery.judge(event.signer, ack, event.at)))
+        void = [entry for entry in judged if entry[2] in _VOIDS_BATCH]
+        if void:
+            for delivery, ack, outcome in void:  # notes why each named recipient failed
+                delivery.on_ack(event.signer, ack, event.at, event.claimed, event.refusal)
+                actions.append(IgnoredAck(ack, event.signer, outcome))
+            for _delivery, ack, outcome in judged:
+                if outcome not in _VOIDS_BATCH:
+                    actions.append(IgnoredAck(ack, event.signer, Outcome.BAD_BATCH))
+            return
+        for delivery, ack, outcome in judged:
+            if delivery.state is State.PENDING:
+                delivery.record(event.signer, ack, event.at, outcome)
+                self._settle(delivery, actions)
+
+    def _settle(self, delivery: Delivery, actions: list[Action]) -> None:
+        """End ``delivery`` if what it recorded decides it: all acknowledged, or a rejection."""
+        if delivery.state is not State.PENDING:
+            return
+        if delivery.done:
+            actions.append(self._finish(delivery, State.ACKED, delivery.result()))
+        elif any(r in delivery.rejected for r in delivery.recipients):
+            actions.append(self._finish(delivery, State.REJECTED, delivery.result()))
 
     def _finish(self, delivery: Delivery, state: State,
                 result: Report | GilmsgError | None) -> Resolve:

@@ -21,20 +21,37 @@ from gilmsg.errors import InvalidInput
 
 __all__ = [
     "ACK_STATUSES", "CREDENTIAL_FIELDS", "MAX_ACK_TIMEOUT", "MAX_FRAME_BYTES",
-    "PROTOCOL_VERSION", "RECIPIENTS_FIELD", "VERSION_FIELD", "Ack", "ack_body",
-    "canonical_bytes", "check_recipients", "check_timeout", "decode", "digest", "dumps",
-    "encode", "is_gilmsg", "new_envelope", "parse_ack", "recipients_of", "to_json_value",
+    "BATCH_FIELD", "BATCH_VERSION", "MAX_BATCH", "MAX_REASON_CHARS", "PROTOCOL_VERSION",
+    "RECIPIENTS_FIELD", "REQUIRE_LEVELS", "VERSION_FIELD", "Ack", "ack_body", "batch_body",
+    "bound_reason", "canonical_bytes", "check_recipients", "check_require", "check_timeout",
+    "decode", "digest", "dumps", "encode", "is_gilmsg", "new_envelope", "parse_ack",
+    "parse_acks", "recipients_of", "satisfies", "speaks_batches", "to_json_value",
     "wants_ack_from",
 ]
 
 #: Written by this version of gilmsg; 0.1.2 did not write a number receivers rely on.
-PROTOCOL_VERSION = 2
+#: 3: the publisher accepts batched ACKs (and counts ``processed``/``rejected``).
+PROTOCOL_VERSION = 3
+
+#: The first protocol version whose publishers accept batched ACKs.
+BATCH_VERSION = 3
 VERSION_FIELD = "gilmsg_version"
 RECIPIENTS_FIELD = "gilmsg_recipients"
 CREDENTIAL_FIELDS = ("signature", "certificate")
 
-#: ACK statuses. Only "received" is sent today; receivers accept the others for later use.
+#: ACK statuses: "received" on receipt (the default), "processed" once the application
+#: handled the message, "rejected" (with a reason) when it failed to.
 ACK_STATUSES = ("received", "processed", "rejected")
+
+#: What a publisher may require of each recipient: ``publish(..., require=...)``.
+REQUIRE_LEVELS = ("received", "processed")
+
+#: A rejection reason longer than this is cut (with an ellipsis) before it is signed.
+MAX_REASON_CHARS = 500
+
+#: The key of a batched ACK body, and the most entries one batch carries.
+BATCH_FIELD = "acks"
+MAX_BATCH = 64
 
 #: Frames larger than this are dropped unread by receivers (a message is a few KiB).
 MAX_FRAME_BYTES = 1 << 20
@@ -127,6 +144,50 @@ def check_timeout(ack_timeout: Any) -> float:
         raise InvalidInput(f"ack_timeout must be at most {MAX_ACK_TIMEOUT:g} seconds, "
                            f"got {ack_timeout!r}")
     return value
+
+
+def check_require(require: Any) -> str:
+    """``require`` as one of :data:`REQUIRE_LEVELS`, or :class:`InvalidInput`."""
+    if not isinstance(require, str) or require not in REQUIRE_LEVELS:
+        raise InvalidInput(f"require must be one of {', '.join(REQUIRE_LEVELS)}, got {require!r}")
+    return require
+
+
+def satisfies(status: str, require: str) -> bool:
+    """Does an ACK with ``status`` give what a publisher requiring ``require`` waits for?
+
+    ``processed`` satisfies both levels; ``received`` only ``received``; ``rejected`` neither.
+    """
+    return status == "processed" or (status == "received" and require == "received")
+
+
+def bound_reason(reason: Any) -> str:
+    """A rejection reason as short printable text: what an ACK may carry.
+
+    Anything is accepted (bytes are decoded with escapes, other objects through ``str``, and
+    if even that fails the type name is used); control characters become spaces; the result
+    is at most :data:`MAX_REASON_CHARS` characters.
+    """
+    if isinstance(reason, (bytes, bytearray)):
+        text = bytes(reason).decode("utf-8", "backslashreplace")
+    elif isinstance(reason, str):
+        text = reason
+    else:
+        try:
+            text = str(reason)
+        except Exception:  # a broken __str__ must not stop the rejection
+            text = f"<unprintable {type(reason).__name__}>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if len(text) > MAX_REASON_CHARS:
+        text = text[:MAX_REASON_CHARS - 1] + "\u2026"
+    return text
+
+
+def speaks_batches(envelope: Mapping[str, Any]) -> bool:
+    """Does the publisher of this message accept batched ACKs (protocol version 3 or later)?"""
+    version = envelope.get(VERSION_FIELD)
+    return type(version) is int and version >= BATCH_VERSION
 
 
 def new_envelope(
@@ -228,17 +289,55 @@ def ack_body(
         "status": status,
     }
     if reason is not None:
-        body["reason"] = reason
+        body["reason"] = bound_reason(reason)
     return body
 
 
+def batch_body(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``msg`` of one batched ACK: several :func:`ack_body` entries under one signature.
+
+    Raises:
+        InvalidInput: no entries, more than :data:`MAX_BATCH`, or one msg_id twice.
+    """
+    if not entries or len(entries) > MAX_BATCH:
+        raise InvalidInput(f"a batched ACK carries 1 to {MAX_BATCH} entries, got {len(entries)}")
+    if len({e["ack_msg_id"] for e in entries}) != len(entries):
+        raise InvalidInput("a batched ACK names each msg_id once")
+    return {BATCH_FIELD: [dict(e) for e in entries]}
+
+
 def parse_ack(envelope: Mapping[str, Any]) -> Ack | None:
-    """The :class:`Ack` an envelope carries, or None when it is not a well-formed ACK.
+    """The :class:`Ack` an envelope carries, or None when it is not a well-formed single ACK.
 
     A body without ``ack_digest`` (0.1.2) parses with ``digest=None``; the publisher's
     bookkeeping decides whether to accept it.
     """
+    return _entry(envelope.get("msg"))
+
+
+def parse_acks(envelope: Mapping[str, Any]) -> tuple[Ack, ...] | None:
+    """Every :class:`Ack` an envelope carries: one for a single ACK, all of a batch.
+
+    None when it is not an ACK, or for a batch with any bad entry (malformed, without a
+    digest, a msg_id twice, more than :data:`MAX_BATCH` entries): one bad entry invalidates
+    the whole batch.
+    """
     body = envelope.get("msg")
+    if isinstance(body, Mapping) and BATCH_FIELD in body:
+        entries = body[BATCH_FIELD]
+        if not isinstance(entries, list) or not 0 < len(entries) <= MAX_BATCH:
+            return None
+        acks = tuple(_entry(e) for e in entries)
+        if any(a is None or a.digest is None for a in acks):
+            return None
+        if len({a.msg_id for a in acks}) != len(acks):  # type: ignore[union-attr]
+            return None
+        return acks  # type: ignore[return-value]
+    single = _entry(body)
+    return None if single is None else (single,)
+
+
+def _entry(body: Any) -> Ack | None:
     if not isinstance(body, Mapping):
         return None
     msg_id = body.get("ack_msg_id")
