@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import pickle
 
 import pytest
 
@@ -552,3 +553,228 @@ def test_subscriptions_remember_a_bounded_number_of_prefix_bytes():
     subs.notice(b"\x00" + b"a" * 8)
     subs.notice(b"\x01" + b"b" * 8)
     assert subs.covers("b" * 8)
+
+
+# -- processed / rejected ACKs, require levels, batches (issue 10) -----------------------------
+
+def processing_machine(recipients=("r1", "r2"), timeout=5.0):
+    machine = Machine()
+    d = delivery(recipients, timeout=timeout)
+    d.require = "processed"
+    machine.handle(Sent(d, FRAMES, 100.0))
+    return machine, d
+
+
+@pytest.mark.parametrize("value", ["done", "", None, 1, "Received"])
+def test_an_unknown_require_level_is_refused(value):
+    with pytest.raises(InvalidInput, match="require must be one of received, processed"):
+        message.check_require(value)
+
+
+def test_require_levels_and_which_status_satisfies_them():
+    assert [message.check_require(v) for v in ("received", "processed")] == [
+        "received", "processed"]
+    assert message.satisfies("processed", "received") and message.satisfies("received",
+                                                                          "received")
+    assert not message.satisfies("received", "processed")
+    assert not any(message.satisfies("rejected", r) for r in message.REQUIRE_LEVELS)
+
+
+def test_received_does_not_settle_a_processed_requirement_but_is_noted():
+    machine, d = processing_machine(["r1"])
+    assert machine.handle(AckReceived(ack_for(), "r1", 100.1)) == []
+    assert d.state is State.PENDING and d.acks == {} and d.heard == {"r1": pytest.approx(0.1)}
+    [resolve] = machine.handle(AckReceived(ack_for(status="processed"), "r1", 100.4))
+    report = resolve.result
+    assert isinstance(report, Report) and report.require == "processed"
+    assert report.answers == {"r1": Answer("processed", pytest.approx(0.4), None)}
+
+
+def test_a_processed_ack_satisfies_the_received_requirement():
+    machine, d = started_machine(["r1"])
+    [resolve] = machine.handle(AckReceived(ack_for(status="processed"), "r1", 100.2))
+    assert resolve.result.answers["r1"].status == "processed"
+
+
+def test_a_rejection_resolves_at_once_with_rejected_naming_each_recipients_answer():
+    machine, d = processing_machine(["r1", "r2", "r3"])
+    machine.handle(AckReceived(ack_for(status="processed"), "r1", 100.1))
+    machine.handle(AckReceived(ack_for(), "r2", 100.2))
+    [resolve] = machine.handle(AckReceived(ack_for(status="rejected", reason="KeyError: 'x'"),
+                                           "r3", 100.3))
+    err = resolve.result
+    assert isinstance(err, Rejected) and isinstance(err, NotDelivered)
+    assert not isinstance(err, Timeout) and d.state is State.REJECTED and len(machine) == 0
+    assert err.rejected == {"r3": "KeyError: 'x'"} and err.missing == ("r2", "r3")
+    assert err.answers == {"r1": Answer("processed", pytest.approx(0.1)),
+                           "r2": Answer("received", pytest.approx(0.2)),
+                           "r3": Answer("rejected", pytest.approx(0.3), "KeyError: 'x'")}
+    assert "rejected by r3: KeyError: 'x'" in str(err)
+    assert pickle.loads(pickle.dumps(err)).answers == err.answers
+
+
+def test_a_recipients_first_final_answer_stands():
+    machine, d = started_machine(["r1", "r2"])
+    machine.handle(AckReceived(ack_for(), "r1", 100.1))
+    # r1 answered: a later rejection from it changes nothing
+    assert machine.handle(AckReceived(ack_for(status="rejected", reason="x"), "r1", 100.2)) == []
+    assert d.state is State.PENDING and d.rejected == {}
+
+
+def test_redelivery_stops_once_every_recipient_answered_whatever_the_answer():
+    machine, d = processing_machine(["r1", "r2"])
+    assert sends(machine.handle(Tick(100.02)))  # nobody answered yet: re-sent
+    machine.handle(AckReceived(ack_for(), "r1", 100.03))
+    assert sends(machine.handle(Tick(100.06)))  # r2 still silent
+    machine.handle(AckReceived(ack_for(), "r2", 100.07))  # received: both answered
+    assert all(sends(machine.handle(Tick(t))) == [] for t in (100.2, 101.0, 103.0))
+    assert sends(machine.handle(SubscriberJoined(103.1))) == []
+    assert machine.next_wakeup(103.1) == d.deadline  # only the deadline is left
+    [resolve] = machine.handle(Tick(105.0))
+    assert isinstance(resolve.result, Timeout)
+    assert [a.status for a in resolve.result.answers.values()] == ["received", "received"]
+
+
+def test_a_rejection_signed_by_another_certificate_does_not_count_nor_end_the_wait():
+    machine, d = started_machine(["r1"])
+    rejection = ack_for(status="rejected", reason="forged")
+    assert machine.handle(AckReceived(rejection, "r3", 100.1)) == [
+        IgnoredAck(rejection, "r3", Outcome.NOT_A_RECIPIENT)]
+    assert machine.handle(AckReceived(rejection, None, 100.2, "r1", "revoked")) == [
+        IgnoredAck(rejection, None, Outcome.FORGED_SIGNATURE)]
+    assert d.state is State.PENDING and d.rejected == {}
+
+
+@pytest.mark.parametrize("refusal", ["certificate revoked", "certificate expired",
+                                     "certificate not issued by the configured CA"])
+def test_a_timeout_says_once_why_a_missing_recipients_acks_were_refused(refusal):
+    machine, d = started_machine(["r1", "r2"], timeout=1.0)
+    for at in (100.1, 100.2, 100.3):
+        machine.handle(AckReceived(ack_for(), None, at, "r1", f"{refusal} ({at})"))
+    machine.handle(AckReceived(ack_for(), None, 100.4, "intruder", "wrong CA"))
+    [resolve] = machine.handle(Tick(101.0))
+    err = resolve.result
+    assert err.refused == {"r1": f"{refusal} (100.1)"}
+    assert err.answers["r1"] == Answer("missing", None, f"{refusal} (100.1)")
+    assert err.answers["r2"] == Answer("missing", None, None)
+    assert str(err).count("ACKs from r1 refused") == 1 and "intruder" not in str(err)
+
+
+def test_a_timeout_says_when_a_recipient_acknowledged_other_content():
+    machine, d = started_machine(["r1"], timeout=1.0)
+    machine.handle(AckReceived(ack_for(ack_digest="0" * 64), "r1", 100.1))
+    [resolve] = machine.handle(Tick(101.0))
+    assert "other content" in resolve.result.refused["r1"]
+
+
+def other_envelope(n):
+    return message.new_envelope("org.x.dev.mod.t", {"n": n}, n, recipients=["r1"],
+                                now=1_700_000_000.0, msg_id=f"2023-{n}", username="u")
+
+
+def batch_of(*envs, **changes):
+    body = message.batch_body([{**message.ack_body(e), **changes} for e in envs])
+    return message.parse_acks({"msg": body})
+
+
+def test_a_batch_acknowledges_each_of_its_messages_and_skips_foreign_msg_ids():
+    machine = Machine()
+    envs = [other_envelope(n) for n in range(3)]
+    ds = [delivery(["r1"], env=e) for e in envs]
+    for d in ds:
+        machine.handle(Sent(d, FRAMES, 100.0))
+    acks = batch_of(*envs, other_envelope(99))  # the last entry is another publisher's
+    actions = machine.handle(AcksReceived(acks, "r1", 100.2))
+    assert [a.delivery for a in actions if isinstance(a, Resolve)] == ds
+    assert all(isinstance(d.result(), Report) for d in ds) and len(machine) == 0
+
+
+@pytest.mark.parametrize("bad", ["signer", "digest"])
+def test_one_bad_entry_invalidates_the_whole_batch(bad):
+    machine = Machine()
+    good, other = other_envelope(1), delivery(["r2"], env=other_envelope(2))
+    d = delivery(["r1"], env=good)
+    machine.handle(Sent(d, FRAMES, 100.0))
+    if bad == "signer":  # an entry for a message r1 was not asked to acknowledge
+        machine.handle(Sent(other, FRAMES, 100.0))
+        acks = batch_of(good, other_envelope(2))
+    else:  # an entry bound to other content
+        acks = message.parse_acks({"msg": message.batch_body(
+            [message.ack_body(good), {**message.ack_body(other_envelope(2)),
+                                      "ack_digest": "0" * 64}])})
+        machine.handle(Sent(delivery(["r1"], env=other_envelope(2)), FRAMES, 100.0))
+    actions = machine.handle(AcksReceived(acks, "r1", 100.2))
+    assert not any(isinstance(a, Resolve) for a in actions)
+    assert {a.outcome for a in actions} >= {Outcome.BAD_BATCH}
+    assert d.acks == {} and d.state is State.PENDING
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda e: e + [e[0]],  # a duplicated entry
+    lambda e: e + [{"ack_msg_id": "2023-x"}],  # no digest
+    lambda e: e + [{**e[0], "ack_msg_id": "2023-y", "status": "done"}],  # unknown status
+    lambda e: e + [5],  # not an object
+    lambda e: [],  # empty
+    lambda e: e * (message.MAX_BATCH + 1),  # too many
+])
+def test_a_malformed_batch_parses_to_nothing(mangle):
+    entries = [message.ack_body(other_envelope(1))]
+    assert message.parse_acks({"msg": {"acks": mangle(entries)}}) is None
+
+
+def test_batch_body_refuses_duplicates_and_oversize():
+    entry = message.ack_body(ENVELOPE)
+    with pytest.raises(InvalidInput):
+        message.batch_body([entry, entry])
+    with pytest.raises(InvalidInput):
+        message.batch_body([])
+
+
+def test_single_acks_still_parse_through_parse_acks():
+    assert message.parse_acks({"msg": message.ack_body(ENVELOPE)}) == (ack_for(),)
+
+
+@pytest.mark.parametrize("reason,expected", [
+    ("x" * 10_000, "x" * (message.MAX_REASON_CHARS - 1) + "\u2026"),
+    (b"\xff\xfe bytes", "\\xff\\xfe bytes"),
+    ("line1\nline2\x00\tend", "line1 line2 end"),
+    ("lone \ud800 surrogate", "lone \\ud800 surrogate"),
+    (ValueError("boom"), "boom"),
+])
+def test_a_rejection_reason_is_bounded_printable_text(reason, expected):
+    assert message.bound_reason(reason) == expected
+    body = message.ack_body(ENVELOPE, "rejected", reason)
+    assert body["reason"] == expected and len(message.dumps(body)) < 4 * message.MAX_REASON_CHARS
+
+
+def test_a_reason_whose_str_raises_is_still_text():
+    class Bad:
+        def __str__(self):
+            raise RuntimeError
+
+    assert message.bound_reason(Bad()) == "<unprintable Bad>"
+
+
+def test_messages_say_their_publisher_takes_batches_old_ones_do_not():
+    assert message.speaks_batches(ENVELOPE)
+    assert not message.speaks_batches({**ENVELOPE, "gilmsg_version": 2})
+    assert not message.speaks_batches({**ENVELOPE, "gilmsg_version": "3"})
+
+
+def test_thousands_in_flight_cost_a_tick_only_what_is_due():
+    machine = Machine()
+    ds = []
+    for n in range(3000):
+        env = {**ENVELOPE, "msg_id": f"m{n}"}
+        d = Delivery(env["msg_id"], "d", env["topic"], ("r1",), 100.0, 105.0)
+        ds.append(d)
+        machine.handle(Sent(d, FRAMES, 100.0))
+    for d in ds[:2990]:
+        machine.handle(AckReceived(Ack(d.msg_id, "d", "received"), "r1", 100.01))
+    assert len(machine) == 10
+    assert len(sends(machine.handle(Tick(100.02)))) == 10
+    assert len(machine._resends) <= 4 * len(machine) + 64 + 3000  # pruned lazily
+    machine.next_wakeup(100.03)
+    assert len(machine._resends) <= 4 * len(machine) + 64
+    resolved = machine.handle(Tick(105.0))
+    assert len(resolved) == 10 and len(machine) == 0 and machine.next_wakeup(105.0) is None
