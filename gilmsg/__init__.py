@@ -10,10 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from gilmsg import config as gconfig
-from gilmsg.core.delivery import Report
-from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput, Timeout
-from gilmsg.publish import DEFAULT_ACK_TIMEOUT, publish
-from gilmsg.tail import tail_messages
+from gilmsg.core.delivery import Answer, Report
+from gilmsg.errors import (
+    CertificateError,
+    ConfigError,
+    GilmsgError,
+    InvalidInput,
+    NotDelivered,
+    Rejected,
+    Timeout,
+)
+from gilmsg.publish import DEFAULT_ACK_TIMEOUT, PendingDelivery, publish, publish_async
+from gilmsg.tail import Tail, tail_messages
 
 __version__ = "0.2.0"
 
@@ -45,19 +53,30 @@ def __getattr__(name: str) -> Any:
         from gilmsg.consumers import GilmsgConsumer
 
         return GilmsgConsumer
+    if name == "publish_deferred":  # Twisted: imported only when asked for
+        from gilmsg.deferred import publish_deferred
+
+        return publish_deferred
     raise AttributeError(f"module 'gilmsg' has no attribute {name!r}")
 
 
 __all__ = [
     "DEFAULT_ACK_TIMEOUT",
+    "Answer",
     "CertificateError",
     "ConfigError",
     "GilmsgConsumer",
     "GilmsgError",
     "InvalidInput",
+    "NotDelivered",
+    "PendingDelivery",
+    "Rejected",
     "Report",
+    "Tail",
     "Timeout",
     "init",
     "publish",
+    "publish_async",
+    "publish_deferred",
     "tail_messages",
 ]

@@ -11,6 +11,7 @@ drives, or what the protocol's rules are.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import queue
 import threading
@@ -24,6 +25,7 @@ from gilmsg import transport as gtransport
 from gilmsg.core import wire
 from gilmsg.core.delivery import (
     AckReceived,
+    AcksReceived,
     Action,
     Cancelled,
     Delivery,
@@ -169,10 +171,10 @@ class Link:
     def snapshot(self, delivery: Delivery) -> Delivery:
         """A copy of ``delivery`` taken under the link's lock (its fields change in the thread)."""
         with self._lock:
-            return Delivery(delivery.msg_id, delivery.digest, delivery.topic,
-                            delivery.recipients, delivery.started, delivery.deadline,
-                            delivery.backoff, dict(delivery.acks), dict(delivery.rejected),
-                            delivery.sends, delivery.next_send, delivery.state)
+            return dataclasses.replace(
+                delivery, acks=dict(delivery.acks), rejected=dict(delivery.rejected),
+                heard=dict(delivery.heard), refused=dict(delivery.refused),
+                rejected_at=dict(delivery.rejected_at), statuses=dict(delivery.statuses))
 
     @property
     def pending(self) -> int:
@@ -292,21 +294,28 @@ class Link:
         if decoded is None:
             return
         _topic, envelope = decoded
-        ack = wire.parse_ack(envelope)
-        if ack is None or envelope.get("topic") not in self._ack_topics:
+        acks = wire.parse_acks(envelope)
+        if acks is None or envelope.get("topic") not in self._ack_topics:
             return  # the frame topic is not signed; the envelope's is
         with self._lock:
-            entry = self._futures.get(ack.msg_id)
-            wanted = entry is not None and self._machine.wants(ack.msg_id)
-        if not wanted:  # not ours: no crypto spent on it
+            wanted = [a for a in acks
+                      if a.msg_id in self._futures and self._machine.wants(a.msg_id)]
+            entry = self._futures.get(wanted[0].msg_id) if wanted else None
+        if entry is None:  # not ours: no crypto spent on it
             return
         now = time.monotonic()
         try:
-            verdict = entry[1](envelope)  # type: ignore[index]
-        except GilmsgError as exc:  # CA or CRL unusable: the publish cannot succeed
-            self._feed(Cancelled(ack.msg_id, now, exc))
+            verdict = entry[1](envelope)
+        except GilmsgError as exc:  # CA or CRL unusable: the publishes cannot succeed
+            for ack in wanted:
+                self._feed(Cancelled(ack.msg_id, now, exc))
             return
-        self._feed(AckReceived(ack, verdict.signer if verdict.ok else None, now), verdict)
+        signer, claimed = (verdict.signer, None) if verdict.ok else (None, verdict.signer)
+        refusal = None if verdict.ok else verdict.reason
+        if len(acks) == 1 and not isinstance(envelope["msg"].get(wire.BATCH_FIELD), list):
+            self._feed(AckReceived(acks[0], signer, now, claimed, refusal), verdict)
+        else:
+            self._feed(AcksReceived(acks, signer, now, claimed, refusal), verdict)
 
 
 def _resolve(future: Future, result: Report | BaseException | None) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gilmsg import config as gconfig
 from gilmsg import groups
 from gilmsg.core import wire
-from gilmsg.core.delivery import Delivery, Report, State
+from gilmsg.core.delivery import Answer, Delivery, Report, State
 from gilmsg.errors import GilmsgError
 
 if TYPE_CHECKING:
@@ -99,6 +99,11 @@ class PendingDelivery:
         if self.recipients:
             self._link.cancel(self.msg_id)
 
+    def _cancelled_by_caller(self, future: Future) -> None:
+        # future.cancel() by the caller: the link must stop re-sending and forget it too.
+        if future.cancelled() and self._link.snapshot(self._delivery).state is State.PENDING:
+            self._link.cancel(self.msg_id)
+
     def _now(self) -> Delivery:
         if not self.recipients:
             return self._delivery
@@ -124,6 +129,12 @@ class PendingDelivery:
         """How many times the message was sent so far."""
         return self._now().sends
 
+    @property
+    def answers(self) -> dict[str, Answer]:
+        """Recipient -> its :class:`~gilmsg.core.delivery.Answer` so far (status, time,
+        reason)."""
+        return self._now().answers()
+
 
 def publish_async(
     topic: str | None = None,
@@ -132,24 +143,31 @@ def publish_async(
     recipients: Iterable[str] | str | None = None,
     ack_timeout: float = DEFAULT_ACK_TIMEOUT,
     pre_fire_hook: Callable[[dict], None] | None = None,
+    require: str = "received",
     **config: Any,
 ) -> PendingDelivery:
     """:func:`publish` without the wait: returns the :class:`PendingDelivery` once it is sent.
 
-    Its ``msg_id`` is known at once; ``result()`` waits as :func:`publish` does. Without
-    ``recipients`` the message is sent as :func:`publish` sends it and the handle's result is
-    None. Raises what :func:`publish` raises before anything is sent.
+    Its ``msg_id`` is known at once; ``result()`` waits as :func:`publish` does, and its
+    ``future`` (a :class:`concurrent.futures.Future`) resolves to the :class:`Report` or
+    fails with :class:`~gilmsg.Timeout` / :class:`~gilmsg.Rejected`. Any number may be in flight
+    at once: they share this process's one listener and one timer (the link's thread), and each
+    is forgotten when it resolves, so memory is bounded by the publishes of the last
+    ``ack_timeout`` seconds. Cancelling the future (or :meth:`PendingDelivery.cancel`) stops the
+    re-sending. Without ``recipients`` the message is sent as :func:`publish` sends it and the
+    handle's result is None. Raises what :func:`publish` raises before anything is sent.
     """
     return _start(time.monotonic(), topic, msg, modname or calling_module(), recipients,
-                  ack_timeout, pre_fire_hook, config)
+                  ack_timeout, pre_fire_hook, config, require)
 
 
 def _start(started: float, topic: str | None, msg: Any, modname: str,
            recipients: Iterable[str] | str | None, ack_timeout: float,
            pre_fire_hook: Callable[[dict], None] | None,
-           config: dict[str, Any]) -> PendingDelivery:
+           config: dict[str, Any], require: str = "received") -> PendingDelivery:
     from gilmsg.link import link_for
 
+    require = wire.check_require(require)
     cfg = gconfig.load(config)
     if recipients is not None:
         recipients = wire.check_recipients(groups.resolve(recipients, cfg))
@@ -188,8 +206,11 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
         recipients=recipients,
         started=started,
         deadline=started + ack_timeout,
+        require=require,
     )
-    return PendingDelivery(link, delivery, link.start(delivery, frames, validator.validate))
+    pending = PendingDelivery(link, delivery, link.start(delivery, frames, validator.validate))
+    pending.future.add_done_callback(pending._cancelled_by_caller)
+    return pending
 
 
 def publish(
@@ -199,6 +220,7 @@ def publish(
     recipients: Iterable[str] | str | None = None,
     ack_timeout: float = DEFAULT_ACK_TIMEOUT,
     pre_fire_hook: Callable[[dict], None] | None = None,
+    require: str = "received",
     **config: Any,
 ) -> Report | None:
     """Publish ``msg`` on ``topic``; with ``recipients``, return only once each acknowledged.
@@ -218,20 +240,30 @@ def publish(
     (KeyboardInterrupt ...) stops the re-sending; use :func:`publish_async` to read what had
     arrived by then.
 
+    ``require`` says which ACK counts: ``"received"`` (the default: the recipient got the
+    message; a ``processed`` ACK counts too) or ``"processed"`` (its application handled it;
+    see ``GilmsgConsumer.gilmsg_ack_mode`` and ``tail_messages(ack_mode=...)``). Whatever is
+    required, a recipient that answers ``rejected`` ends the publish at once with
+    :class:`~gilmsg.Rejected`.
+
     Returns:
-        A :class:`~gilmsg.Report` (msg_id, per-recipient ACK times) with recipients, else None.
+        A :class:`~gilmsg.Report` (msg_id, per-recipient ACK times and answers) with recipients,
+        else None.
 
     Raises:
-        InvalidInput: bad recipients (a list of names, not a string) or ``ack_timeout``, a message
+        InvalidInput: bad recipients (a list of names, not a string), ``ack_timeout`` or
+            ``require``, a message
             that is not JSON or encodes to more than 1 MiB, a topic that is not text; nothing
             sent.
         ConfigError: no name, endpoint, certnames entry or CA for this process; nothing sent.
         CertificateError: a key, certificate, CA or CRL is unusable; nothing sent.
         Timeout: ``ack_timeout`` seconds passed since the call without every ACK; it names the
-            recipients that acknowledged and those that did not.
+            recipients that acknowledged and those that did not, and each one's answer.
+        Rejected: a recipient answered ``rejected`` (with its reason); raised as soon as it
+            does. ``Timeout`` and ``Rejected`` are both :class:`~gilmsg.NotDelivered`.
     """
     pending = _start(time.monotonic(), topic, msg, modname or calling_module(), recipients,
-                     ack_timeout, pre_fire_hook, config)
+                     ack_timeout, pre_fire_hook, config, require)
     return wait(pending)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gilmsg import config as gconfig
 from gilmsg.core import wire as message
 from gilmsg.core.delivery import Seen
-from gilmsg.core.receiving import receive
+from gilmsg.core.receiving import Settled, describe_failure, receive
 from gilmsg.errors import GilmsgError
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class Recipient:
         self.ack_topic = gconfig.ack_topic(config)
         self._seen = Seen(seen_capacity)
         self._seen_lock = threading.Lock()
+        self._settled = Settled()
+        self._settled_lock = threading.Lock()
         self.common_name: str | None = None
         self._signer: signing.Signer | None = None
         self._validator: signing.Validator | None = None
@@ -91,11 +93,14 @@ class Recipient:
         )
         return False
 
-    def handle(self, topic: str, envelope: Mapping[str, Any]) -> bool:
+    def handle(self, topic: str, envelope: Mapping[str, Any],
+               batch: list[dict[str, Any]] | None = None) -> bool:
         """Process one received envelope; True if the application should get it.
 
         Invalid signatures (when validated) are neither acknowledged nor delivered. A gilmsg
-        message addressed to this identity is acknowledged before this returns.
+        message addressed to this identity is acknowledged before this returns (a copy of a
+        message already settled, with its settlement), or, with ``batch``, its ACK is added to
+        it for :meth:`flush` (when its publisher takes batched ACKs).
         """
         if not self.check(envelope):
             return False
@@ -107,15 +112,20 @@ class Recipient:
         if receipt.key is None:
             return True
         if receipt.acknowledge:
-            self.acknowledge(envelope, digest=receipt.digest)
+            with self._settled_lock:
+                status, reason = self._settled.answer(receipt.digest)
+            self.acknowledge(envelope, status, reason, digest=receipt.digest, batch=batch)
         with self._seen_lock:
             return self._seen.first_time(receipt.key)
 
     def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
-                    reason: str | None = None, digest: str | None = None) -> None:
+                    reason: str | None = None, digest: str | None = None,
+                    batch: list[dict[str, Any]] | None = None) -> None:
         """Send a signed ACK for ``envelope`` (fire-and-forget; the publisher re-sends if lost).
 
         ``digest`` may pass :func:`gilmsg.core.wire.digest` of ``envelope`` if already computed.
+        With ``batch``, an ACK for a message whose publisher takes batched ACKs is appended to
+        it instead, to be sent by :meth:`flush`.
 
         Raises:
             GilmsgError: this Recipient was created with ``ack=False``.
@@ -123,6 +133,74 @@ class Recipient:
         if self._link is None or self._signer is None:
             raise GilmsgError("this Recipient was created with ack=False: it sends no ACKs")
         body = message.ack_body(envelope, status, reason, content_digest=digest)
+        if batch is not None and message.speaks_batches(envelope):
+            batch.append(body)
+        else:
+            self._send_ack(body)
+
+    def flush(self, batch: list[dict[str, Any]]) -> None:
+        """Send the ACKs gathered in ``batch`` (see :meth:`handle`), as few signed ACKs as
+        possible: up to :data:`~gilmsg.core.wire.MAX_BATCH` entries in each; empties it."""
+        entries, batch[:] = list(batch), []
+        unique: dict[str, dict[str, Any]] = {}
+        for entry in entries:  # a msg_id twice would void the batch: the last word stands
+            unique[entry["ack_msg_id"]] = entry
+        bodies = list(unique.values())
+        for start in range(0, len(bodies), message.MAX_BATCH):
+            chunk = bodies[start:start + message.MAX_BATCH]
+            self._send_ack(chunk[0] if len(chunk) == 1 else message.batch_body(chunk))
+
+    def _send_ack(self, body: dict[str, Any]) -> None:
+        assert self._link is not None and self._signer is not None
         ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
         signed = self._signer.sign(ack)
         self._link.send(message.encode(self.ack_topic, signed))
+
+    def settlement(self, topic: str, envelope: Mapping[str, Any]) -> Settlement | None:
+        """The :class:`Settlement` of a message :meth:`handle` delivered, if it acknowledged
+        it (None for what this recipient does not acknowledge: plain messages, others')."""
+        if self._link is None:
+            return None
+        receipt = receive(topic, envelope, self.ack_topic, self.common_name or "")
+        if not receipt.acknowledge or receipt.digest is None:
+            return None
+        return Settlement(self, envelope, receipt.digest)
+
+    def _settle(self, settlement: Settlement, status: str, reason: str | None) -> None:
+        with self._settled_lock:
+            self._settled.remember(settlement.digest, status, reason)
+        self.acknowledge(settlement.envelope, status, reason, digest=settlement.digest)
+
+
+class Settlement:
+    """A delivered message whose ``processed`` or ``rejected`` ACK is still to be sent.
+
+    The first of :meth:`processed` / :meth:`reject` sends its ACK; later calls do nothing.
+    Thread-safe.
+    """
+
+    def __init__(self, recipient: Recipient, envelope: Mapping[str, Any], digest: str) -> None:
+        self._recipient = recipient
+        self.envelope = envelope
+        self.digest = digest
+        self.status: str | None = None  #: ``processed`` or ``rejected`` once settled
+        self._lock = threading.Lock()
+
+    def processed(self) -> bool:
+        """Send the ``processed`` ACK. False if the message was settled already."""
+        return self._send("processed", None)
+
+    def reject(self, reason: BaseException | str) -> bool:
+        """Send a ``rejected`` ACK carrying ``reason`` (an exception gives its type and message,
+        bounded, never a traceback). False if the message was settled already."""
+        text = describe_failure(reason) if isinstance(reason, BaseException) else \
+            message.bound_reason(reason)
+        return self._send("rejected", text)
+
+    def _send(self, status: str, reason: str | None) -> bool:
+        with self._lock:
+            if self.status is not None:
+                return False
+            self.status = status
+        self._recipient._settle(self, status, reason)
+        return True

@@ -209,6 +209,8 @@ def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5, sen
             outcome["report"] = publish(bus, recipients=recipients, timeout=timeout, **config)
         except gilmsg.Timeout as exc:
             outcome["timeout"] = exc
+        except gilmsg.Rejected as exc:
+            outcome["rejected"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -618,14 +620,19 @@ def test_a_message_reusing_a_msg_id_does_not_hide_the_genuine_one(make_bus, raw_
     r1.wait_for(lambda line: json.loads(line)["msg"] == {"genuine": True})
 
 
-def test_a_rejected_ack_is_reported_not_counted(make_bus, raw_factory):
+def test_a_rejected_ack_ends_the_publish_at_once_and_is_not_counted(make_bus, raw_factory):
     bus = make_bus(["pub", "r1", "forger"])
     raw = raw_factory(bus, "forger")
     r1 = signer_of(bus.ssldir, "r1")
+    started = time.monotonic()
     outcome = forge_while_publishing(
-        bus, raw, lambda m: r1.sign(ack_envelope(m, status="rejected", reason="disk full")))
-    assert outcome["timeout"].missing == ("r1",)
-    assert outcome["timeout"].rejected == {"r1": "disk full"}
+        bus, raw, lambda m: r1.sign(ack_envelope(m, status="rejected", reason="disk full")),
+        timeout=60)
+    assert "report" not in outcome and "timeout" not in outcome
+    assert outcome["rejected"].missing == ("r1",)
+    assert outcome["rejected"].rejected == {"r1": "disk full"}
+    assert outcome["rejected"].answers["r1"].status == "rejected"
+    assert time.monotonic() - started < 60  # well before the deadline (bound, not a timing)
 
 
 @pytest.mark.parametrize("msg_id", [None, 5, ""])
