@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -24,7 +24,7 @@ from gilmsg import config as gconfig
 from gilmsg import groups
 from gilmsg.commands import _common
 from gilmsg.core.wire import check_timeout
-from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
+from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, NotDelivered, Rejected, Timeout
 from gilmsg.publish import PendingDelivery, publish_async, someone_listens, wait
 
 PROG = "gilmsg-logger"
@@ -33,6 +33,7 @@ PROG = "gilmsg-logger"
 DELIVERED = "delivered"  #: every required recipient acknowledged
 SENT = "sent"  #: published without recipients: nothing confirms it arrived
 NOT_ACKNOWLEDGED = "not_acknowledged"  #: published, some recipients did not acknowledge
+REJECTED = "rejected"  #: a recipient answered that it could not process it
 INVALID = "invalid"  #: bad input (not JSON ...): not sent
 FAILED = "failed"  #: an error stopped this message; it may or may not have left
 NOT_SENT = "not_sent"  #: read but not published (stopped first, or nobody was subscribed)
@@ -41,6 +42,7 @@ _SUMMARY_WORDS = {
     DELIVERED: "delivered",
     SENT: "sent (not confirmed)",
     NOT_ACKNOWLEDGED: "not acknowledged",
+    REJECTED: "rejected",
     INVALID: "invalid",
     FAILED: "failed",
     NOT_SENT: "not sent",
@@ -59,6 +61,8 @@ class Result:
     missing: list[str] = field(default_factory=list)
     sends: int | None = None
     error: str | None = None
+    #: recipient -> {"status", "at", "reason"}: what each one answered (see gilmsg.Answer)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,7 +80,23 @@ class Result:
             "missing": list(self.missing),
             "sends": self.sends,
             "error": self.error,
+            "answers": self.answers,
         }
+
+    def why_missing(self) -> dict[str, str]:
+        """Missing recipient -> what it did answer: received only, rejected (why), or why its
+        ACKs were refused (revoked, expired, other CA, other content); once per recipient."""
+        out = {}
+        for cn in self.missing:
+            answer = self.answers.get(cn, {})
+            status, reason = answer.get("status"), answer.get("reason")
+            if status == "rejected":
+                out[cn] = f"rejected: {reason or 'no reason given'}"
+            elif status == "received":
+                out[cn] = "received, not processed"
+            elif reason:
+                out[cn] = f"ACKs refused: {reason}"
+        return out
 
     def describe(self) -> str:
         """The one-line human report (without the program name)."""
@@ -87,15 +107,36 @@ class Result:
             return f"{where}: delivered, acknowledged by {who}{ident}"
         if self.status == SENT:
             return f"{where}: sent, delivery not confirmed (no --recipients){ident}"
-        if self.status == NOT_ACKNOWLEDGED:
+        if self.status in (NOT_ACKNOWLEDGED, REJECTED):
             got = ", ".join(self.acked) or "nobody"
-            return (f"{where}: NOT acknowledged by {', '.join(self.missing)}: {self.error} "
+            verb = "REJECTED" if self.status == REJECTED else "NOT acknowledged"
+            whys = "".join(f"; {cn}: {why}" for cn, why in self.why_missing().items())
+            return (f"{where}: {verb} by {', '.join(self.missing)}: {self.error}{whys} "
                     f"(acknowledged by: {got}){ident}")
         if self.status == INVALID:
             return f"{where}: not sent: {self.error}"
         if self.status == NOT_SENT:
             return f"{where}: not sent: {self.error}"
         return f"{where}: failed: {self.error}{ident}"
+
+
+@dataclass
+class Slot:
+    """One item on its way: its pending delivery, or the result or error it already has."""
+
+    item: Item
+    pending: PendingDelivery | None = None
+    result: Result | None = None
+    error: BaseException | None = None
+
+    def done(self) -> bool:
+        """True when finishing it will not wait."""
+        return self.pending is None or self.pending.future.done()
+
+
+def _answers(answers: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {cn: {"status": a.status, "at": None if a.at is None else round(a.at, 6),
+                 "reason": a.reason} for cn, a in answers.items()}
 
 
 @dataclass
@@ -182,7 +223,9 @@ class Session:
 
     def __init__(self, config: dict[str, Any], topic: str, modname: str,
                  recipients: tuple[str, ...], ack_timeout: float, quiet: bool,
-                 json_report: bool) -> None:
+                 json_report: bool, max_in_flight: int = 1, require: str = "received") -> None:
+        self.max_in_flight = max(1, max_in_flight)
+        self.require = require
         self.config = config
         self.topic = topic
         self.modname = modname
@@ -204,23 +247,48 @@ class Session:
 
     def send(self, item: Item) -> None:
         """Publish one item and record what happened to it."""
+        self.finish(self.start(item))
+
+    def start(self, item: Item) -> Slot:
+        """Publish ``item`` without waiting for its ACKs (an error is recorded by finish)."""
         if item.problem is not None:
-            self.record(Result(item.line, INVALID, error=item.problem))
-            return
-        pending: PendingDelivery | None = None
+            return Slot(item, result=Result(item.line, INVALID, error=item.problem))
         try:
             if not self.recipients and not self._someone_listens(item):
-                return
+                return Slot(item, result=self._not_sent)
             pending = publish_async(
                 topic=self.topic, msg=item.body, modname=self.modname,
                 recipients=self.recipients or None, ack_timeout=self.ack_timeout,
-                **self.config,
+                require=self.require, **self.config,
             )
+        except GilmsgError as exc:
+            return Slot(item, error=exc)
+        except (_common.Interrupted, KeyboardInterrupt):
+            self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
+            raise
+        return Slot(item, pending)
+
+    def finish(self, slot: Slot) -> None:
+        """Wait for ``slot``'s result and record it (the slots of a stream in input order)."""
+        item, pending = slot.item, slot.pending
+        if slot.result is not None:
+            if slot.result is not self._not_sent:
+                self.record(slot.result)
+            return
+        try:
+            if slot.error is not None:
+                raise slot.error
+            assert pending is not None
             report = wait(pending)
-        except Timeout as exc:
-            self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic,
-                               self._in_order(exc.acked),
-                               list(exc.missing), error=f"no ACK within {exc.ack_timeout:g}s"))
+        except NotDelivered as exc:
+            if isinstance(exc, Rejected):
+                status, error = REJECTED, "rejected"
+            else:
+                assert isinstance(exc, Timeout)
+                status, error = NOT_ACKNOWLEDGED, f"no ACK within {exc.ack_timeout:g}s"
+            self.record(Result(item.line, status, exc.msg_id, exc.topic,
+                               self._in_order(exc.acked), list(exc.missing), error=error,
+                               answers=_answers(exc.answers)))
         except InvalidInput as exc:
             self.record(Result(item.line, INVALID, error=str(exc)))
         except (_common.Interrupted, KeyboardInterrupt):
@@ -245,7 +313,24 @@ class Session:
                 self.record(Result(item.line, SENT, pending.msg_id, pending.topic))
             else:
                 self.record(Result(item.line, DELIVERED, report.msg_id, report.topic,
-                                   self._in_order(report.acks), sends=report.sends))
+                                   self._in_order(report.acks), sends=report.sends,
+                                   answers=_answers(report.answers)))
+
+    def _abandon(self, slot: Slot) -> None:
+        if slot.pending is None or not self.recipients:
+            if slot.result is not None and slot.result is not self._not_sent:
+                self.record(slot.result)
+            return
+        slot.pending.cancel()
+        acked = slot.pending.acked
+        self.record(Result(slot.item.line, NOT_ACKNOWLEDGED, slot.pending.msg_id,
+                           slot.pending.topic, self._in_order(acked),
+                           [r for r in self.recipients if r not in acked],
+                           error="stopped before every ACK arrived",
+                           answers=_answers(slot.pending.answers)))
+
+    #: marks a slot whose item was reported not sent by _someone_listens already
+    _not_sent = Result(None, NOT_SENT)
 
     def _someone_listens(self, item: Item) -> bool:
         """Without recipients: wait up to --ack-timeout for a subscriber to the topic.
@@ -273,16 +358,29 @@ class Session:
         return {cn: acks[cn] for cn in self.recipients if cn in acks}
 
     def run(self, items: Iterable[Item]) -> int:
-        """Send every item (until an error stops the stream); returns the exit code."""
+        """Send every item (until an error stops the stream); returns the exit code.
+
+        Up to ``max_in_flight`` messages await their ACKs at once; results are recorded in
+        input order.
+        """
         interrupted: BaseException | None = None
+        window: deque[Slot] = deque()
         try:
             for item in items:
                 self.last_line = item.line
-                self.send(item)
+                window.append(self.start(item))
+                while window and (len(window) >= self.max_in_flight or window[0].done()):
+                    self.finish(window.popleft())
+                    if self.stop_code is not None:
+                        break
                 if self.stop_code is not None:
                     break
+            while window and self.stop_code is None:
+                self.finish(window.popleft())
         except (_common.Interrupted, KeyboardInterrupt) as exc:
             interrupted = exc
+        for slot in window:  # after an interruption or a stop: report what was in flight
+            self._abandon(slot)
         if not self.results and interrupted is None:
             _common.error(PROG, "no input: stdin was empty or blank (pipe lines in, or pass "
                                 "--message TEXT)")
@@ -298,7 +396,7 @@ class Session:
         if self.stop_code is not None:
             return self.stop_code
         statuses = {r.status for r in self.results}
-        if statuses & {NOT_ACKNOWLEDGED, FAILED, NOT_SENT}:
+        if statuses & {NOT_ACKNOWLEDGED, REJECTED, FAILED, NOT_SENT}:
             return _common.EXIT_NOT_ACKNOWLEDGED
         if INVALID in statuses:
             return _common.EXIT_BAD_INPUT
@@ -439,6 +537,14 @@ LOGGER_CODES = {
 @click.option("--ack-timeout", type=float, default=gilmsg.DEFAULT_ACK_TIMEOUT, show_default=True,
               metavar="SECONDS", callback=_timeout_callback,
               help="How long each message waits for every ACK.")
+@click.option("--max-in-flight", type=int, default=1, show_default=True, metavar="N",
+              callback=lambda _c, _p, v: _positive_in_flight(v),
+              help="Keep up to N messages awaiting their ACKs at once (results are still "
+                   "reported in input order).")
+@click.option("--require", type=click.Choice(["received", "processed"]), default="received",
+              show_default=True,
+              help="Which ACK counts: 'received' (the recipient got it) or 'processed' (its "
+                   "application handled it; a rejection is reported at once).")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print only failures: no line per delivered message, no summary.")
 @click.option("--json-report", is_flag=True,
@@ -450,8 +556,8 @@ LOGGER_CODES = {
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(message: str | None, json_input: bool, topic: str, modname: str,
          cert_prefix: str | None, config_filename: str | None, name: str | None, active: bool,
-         recipients: tuple[str, ...], ack_timeout: float, quiet: bool, json_report: bool,
-         strict: bool, debug: bool) -> None:
+         recipients: tuple[str, ...], ack_timeout: float, max_in_flight: int, require: str,
+         quiet: bool, json_report: bool, strict: bool, debug: bool) -> None:
     """Publish messages on the fedmsg bus and report who acknowledged each one.
 
     Reads stdin line by line (one message per line, blank lines skipped) unless --message is
@@ -480,10 +586,17 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
         if message is None and not quiet and _isatty(stdin):
             _common.note(PROG, "reading messages from the terminal, one per line; end with "
                                "Ctrl-D")
-        session = Session(cfg, topic, modname, names, ack_timeout, quiet, json_report)
+        session = Session(cfg, topic, modname, names, ack_timeout, quiet, json_report,
+                          max_in_flight, require)
         return session.run(read_items(message, json_input, stdin))
 
     _common.run(PROG, body, debug=debug)
+
+
+def _positive_in_flight(value: int) -> int:
+    if value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
 
 
 def _stdin_bytes() -> BinaryIO:

@@ -133,22 +133,41 @@ def use_color(choice: bool | None, stream: Any) -> bool:
         return False
 
 
-def run_exec(command: str, topic: str, envelope: Mapping[str, Any]) -> int:
+def run_exec(command: str, topic: str, envelope: Mapping[str, Any],
+             keep_stderr: bool = False) -> tuple[int, str]:
     """Run ``command`` with the shell, the envelope as one JSON line on its stdin.
 
     ``GILMSG_TOPIC`` and ``GILMSG_MSG_ID`` are set in its environment. Its stdout and stderr are
-    this command's. Returns its exit status (negative: killed by that signal).
+    this command's (with ``keep_stderr``, its stderr is read, then written to this command's
+    when it ends). Returns its exit status (negative: killed by that signal) and, with
+    ``keep_stderr``, the last non-blank line of its stderr ("" otherwise).
     """
     sys.stdout.flush()
     env = dict(os.environ)
     env["GILMSG_TOPIC"] = topic
     env["GILMSG_MSG_ID"] = str(envelope.get("msg_id"))
     data = (json.dumps(envelope, sort_keys=True) + "\n").encode("utf-8")
+    stderr = subprocess.PIPE if keep_stderr else None
     try:
-        proc = subprocess.run(command, shell=True, input=data, env=env, check=False)
+        proc = subprocess.run(command, shell=True, input=data, env=env, check=False,
+                              stderr=stderr)
     except BrokenPipeError:  # the command did not read its stdin: that is its choice
-        return 0
-    return proc.returncode
+        return 0, ""
+    last = ""
+    if keep_stderr and proc.stderr:
+        sys.stderr.flush()
+        sys.stderr.buffer.write(proc.stderr)
+        sys.stderr.flush()
+        lines = [x for x in proc.stderr.decode("utf-8", "backslashreplace").splitlines()
+                 if x.strip()]
+        last = lines[-1].strip() if lines else ""
+    return proc.returncode, last
+
+
+def exec_failure(status: int, last_line: str) -> str:
+    """How a failed --exec command is described (the reason of its ``rejected`` ACK)."""
+    how = f"exit status {status}" if status > 0 else f"signal {-status}"
+    return f"{how}: {last_line}" if last_line else how
 
 
 def _regexes(_ctx: click.Context, _param: click.Parameter,
@@ -210,6 +229,11 @@ TAIL_CODES = {
               help="Run shell command CMD per message, the JSON envelope on its stdin "
                    "($GILMSG_TOPIC, $GILMSG_MSG_ID set); nothing else is printed unless a "
                    "format is given.")
+@click.option("--settle", is_flag=True,
+              help="With --exec: after the receipt ACK, acknowledge each message 'processed' "
+                   "when CMD exits 0, 'rejected' (with its exit status and last stderr line) "
+                   "otherwise; for publishers that require processed. Messages hidden by "
+                   "--include/--exclude are rejected as not handled.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="Exit after N messages.")
 @click.option("--no-ack", is_flag=True, help="Watch silently: send no ACKs (needs no identity).")
@@ -224,7 +248,7 @@ TAIL_CODES = {
                    "Hidden messages are still acknowledged.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
-         color: bool | None, exec_cmd: str | None,
+         color: bool | None, exec_cmd: str | None, settle: bool,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
          includes: tuple[re.Pattern[str], ...], excludes: tuple[re.Pattern[str], ...],
          debug: bool) -> None:
@@ -234,9 +258,14 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
     that its publisher re-sends is printed the first time only. Before a gilmsg message
     addressed to this identity's certificate CN is printed (or handed to --exec), a signed ACK
     has been sent for it. The ACK says "received": it is sent whether or not --exec succeeds.
+    With --settle, a second ACK follows once --exec is over: "processed" or "rejected".
 
     Runs until interrupted (Ctrl-C: exit 130, SIGTERM: 143) or --count messages.
     """
+    if settle and exec_cmd is None:
+        raise click.UsageError("--settle needs --exec CMD: its exit status settles each message")
+    if settle and no_ack:
+        raise click.UsageError("--settle sends ACKs: it cannot be used with --no-ack")
     show = fmt is not None or exec_cmd is None
     fmt_name = fmt or "line"
     colored = fmt_name == "pretty" and use_color(color, sys.stdout)
@@ -257,13 +286,15 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
         ack_topic = gconfig.ack_topic(cfg)
         handled = 0
         exec_failures = 0
-        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks, **cfg)
+        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks,
+                                      ack_mode="processed" if settle else "received", **cfg)
         with contextlib.closing(stream):  # sockets closed on --count, errors and signals
             for _name, _endpoint, msg_topic, envelope in stream:
                 is_ack = msg_topic == ack_topic
                 if is_ack and not show_acks:
                     continue
                 if not topic_wanted(msg_topic, includes, excludes):
+                    stream.reject("not handled: topic hidden by --include/--exclude")
                     continue  # acknowledged already (tail_messages does it before yielding)
                 if show:
                     if fmt_name == "pretty":
@@ -273,12 +304,15 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                     # A lone surrogate from the wire cannot be encoded: show it escaped.
                     click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
                 if exec_cmd is not None:
-                    status = run_exec(exec_cmd, msg_topic, envelope)
+                    status, last = run_exec(exec_cmd, msg_topic, envelope, keep_stderr=settle)
                     if status != 0:
                         exec_failures += 1
                         how = f"exit status {status}" if status > 0 else f"signal {-status}"
                         _common.warn(PROG, f"--exec command failed ({how}) for "
                                            f"{envelope.get('msg_id')} on {msg_topic}")
+                        stream.reject(exec_failure(status, last))
+                    else:
+                        stream.processed()
                 handled += 1
                 if count is not None and handled >= count:
                     break

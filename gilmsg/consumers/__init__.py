@@ -13,6 +13,14 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 * every copy of a gilmsg message that arrives again (the publisher re-sends until it has every
   ACK) is acknowledged again, but is queued, hence passed to ``consume()``, once per
   ``msg_id``, content and consumer (remembered for the hub's lifetime, last 100 000);
+* with ``gilmsg_ack_mode = "processed"`` (the class attribute, or the config key
+  ``<config_key>.gilmsg_ack_mode``; default ``"received"``), each such message is also settled
+  once ``consume()`` is over: a ``consume()`` that returns sends a signed ``processed`` ACK, one
+  that raises sends a signed ``rejected`` ACK carrying the exception's type and message (at
+  most 500 printable characters, never a traceback; moksha logs the exception as usual). The
+  receipt ACK above still goes out at once, so a busy ``consume()`` never delays the ACKs of
+  other messages; publishers that ``require="processed"`` wait for the settlement, and get
+  :class:`gilmsg.Rejected` as soon as it is a rejection;
 * everything else reaches ``consume()`` exactly as with ``FedmsgConsumer``: the moksha wrapper
   ``{"topic": ..., "body": <fedmsg envelope>}``;
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
@@ -61,15 +69,19 @@ from moksha.hub.reactor import reactor
 
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
-from gilmsg.errors import ConfigError, GilmsgError
+from gilmsg.core.receiving import check_ack_mode
+from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
 from gilmsg.recipient import Recipient
 
-__all__ = ["GilmsgConsumer", "NAME_KEY_SUFFIX", "READY_LOG", "resolve_identity"]
+__all__ = ["ACK_MODE_KEY_SUFFIX", "GilmsgConsumer", "NAME_KEY_SUFFIX", "READY_LOG",
+           "resolve_identity"]
 
 log = logging.getLogger(__name__)
 
 #: ``<config_key>`` + this is the config key naming a consumer's identity.
 NAME_KEY_SUFFIX = ".gilmsg_name"
+#: ``<config_key>`` + this is the config key choosing when it acknowledges.
+ACK_MODE_KEY_SUFFIX = ".gilmsg_ack_mode"
 Message = dict[str, Any]
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
@@ -137,6 +149,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
 
     #: fedmsg ``name`` to acknowledge as, unless ``<config_key>.gilmsg_name`` is configured.
     gilmsg_name: str | None = None
+    #: ``"received"`` (ACK on receipt only) or ``"processed"`` (also settle after consume());
+    #: ``<config_key>.gilmsg_ack_mode`` overrides it.
+    gilmsg_ack_mode: str = "received"
 
     identity: str
     common_name: str
@@ -144,6 +159,8 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
 
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
+        self._settlements: dict[int, Any] = {}
+        self._settlements_lock = threading.Lock()
         self._acks_wanted = False
         self._stopping = False
         config = hub.config
@@ -174,6 +191,13 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             ) from None
         self.common_name = self.recipient.common_name or ""
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        key = self.config_key + ACK_MODE_KEY_SUFFIX
+        try:
+            self.gilmsg_ack_mode = check_ack_mode(config.get(key, self.gilmsg_ack_mode), key)
+        except InvalidInput as exc:
+            raise ConfigError(f"{type(self).__name__}: {exc}") from None
+        if self.gilmsg_ack_mode == "processed":
+            self.consume = self._settling(self.consume)  # type: ignore[method-assign]
         log.info(
             "%s acknowledges as %s (name %r, endpoint %s); signatures %s",
             type(self).__name__, self.common_name, self.identity, self.recipient.address,
@@ -203,6 +227,31 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             return True
         return self._skipping_validate(message, super()._do_work)
 
+    def _settling(self, consume: Callable[[Message], Any]) -> Callable[[Message], Any]:
+        """``consume`` followed by the message's ``processed`` or ``rejected`` ACK."""
+
+        def settling_consume(message: Message) -> Any:
+            with self._settlements_lock:
+                settlement = self._settlements.pop(id(message), None)
+            try:
+                result = consume(message)
+            except Exception as exc:
+                if settlement is not None:
+                    self._settle(settlement.reject, exc)
+                raise  # moksha logs it and counts it, as for any consumer
+            if settlement is not None:
+                self._settle(settlement.processed)
+            return result
+
+        return settling_consume
+
+    @staticmethod
+    def _settle(call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except GilmsgError as exc:  # link closed at shutdown: the publisher times out
+            log.error("gilmsg could not settle a message: %s", exc)
+
     def _receive(self, message: Message) -> bool:
         """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
         try:
@@ -214,7 +263,14 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
             # False: forged (logged by the recipient) or a repeat (acknowledged again).
-            return self.recipient.handle(topic, envelope)
+            if not self.recipient.handle(topic, envelope):
+                return False
+            if self.gilmsg_ack_mode == "processed":
+                settlement = self.recipient.settlement(topic, envelope)
+                if settlement is not None:  # kept beside the wrapper until consume() is over
+                    with self._settlements_lock:
+                        self._settlements[id(message)] = settlement
+            return True
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
             log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)
         except Exception:  # must not break moksha's receive loop or kill a worker
