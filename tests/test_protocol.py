@@ -933,3 +933,65 @@ def test_a_genuine_ack_after_the_deadline_does_not_count(make_bus, raw_factory):
     thread.join(DEFAULT_WAIT)
     assert "report" not in outcome, "an ACK that came after ack_timeout was counted"
     assert outcome["timeout"].missing == ("r1",) and outcome["timeout"].msg_id == fired["msg_id"]
+
+
+# -- processed / rejected / batched ACKs (issue 10) --------------------------------------------
+
+def test_a_rejection_signed_by_a_non_recipient_neither_counts_nor_ends_the_wait(
+        make_bus, raw_factory):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    forger = signer_of(bus.ssldir, "forger")
+    outcome = forge_while_publishing(
+        bus, raw, lambda m: forger.sign(ack_envelope(m, status="rejected", reason="forged")),
+        timeout=1.0)
+    assert "rejected" not in outcome and outcome["timeout"].rejected == {}
+    assert outcome["timeout"].answers["r1"].status == "missing"
+
+
+def test_a_rejection_from_another_ca_says_why_it_was_refused(make_bus, raw_factory, tmp_path):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    impostor = _other_ca_r1(tmp_path)
+    outcome = forge_while_publishing(
+        bus, raw, lambda m: impostor.sign(ack_envelope(m, status="rejected", reason="x")),
+        timeout=1.0)
+    err = outcome["timeout"]
+    assert err.rejected == {} and "r1" in err.refused
+    assert err.answers["r1"].reason == err.refused["r1"]
+    assert str(err).count("ACKs from r1 refused") == 1
+
+
+def batch_ack(original, *extra_entries):
+    body = message.batch_body([message.ack_body(original), *extra_entries])
+    return message.new_envelope("org.gilmsg.test.gilmsg.ack", body, 1)
+
+
+def test_a_genuine_batched_ack_counts(make_bus, raw_factory):
+    """Control for the next test: the same harness with a good batch delivers."""
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    r1 = signer_of(bus.ssldir, "r1")
+    other = message.new_envelope("org.gilmsg.test.x", {}, 1, ["r1"])  # someone else's message
+    outcome = forge_while_publishing(
+        bus, raw, lambda m: r1.sign(batch_ack(m, message.ack_body(other))), timeout=10)
+    assert set(outcome["report"].acks) == {"r1"}
+
+
+@pytest.mark.parametrize("extra", [
+    lambda good: good,  # the same entry twice
+    lambda good: {**good, "ack_digest": "0" * 64},  # the same msg_id, other content
+    lambda good: {"ack_msg_id": 5},  # malformed
+])
+def test_a_batch_with_one_bad_entry_counts_for_nothing(make_bus, raw_factory, extra):
+    bus = make_bus(["pub", "r1", "forger"])
+    raw = raw_factory(bus, "forger")
+    r1 = signer_of(bus.ssldir, "r1")
+
+    def forge(m):
+        good = message.ack_body(m)
+        body = {"acks": [good, extra(good)]}  # by hand: batch_body refuses such batches
+        return r1.sign(message.new_envelope("org.gilmsg.test.gilmsg.ack", body, 1))
+
+    outcome = forge_while_publishing(bus, raw, forge, timeout=1.0)
+    assert "report" not in outcome and outcome["timeout"].missing == ("r1",)

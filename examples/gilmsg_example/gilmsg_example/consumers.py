@@ -13,6 +13,13 @@ Configuration (``fedmsg.d/*.py``), for a consumer whose ``config_key`` is ``K``:
 ``K.delay``
     Seconds each ``consume()`` takes (default 0): stands for slow work, e.g. to watch how the
     hub stops while a message is being consumed.
+``K.gilmsg_ack_mode``
+    ``processed`` to send a ``processed`` / ``rejected`` ACK once ``consume()`` is over.
+
+A message whose body has a ``"fail"`` key makes ``consume()`` raise ``RuntimeError`` with that
+text (after recording it): the way to see a ``rejected`` ACK. One with a ``"gate"`` key (a file
+path) makes ``consume()`` wait until that file exists (at most 60 s), for tests that need a
+``consume()`` to stay busy until they say so.
 
 Each line written holds ``consumer`` (class name), ``identity`` (Common Name it acknowledges
 as), ``topic``, ``msg_id``, ``msg``, ``pid`` and ``thread``, and is written with a single
@@ -51,6 +58,11 @@ class ExampleConsumer(GilmsgConsumer):
     def consume(self, message: dict[str, Any]) -> None:
         """Record ``message`` (the moksha wrapper; the fedmsg envelope is ``message["body"]``)."""
         envelope = message["body"]
+        body = envelope.get("msg")
+        if isinstance(body, dict) and isinstance(body.get("gate"), str):
+            deadline = time.monotonic() + 60
+            while not os.path.exists(body["gate"]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if self.delay:
             log.info("%s consuming %s", type(self).__name__, envelope.get("msg_id"))
             time.sleep(self.delay)
@@ -73,6 +85,8 @@ class ExampleConsumer(GilmsgConsumer):
                     os.close(fd)
         # Logged once the line is written: tests await this log line, then read the file.
         log.info("%s consumed %s on %s", record["consumer"], record["msg_id"], record["topic"])
+        if isinstance(body, dict) and "fail" in body:
+            raise RuntimeError(body["fail"])
 
 
 class OtherExampleConsumer(ExampleConsumer):
