@@ -278,3 +278,64 @@ def test_logger_max_in_flight_below_1_is_a_usage_error(make_bus, value):
                       "--max-in-flight", value, "--message", "x"])
     assert proc.wait() == 2
     assert "--max-in-flight" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- the Twisted form, in a real reactor -------------------------------------------------------
+
+DEFERRED_SCRIPT = r'''
+import json, sys, threading
+from twisted.internet import defer, task
+import gilmsg
+
+cfg = json.loads(sys.argv[1])
+out = {}
+
+
+def main(reactor):
+    ticks = []
+    task.LoopingCall(lambda: ticks.append(1)).start(0.005)
+    main_thread = threading.current_thread()
+
+    def pub(recipients, timeout, **kw):
+        return gilmsg.publish_deferred(topic="test", msg={}, modname="semtest",
+                                       recipients=recipients, ack_timeout=timeout, **kw, **cfg)
+
+    def note(key, value):
+        out[key] = value
+        out[key + "_in_reactor"] = threading.current_thread() is main_thread
+
+    d1 = pub(["r1"], 60, require="processed")
+    d1.addCallback(lambda r: note("ok", r.answers["r1"].status))
+    started = len(ticks)
+    d2 = pub(["absent"], 1)
+    d2.addCallbacks(lambda r: note("timeout", "no error"),
+                    lambda f: note("timeout", [f.type.__name__, len(ticks) > started + 1]))
+    d3 = pub(["absent"], 60)
+    d1.addBoth(lambda _: d3.cancel())
+    d3.addCallbacks(lambda r: note("cancelled", "no error"),
+                    lambda f: note("cancelled", f.type.__name__))
+    d4 = pub(["r1"], 60, require="whenever")
+    d4.addCallbacks(lambda r: note("invalid", "no error"),
+                    lambda f: note("invalid", f.type.__name__))
+    done = defer.DeferredList([d1, d2, d3, d4])
+    done.addCallback(lambda _: print(json.dumps(out), flush=True))
+    return done
+
+
+task.react(main)
+'''
+
+
+def test_publish_deferred_fires_in_the_reactor_which_keeps_running(make_bus):
+    bus = make_bus(["pub", "r1", "absent"])
+    bus.spawn_tail("r1", "--exec", "cat > /dev/null", "--settle")
+    proc = bus.spawn([sys.executable, "-c", DEFERRED_SCRIPT,
+                      json.dumps(bus.config_for("pub"))])
+    out = json.loads(proc.next_line(60))
+    assert proc.wait() == 0, proc.stderr
+    assert out == {
+        "ok": "processed", "ok_in_reactor": True,
+        "timeout": ["Timeout", True], "timeout_in_reactor": True,
+        "cancelled": "CancelledError", "cancelled_in_reactor": True,
+        "invalid": "InvalidInput", "invalid_in_reactor": True,
+    }
