@@ -778,3 +778,17 @@ def test_thousands_in_flight_cost_a_tick_only_what_is_due():
     assert len(machine._resends) <= 4 * len(machine) + 64
     resolved = machine.handle(Tick(105.0))
     assert len(resolved) == 10 and len(machine) == 0 and machine.next_wakeup(105.0) is None
+
+
+def test_resends_wait_at_least_twice_the_observed_round_trip():
+    machine = Machine()
+    first = delivery(["r1"], env=other_envelope(1))
+    machine.handle(Sent(first, FRAMES, 100.0))
+    machine.handle(AckReceived(Ack(first.msg_id, first.digest, "received"), "r1", 100.3))
+    assert machine.round_trip == pytest.approx(0.3)
+    second = delivery(["r1"], env=other_envelope(2))
+    second.started = 101.0
+    machine.handle(Sent(second, FRAMES, 101.0))
+    assert second.next_send == pytest.approx(101.6)  # not 101.02: a loaded bus is not flooded
+    assert sends(machine.handle(Tick(101.5))) == []
+    assert len(sends(machine.handle(Tick(101.6)))) == 1

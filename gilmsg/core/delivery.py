@@ -136,12 +136,12 @@ class Delivery:
         """True once the deadline has passed."""
         return now >= self.deadline
 
-    def sent(self, now: float) -> None:
-        """Record a (re-)send at ``now`` and schedule the next one."""
+    def sent(self, now: float, floor: float = 0.0) -> None:
+        """Record a (re-)send at ``now`` and schedule the next one, ``floor`` seconds at least."""
         if self._delays is None:
             self._delays = self.backoff.delays()
         self.sends += 1
-        self.next_send = now + next(self._delays)
+        self.next_send = now + max(next(self._delays), floor)
 
     @property
     def silent(self) -> tuple[str, ...]:
@@ -462,10 +462,16 @@ class Machine:
     in).
     """
 
+    #: The longest wait between re-sends that the round trip time can impose.
+    MAX_RESEND_FLOOR = 5.0
+
     def __init__(self) -> None:
         self._ledger = Ledger()
         self._frames: dict[str, Sequence[bytes]] = {}
         self._seq = itertools.count()
+        #: Smoothed time from a publish to an answer (None until one came): no message is
+        #: re-sent sooner than twice that, so a loaded bus is not flooded with copies.
+        self.round_trip: float | None = None
         self._resends: list[tuple[float, int, Delivery]] = []
         self._deadlines: list[tuple[float, int, Delivery]] = []
 
@@ -502,8 +508,21 @@ class Machine:
         return (self._live(delivery) and when == delivery.next_send
                 and bool(delivery.silent) and not delivery.expired(now))
 
+    def resend_floor(self) -> float:
+        """The least wait before a re-send: twice the smoothed round trip (bounded)."""
+        if self.round_trip is None:
+            return 0.0
+        return min(2 * self.round_trip, self.MAX_RESEND_FLOOR)
+
+    def _observe(self, delivery: Delivery, at: float, outcome: Outcome) -> None:
+        if outcome not in (Outcome.ACCEPTED, Outcome.RECEIVED, Outcome.REJECTED):
+            return
+        sample = max(0.0, at - delivery.started)
+        rtt = self.round_trip
+        self.round_trip = sample if rtt is None else rtt + (sample - rtt) / 8
+
     def _sent(self, delivery: Delivery, at: float) -> None:
-        delivery.sent(at)
+        delivery.sent(at, self.resend_floor())
         heapq.heappush(self._resends, (delivery.next_send, next(self._seq), delivery))
 
     def handle(self, event: Event) -> list[Action]:
@@ -520,6 +539,7 @@ class Machine:
             if delivery is not None:
                 outcome = delivery.on_ack(event.signer, event.ack, event.at, event.claimed,
                                           event.refusal)
+                self._observe(delivery, event.at, outcome)
                 if outcome in SUSPICIOUS:
                     actions.append(IgnoredAck(event.ack, event.signer, outcome))
                 self._settle(delivery, actions)
@@ -573,6 +593,7 @@ class Machine:
         for delivery, ack, outcome in judged:
             if delivery.state is State.PENDING:
                 delivery.record(event.signer, ack, event.at, outcome)
+                self._observe(delivery, event.at, outcome)
                 self._settle(delivery, actions)
 
     def _settle(self, delivery: Delivery, actions: list[Action]) -> None:
