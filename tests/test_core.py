@@ -792,3 +792,38 @@ def test_resends_wait_at_least_twice_the_observed_round_trip():
     assert second.next_send == pytest.approx(101.6)  # not 101.02: a loaded bus is not flooded
     assert sends(machine.handle(Tick(101.5))) == []
     assert len(sends(machine.handle(Tick(101.6)))) == 1
+
+
+def test_settlements_are_remembered_first_one_standing_and_bounded():
+    from gilmsg.core.receiving import Settled
+
+    settled = Settled(capacity=2)
+    assert settled.answer("d1") == ("received", None) and settled.answer(None) == (
+        "received", None)
+    settled.remember("d1", "rejected", "boom")
+    settled.remember("d1", "processed", None)  # the first settlement stands
+    assert settled.answer("d1") == ("rejected", "boom")
+    settled.remember("d2", "processed", None)
+    settled.remember("d3", "processed", None)
+    assert len(settled) == 2 and settled.answer("d1") == ("received", None)
+
+
+def test_a_failure_is_described_by_type_and_message_only():
+    from gilmsg.core.receiving import describe_failure
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no")
+
+    assert describe_failure(KeyError("x")) == "KeyError: 'x'"
+    assert describe_failure(ValueError()) == "ValueError"
+    assert describe_failure(Unprintable()) == "Unprintable: <unprintable Unprintable>"
+    assert len(describe_failure(OSError("x" * 10**6))) == message.MAX_REASON_CHARS
+
+
+@pytest.mark.parametrize("mode", ["Processed", "", None, "rejected"])
+def test_an_unknown_ack_mode_is_refused_naming_where_it_came_from(mode):
+    from gilmsg.core.receiving import check_ack_mode
+
+    with pytest.raises(InvalidInput, match="k.gilmsg_ack_mode must be one of"):
+        check_ack_mode(mode, "k.gilmsg_ack_mode")
