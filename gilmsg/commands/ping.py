@@ -26,7 +26,7 @@ import gilmsg
 from gilmsg.commands import _common
 from gilmsg.commands.logger import expand_recipients, prepare_config, split_recipients
 from gilmsg.core.wire import MAX_ACK_TIMEOUT
-from gilmsg.errors import GilmsgError, Timeout
+from gilmsg.errors import GilmsgError, NotDelivered
 
 PROG = "gilmsg-ping"
 #: modname and topic of probes: ``<topic_prefix>.<environment>.gilmsg.ping``.
@@ -134,13 +134,13 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
     """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing)``.
 
     Raises:
-        GilmsgError: anything but a Timeout (configuration, certificates).
+        GilmsgError: anything but a Timeout or a rejection (configuration, certificates).
     """
     body = {"gilmsg_ping": seq, "sent_at": time.time()}
     try:
         report = gilmsg.publish(topic=topic, msg=body, modname=PROBE_MODNAME,
                                 recipients=recipients, ack_timeout=timeout, **config)
-    except Timeout as exc:
+    except NotDelivered as exc:  # Timeout, or Rejected as soon as one recipient refused
         return exc.msg_id, exc.acked, exc.rejected, exc.missing
     assert report is not None
     return report.msg_id, report.acks, {}, ()
