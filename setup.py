@@ -31,6 +31,7 @@ setup(
             "gilmsg-demo=gilmsg.commands.demo:main",
             "gilmsg-sandbox=gilmsg.commands.sandbox:main",
             "gilmsg-ping=gilmsg.commands.ping:main",
+            "gilmsg-outbox=gilmsg.commands.outbox:main",
         ],
         # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
         "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
