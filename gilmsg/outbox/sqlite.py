@@ -25,7 +25,8 @@ def describe(exc: BaseException) -> str:
     text = str(exc)
     low = text.lower()
     if "not a database" in low or "malformed" in low:
-        return f"not a usable SQLite file, corrupt? ({text}; move it aside, it is never overwritten)"
+        return (f"not a usable SQLite file, corrupt? ({text}; move it aside, it is never "
+                "overwritten)")
     if "readonly" in low or "read-only" in low:
         return f"read-only ({text}; check the file's and its directory's permissions)"
     if "disk is full" in low or "disk i/o" in low or "too large" in low:
