@@ -26,7 +26,7 @@ The rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,9 +79,15 @@ class Entry:
         """Recipients whose ACK is not recorded yet, in the order they were named."""
         return tuple(r for r in self.recipients if r not in self.acked)
 
-    def leased(self, now: float) -> bool:
-        """Is some process sending it right now (a lease that has not run out)?"""
-        return self.lease_owner is not None and now < self.lease_until
+    def leased(self, now: float, alive: Callable[[str], bool] | None = None) -> bool:
+        """Is some process sending it right now (a lease that has not run out)?
+
+        ``alive(owner)``: False when the lease holder is known to be dead (a process of this
+        host that no longer exists): its lease is void at once.
+        """
+        if self.lease_owner is None or now >= self.lease_until:
+            return False
+        return alive is None or alive(self.lease_owner)
 
 
 def retry_delay(attempts: int) -> float:
@@ -91,9 +97,10 @@ def retry_delay(attempts: int) -> float:
     return min(RETRY_FIRST * 2.0 ** min(attempts - 1, 30), RETRY_CEILING)
 
 
-def is_due(entry: Entry, now: float, joined: bool = False) -> bool:
+def is_due(entry: Entry, now: float, joined: bool = False,
+           alive: Callable[[str], bool] | None = None) -> bool:
     """Should an attempt start now? ``joined``: a subscriber appeared since the last look."""
-    if entry.status is not Status.PENDING or not entry.owed or entry.leased(now):
+    if entry.status is not Status.PENDING or not entry.owed or entry.leased(now, alive):
         return False
     if now >= entry.expires:
         return False  # expire it instead
@@ -127,6 +134,22 @@ def after_attempt(entry: Entry, now: float, error: str | None) -> Entry:
         entry.next_attempt = now + retry_delay(entry.attempts)
         entry.last_error = error
     return entry
+
+
+def lease_owner(host: str, pid: int, token: str) -> str:
+    """The lease holder's name: ``host:pid:token`` (the token tells two openers apart)."""
+    return f"{host}:{pid}:{token}"
+
+
+def owner_alive(owner: str, host: str, pid_exists: Callable[[int], bool]) -> bool:
+    """False only when ``owner`` is a process of ``host`` that no longer exists.
+
+    Owners on other hosts (a shared file system) are presumed alive until their lease ends.
+    """
+    parts = owner.split(":")
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return True
+    return pid_exists(int(parts[1]))
 
 
 def check_expiry(seconds: Any) -> float:

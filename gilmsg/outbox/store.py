@@ -9,6 +9,7 @@ write lock (``BEGIN IMMEDIATE``) so two runners never lease the same message.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -84,7 +85,8 @@ class Store:
     def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
                  durability: str = "full") -> None:
         self.path = os.fspath(path)
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.owner = policy.lease_owner(self.host, os.getpid(), uuid.uuid4().hex[:8])
         self._lock = threading.Lock()
         self.durability = durability
         self._conn = sqlite.connect(path, schema=SCHEMA, version=SCHEMA_VERSION, kind="outbox",
@@ -240,15 +242,15 @@ class Store:
             rows = conn.execute(
                 "SELECT msg_id, topic, created, expires, status, attempts, next_attempt, "
                 "lease_owner, lease_until, digest, frame FROM messages WHERE status = 'pending' "
-                "AND lease_until <= ? AND (next_attempt <= ? OR ?) AND expires > ? "
+                "AND (next_attempt <= ? OR ?) AND expires > ? "
                 "ORDER BY next_attempt, created LIMIT ?",
-                (now, now, 1 if joined else 0, now, limit)).fetchall()
+                (now, 1 if joined else 0, now, limit)).fetchall()
             entries = [Entry(r[0], r[1], (), r[2], r[3], Status(r[4]), {}, r[5], r[6], r[7],
                              r[8]) for r in rows]
             self._fill_recipients(conn, entries)
             claimed = []
             for entry, row in zip(entries, rows, strict=True):
-                if not policy.is_due(entry, now, joined):
+                if not policy.is_due(entry, now, joined, self._alive):
                     continue
                 conn.execute("UPDATE messages SET lease_owner = ?, lease_until = ? "
                              "WHERE msg_id = ?", (self.owner, now + lease, entry.msg_id))
@@ -256,6 +258,9 @@ class Store:
                 claimed.append(Stored(entry, [entry.topic.encode("utf-8"), bytes(row[10])],
                                       row[9]))
         return claimed
+
+    def _alive(self, owner: str) -> bool:
+        return owner == self.owner or policy.owner_alive(owner, self.host, _pid_exists)
 
     def record_acks(self, msg_id: str, acks: Mapping[str, float]) -> Status | None:
         """Record valid ACKs (recipient -> wall time); returns the message's status after.
@@ -367,6 +372,16 @@ class Store:
         if entry is not None and before[0] != "pending":
             entry.status = Status(before[0])
         return entry
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
