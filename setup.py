@@ -33,6 +33,8 @@ setup(
             "gilmsg-ping=gilmsg.commands.ping:main",
             "gilmsg-outbox=gilmsg.commands.outbox:main",
         ],
+        # The durable outbox's runner inside fedmsg-hub (inert unless gilmsg.outbox.runner).
+        "moksha.producer": ["gilmsg_outbox=gilmsg.outbox.plugin:OutboxProducer"],
         # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
         "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
     },

@@ -61,6 +61,7 @@ from moksha.hub.reactor import reactor
 
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
+from gilmsg.core import wire
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient
 
@@ -74,6 +75,10 @@ Message = dict[str, Any]
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
 _RECEIVED = "_gilmsg_received"
+#: Key set on a moksha wrapper: the durable dedup key to record once consume() returned.
+_DEDUP_KEY = "_gilmsg_dedup_key"
+#: ``<config_key>`` + this names the consumer's durable dedup file (see gilmsg.outbox.dedup).
+DEDUP_KEY_SUFFIX = ".gilmsg_dedup_path"
 
 
 def resolve_identity(
@@ -174,6 +179,12 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             ) from None
         self.common_name = self.recipient.common_name or ""
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        self._consumed = None
+        dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
+        if dedup_path:
+            from gilmsg.outbox.dedup import Consumed
+
+            self._consumed = Consumed(dedup_path)
         log.info(
             "%s acknowledges as %s (name %r, endpoint %s); signatures %s",
             type(self).__name__, self.common_name, self.identity, self.recipient.address,
@@ -201,7 +212,14 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         """Worker thread (reactor thread in blocking mode): moksha's pre/consume/post."""
         if not message.pop(_RECEIVED, False) and not self._receive(message):
             return True
-        return self._skipping_validate(message, super()._do_work)
+        key = message.pop(_DEDUP_KEY, None)
+        handled = self._skipping_validate(message, super()._do_work)
+        if key is not None and handled:  # consume() returned: it never gets this one again
+            try:
+                self._consumed.record(key, message["body"].get("msg_id"))  # type: ignore[union-attr]
+            except GilmsgError as exc:
+                log.error("gilmsg could not record %s as consumed: %s", _msg_id(message), exc)
+        return handled
 
     def _receive(self, message: Message) -> bool:
         """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
@@ -214,7 +232,14 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
             # False: forged (logged by the recipient) or a repeat (acknowledged again).
-            return self.recipient.handle(topic, envelope)
+            if not self.recipient.handle(topic, envelope):
+                return False
+            if getattr(self, "_consumed", None) is not None and wire.is_gilmsg(envelope):
+                key = wire.digest(envelope)
+                if self._consumed.done(key):  # type: ignore[union-attr]
+                    return False  # consumed before a restart (acknowledged again above)
+                message[_DEDUP_KEY] = key
+            return True
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
             log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)
         except Exception:  # must not break moksha's receive loop or kill a worker
