@@ -43,6 +43,10 @@ def wrap(path: str | os.PathLike, exc: BaseException, what: str = "gilmsg store"
     return OutboxError(f"{what} {os.fspath(path)}: {describe(exc)}")
 
 
+#: ``PRAGMA application_id`` of each kind of gilmsg file, so one is never taken for another.
+APPLICATION_IDS = {"outbox": 0x67696C6F, "consumed-message record": 0x67696C64}
+
+
 def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: str,
             create: bool = True, readonly: bool = False, durability: str = "full",
             migrate: Callable[[sqlite3.Connection, int], None] | None = None
@@ -76,6 +80,10 @@ def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: s
         raise wrap(path, exc, kind) from None
     try:
         found = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if found and app_id != APPLICATION_IDS[kind]:
+            raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but not a gilmsg "
+                              f"{kind}")
         if found > version:
             raise OutboxError(
                 f"{kind} {os.fspath(path)}: written by a newer gilmsg (schema version {found}, "
@@ -98,6 +106,7 @@ def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: s
                                               f"not a gilmsg {kind} (it has other tables)")
                         for statement in schema:
                             conn.execute(statement)
+                        conn.execute(f"PRAGMA application_id={APPLICATION_IDS[kind]}")
                     elif again < version and migrate is not None:
                         migrate(conn, again)
                     conn.execute(f"PRAGMA user_version={version}")
