@@ -282,6 +282,8 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
         expired: list[str] = []
 
         def on_step(report: Any) -> None:
+            for msg_id in report.started:
+                click.echo(f"sending {msg_id}")
             for msg_id in report.delivered:
                 click.echo(f"delivered {msg_id}")
             for entry in report.expired:

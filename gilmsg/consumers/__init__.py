@@ -237,7 +237,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             if getattr(self, "_consumed", None) is not None and wire.is_gilmsg(envelope):
                 key = wire.digest(envelope)
                 if self._consumed.done(key):  # type: ignore[union-attr]
-                    return False  # consumed before a restart (acknowledged again above)
+                    log.info("%s: %s consumed before (durable record); acknowledged, not "
+                             "consumed again", type(self).__name__, envelope.get("msg_id"))
+                    return False
                 message[_DEDUP_KEY] = key
             return True
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
