@@ -71,6 +71,20 @@ def ready_tail(bus: DevBus, name: str, *args: str) -> Process:
     return proc
 
 
+def wait_line(proc: Process, needle: str) -> None:
+    """Await a line containing ``needle``, whether already read or still to come."""
+    if not any(needle in line for line in proc.seen):
+        proc.wait_for(lambda line: needle in line)
+
+
+def drain(proc: Process) -> list[str]:
+    """Every stdout line of an exited process (its reader threads are joined by wait())."""
+    lines = list(proc.seen)
+    while not proc.lines.empty():
+        lines.append(proc.lines.get_nowait())
+    return lines
+
+
 @pytest.fixture
 def bus(make_bus) -> DevBus:
     return make_bus(SERVICES)
@@ -130,18 +144,18 @@ def test_hub_plugin_redelivers_and_restarted_consumer_consumes_once(bus, tmp_pat
             "gilmsg_example.gilmsg_dedup_path": str(tmp_path / "hub-seen.db"),
             "gilmsg.outbox": str(path), "gilmsg.outbox.runner": True,
             "gilmsg.outbox.runner_name": "runner"})
-        hub.wait_for(lambda line: "gilmsg outbox runner started" in line)
+        wait_line(hub, "gilmsg outbox runner started")
         return hub
 
     hub = start_hub()
-    hub.wait_for(lambda line: f"ExampleConsumer consumed {msg_id}" in line)
+    wait_line(hub, f"ExampleConsumer consumed {msg_id}")
     assert hub.stop() is not None  # SIGINT: a clean stop; r2 still owes its ACK
     hub = start_hub()
     # The new hub's runner re-sends (r2 is still owed); its consumer gets it again and skips it.
-    hub.wait_for(lambda line: f"{msg_id} consumed before" in line)
+    wait_line(hub, f"{msg_id} consumed before")
     r2 = tail(bus, "r2")
     assert json.loads(r2.next_line())["msg_id"] == msg_id
-    hub.wait_for(lambda line: f"outbox: {msg_id} delivered" in line)
+    wait_line(hub, f"outbox: {msg_id} delivered")
     assert [json.loads(x)["msg_id"] for x in records.read_text().splitlines()] == [msg_id]
     s = stats(bus, path)
     assert (s["pending"], s["delivered"]) == (0, 1)
@@ -232,9 +246,9 @@ def test_two_runners_one_file_and_a_killed_runner(bus, tmp_path):
     r1 = ready_tail(bus, "r1")
     runs = [bus.spawn([str(BIN / "gilmsg-outbox"), "--outbox", str(path), "--config-filename",
                        str(bus.config_file), "run", "--name", name, "--until-empty",
-                       "--timeout", "30", "--window", "2"]) for name in ("runner", "pub")]
+                       "--timeout", "30", "--window", "2"]) for name in ("runner", "runner2")]
     assert [r.wait(40) for r in runs] == [0, 0], [r.stderr for r in runs]
-    delivered = [set(line.split()[1] for line in r.seen if line.startswith("delivered"))
+    delivered = [{line.split()[1] for line in drain(r) if line.startswith("delivered")}
                  for r in runs]
     assert delivered[0] | delivered[1] == ids
     assert not delivered[0] & delivered[1]  # no message was delivered by both
