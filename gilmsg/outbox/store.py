@@ -91,11 +91,14 @@ class Store:
         self.durability = durability
         self._conn = sqlite.connect(path, schema=SCHEMA, version=SCHEMA_VERSION, kind="outbox",
                                     create=create, readonly=readonly, durability=durability)
+        self._light: sqlite3.Connection | None = None  # commits without fsync (recorded ACKs)
 
     def close(self) -> None:
         """Close the file (idempotent)."""
         with self._lock:
             self._conn.close()
+            if self._light is not None:
+                self._light.close()
 
     @contextmanager
     def _write(self, light: bool = False) -> Iterator[sqlite3.Connection]:
@@ -106,14 +109,12 @@ class Store:
         with self._lock:
             conn = self._conn
             try:
-                if light and self.durability == "full":
-                    conn.execute("PRAGMA synchronous=NORMAL")
-                    try:
-                        with self._transaction(conn):
-                            yield conn
-                    finally:
-                        conn.execute("PRAGMA synchronous=FULL")
-                    return
+                if light and self.durability != "normal":
+                    if self._light is None:
+                        self._light = sqlite.connect(
+                            self.path, schema=SCHEMA, version=SCHEMA_VERSION, kind="outbox",
+                            create=False, durability="normal")
+                    conn = self._light
                 with self._transaction(conn):
                     yield conn
             except sqlite3.Error as exc:
@@ -262,6 +263,10 @@ class Store:
     def _alive(self, owner: str) -> bool:
         return owner == self.owner or policy.owner_alive(owner, self.host, _pid_exists)
 
+    def delivered(self, msg_id: str, acks: Mapping[str, float]) -> Status | None:
+        """Record the ACKs of a delivery that got every one of them (the fast path)."""
+        return self.record_acks(msg_id, acks)
+
     def record_acks(self, msg_id: str, acks: Mapping[str, float]) -> Status | None:
         """Record valid ACKs (recipient -> wall time); returns the message's status after.
 
@@ -275,17 +280,15 @@ class Store:
                 now: float) -> Status | None:
         conn.executemany("UPDATE recipients SET acked = ? WHERE msg_id = ? AND recipient = ? "
                          "AND acked IS NULL", [(at, msg_id, who) for who, at in acks.items()])
-        row = conn.execute("SELECT status FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
-        if row is None:
-            return None
-        owed = conn.execute("SELECT count(*) FROM recipients WHERE msg_id = ? AND acked IS NULL",
-                            (msg_id,)).fetchone()[0]
-        if row[0] == Status.PENDING.value and owed == 0:
-            conn.execute("UPDATE messages SET status = 'delivered', finished = ?, "
-                         "lease_owner = NULL, lease_until = 0, last_error = NULL "
-                         "WHERE msg_id = ?", (now, msg_id))
+        changed = conn.execute(
+            "UPDATE messages SET status = 'delivered', finished = ?, lease_owner = NULL, "
+            "lease_until = 0, last_error = NULL WHERE msg_id = ? AND status = 'pending' AND "
+            "NOT EXISTS (SELECT 1 FROM recipients WHERE msg_id = ? AND acked IS NULL)",
+            (now, msg_id, msg_id)).rowcount
+        if changed:
             return Status.DELIVERED
-        return Status(row[0])
+        row = conn.execute("SELECT status FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+        return None if row is None else Status(row[0])
 
     def finish_attempt(self, msg_id: str, acks: Mapping[str, float], error: str | None,
                        now: float) -> Entry | None:
