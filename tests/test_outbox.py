@@ -289,3 +289,40 @@ def test_unusable_outbox_exit_codes(bus, tmp_path):
     run = logger(bus, "--name", "pub", "--outbox", str(tmp_path / "o.db"), "-m", "x")
     assert run.returncode == 2 and "--outbox needs --recipients" in run.stderr
     assert not (tmp_path / "o.db").exists()
+
+
+@services("pub", "r1")
+def test_in_process_runner_sends_at_once_when_the_recipient_comes_back(bus, tmp_path):
+    """Outbox.start_runner: a Timeout ends the wait, not the delivery; a join makes it due."""
+    import logging
+    import threading
+
+    from gilmsg.outbox import Status
+
+    delivered = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if " delivered " in record.getMessage():
+                delivered.set()
+
+    watch = Watch()
+    logging.getLogger("gilmsg.outbox").addHandler(watch)
+    logging.getLogger("gilmsg.outbox").setLevel(logging.INFO)
+    try:
+        with Outbox(tmp_path / "outbox.db", **bus.config_for("pub")) as outbox:
+            with pytest.raises(gilmsg.Timeout) as caught:
+                outbox.publish("late", {"x": 1}, modname="outboxtest", recipients=["r1"],
+                               ack_timeout=0.2)
+            msg_id = caught.value.msg_id
+            entry = outbox.store.get(msg_id)
+            assert entry.status is Status.PENDING and entry.attempts == 1
+            assert entry.next_attempt - entry.created < 5  # 1 s backoff, not the caller's wait
+            outbox.start_runner(window=30)  # one long attempt: only a join re-sends at once
+            r1 = tail(bus, "r1")
+            assert json.loads(r1.next_line())["msg_id"] == msg_id
+            assert delivered.wait(20)
+            assert outbox.store.get(msg_id).status is Status.DELIVERED
+            barrier(bus, r1, "r1")
+    finally:
+        logging.getLogger("gilmsg.outbox").removeHandler(watch)

@@ -73,7 +73,8 @@ def epilog(examples: list[str], codes: Mapping[int, str] | None = None,
 
     ``codes`` rewords some codes for one command; ``omit`` leaves out codes it never uses.
     """
-    meanings = {c: m for c, m in {**EXIT_CODES, **(codes or {})}.items() if c not in omit}
+    meanings = {c: m for c, m in sorted({**EXIT_CODES, **(codes or {})}.items())
+                if c not in omit}
     lines = ["\b", "Examples:"]
     lines += [f"  {example}" for example in examples]
     lines += ["", "\b", "Exit codes:"]
