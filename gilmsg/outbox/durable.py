@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -82,6 +83,7 @@ class Outbox:
         self._runner: Any = None
         self._runner_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._unsettled: weakref.WeakSet[DurableDelivery] = weakref.WeakSet()
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -102,12 +104,13 @@ class Outbox:
         pending = self.publish_many([(topic, msg)], modname or calling_module(), recipients,
                                     ack_timeout, **config)[0]
         try:
+            # On success the ACKs are being recorded in the link's thread meanwhile (close()
+            # and the exit wait for that); a record lost to a SIGKILL costs only a re-send.
             return pending.result()  # type: ignore[return-value]
         except BaseException:
             pending.cancel()
+            pending.settled.wait(5.0)  # the caller sees the message owed, with its backoff
             raise
-        finally:
-            pending.settled.wait(5.0)  # the ACKs recorded before the caller moves on
 
     def publish_async(self, topic: str | None = None, msg: Any = None,
                       modname: str | None = None,
@@ -159,6 +162,8 @@ class Outbox:
                                 started + ack_timeout)
             future = link.start(delivery, frames, validator.validate)
             pending = DurableDelivery(link, delivery, future, self.store, wall)
+            if not pending.settled.is_set():
+                self._unsettled.add(pending)
             out.append(pending)
         return out
 
@@ -180,10 +185,16 @@ class Outbox:
         self._runner_thread.start()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the runner thread (if any) and close the file."""
+        """Stop the runner thread (if any), let resolved deliveries be recorded, close the file.
+
+        Deliveries still waiting for ACKs are left to a runner (their leases run out).
+        """
         self._stop.set()
         if self._runner_thread is not None:
             self._runner_thread.join(timeout)
+        for pending in list(self._unsettled):
+            if pending.future.done():
+                pending.settled.wait(timeout)
         self.store.close()
 
     def __enter__(self) -> Outbox:
