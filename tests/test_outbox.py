@@ -326,3 +326,32 @@ def test_in_process_runner_sends_at_once_when_the_recipient_comes_back(bus, tmp_
             barrier(bus, r1, "r1")
     finally:
         logging.getLogger("gilmsg.outbox").removeHandler(watch)
+
+
+@services("pub")
+def test_full_disk_logger_reports_not_stored(bus, tmp_path):
+    """A write past RLIMIT_FSIZE: exit 6, the line reported not stored, and it is not there."""
+    import resource
+
+    path = tmp_path / "outbox.db"
+    Outbox(path, **bus.config_for("pub")).close()
+    size = path.stat().st_size
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 64 * 1024, size + 64 * 1024))
+
+    big = json.dumps({"blob": "x" * 400_000})
+    run = subprocess.run([str(BIN / "gilmsg-logger"), "--config-filename", str(bus.config_file),
+                          "--name", "pub", "--outbox", str(path), "-r", "nobody",
+                          "--json-input", "--json-report"], input=big + "\n",
+                         capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=bus.root,
+                         env=bus.env(), preexec_fn=limit)
+    assert run.returncode == 6, run.stderr
+    report = json.loads(run.stdout)
+    assert report["status"] == "not_sent" and report["msg_id"] is None
+    assert "not stored" in report["error"] and "cannot write" in report["error"]
+    assert "Traceback" not in run.stderr
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    conn.close()
