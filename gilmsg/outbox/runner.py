@@ -147,7 +147,7 @@ class Runner:
             elif entry.status is Status.PENDING:
                 report.retrying.append(entry)
                 self.totals.failed_attempts += 1
-                log.info("outbox: %s still owed to %s; next attempt in %.0fs", msg_id,
+                log.debug("outbox: %s still owed to %s; next attempt in %.0fs", msg_id,
                          ", ".join(entry.owed), max(0.0, entry.next_attempt - time.time()))
 
     def run(self, stop: threading.Event, until_empty: bool = False,
