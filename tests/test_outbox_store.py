@@ -265,3 +265,29 @@ def test_consumed_record_survives_reopen(tmp_path):
     assert two.done("k1") and not two.done("k2") and len(two) == 1
     with pytest.raises(OutboxError, match="not a gilmsg outbox"):
         Store(path)  # a consumed-message record is not an outbox
+
+
+# -- gilmsg-outbox bad input (in-process, no bus) ---------------------------------------------
+
+
+def invoke(*args: str):
+    from click.testing import CliRunner
+
+    from gilmsg.commands import outbox as cli
+
+    return CliRunner().invoke(cli.main, list(args), prog_name="gilmsg-outbox")
+
+
+def test_outbox_command_bad_input(tmp_path):
+    path = tmp_path / "o.db"
+    put(Store(path))
+    assert invoke("--outbox", str(path), "drop", "m1", "--reason", "  ").exit_code == 2
+    assert invoke("--outbox", str(path), "run", "--window", "0").exit_code == 2
+    assert invoke("--outbox", str(path), "list", "--state", "lost").exit_code == 2
+    shown = invoke("--outbox", str(path), "show", "m1", "--json")
+    assert shown.exit_code == 0 and '"status": "pending"' in shown.output
+    missing = invoke("--outbox", str(tmp_path / "none.db"), "list")
+    assert missing.exit_code == 6 and "no such file" in missing.output
+    assert not (tmp_path / "none.db").exists()  # a read never creates the file
+    help_text = invoke("--help").output
+    assert "Exit codes:" in help_text and "6" in help_text.split("Exit codes:")[1]
