@@ -23,7 +23,7 @@ import pytest
 
 from tests.faults import assert_once_each, await_delivered, delivered
 
-pytestmark = pytest.mark.load
+pytestmark = [pytest.mark.load, pytest.mark.timeout(1200)]
 
 PUBLISHERS = 3
 PER_PUBLISHER = int(os.environ.get("GILMSG_LOAD_MESSAGES", "3400"))
