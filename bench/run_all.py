@@ -299,7 +299,8 @@ def others() -> None:
         if root and os.geteuid() != 0:
             print("skipped: needs root (network namespaces)")
             continue
-        proc = Process([sys.executable, str(HERE / script), *argv], cwd=str(HERE.parent))
+        proc = Process([sys.executable, str(HERE / script), *argv], cwd=str(HERE.parent),
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             while True:
                 try:
