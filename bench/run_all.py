@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import sys
 import tempfile
@@ -302,11 +303,13 @@ def others() -> None:
         proc = Process([sys.executable, str(HERE / script), *argv], cwd=str(HERE.parent),
                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            while True:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
                 try:
-                    print("  " + proc.next_line(600), flush=True)
-                except AssertionError:
-                    break
+                    print("  " + proc.lines.get(timeout=0.5), flush=True)
+                except queue.Empty:
+                    if proc.proc.poll() is not None and proc.lines.empty():
+                        break
             code = proc.wait(60)
         finally:
             proc.stop()

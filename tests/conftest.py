@@ -38,8 +38,8 @@ def _close_links():
     transport.close_all()
 
 
-#: Markers whose tests a plain ``./run tests`` skips, visibly; ``-m faults`` / ``-m load`` run them.
-FULL_ONLY = {"faults_full": "-m faults", "load": "-m load"}
+#: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
+FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load")}
 
 
 def full_run(config) -> bool:
@@ -52,7 +52,7 @@ def pytest_configure(config):
         from hypothesis import HealthCheck, settings
     except ImportError:  # only the hostile-input tests need it; they import it themselves
         return
-    common = dict(deadline=None, derandomize=False, database=None,
+    common = dict(deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                          HealthCheck.function_scoped_fixture])
     settings.register_profile("gilmsg-default", max_examples=150, **common)
@@ -61,10 +61,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.option.markexpr:
-        return
+    markexpr = config.option.markexpr or ""
     for item in items:
-        for marker, how in FULL_ONLY.items():
-            if marker in item.keywords:
+        for marker, (word, how) in FULL_ONLY.items():
+            if marker in item.keywords and word not in markexpr:
                 item.add_marker(pytest.mark.skip(
                     reason=f"{marker}: not in the default run; run it with ./run tests {how}"))
