@@ -192,6 +192,7 @@ def mutated(draw, original: dict) -> dict:
 VALIDATOR: signing.Validator  #: the env's, for equivalent()
 
 
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")  # a mangled serial: refused anyway
 def test_every_one_character_change_of_a_certificate_field_is_refused_or_the_same(env):
     """Exhaustive over positions: a mangled certificate is a refusal, never an exception.
 
@@ -286,6 +287,19 @@ def test_ack_path_re_signed_and_replayed(env, data):
     env.assert_nothing_counted((kind, body))
     if kind == "rejected":  # a refusal is recorded as such, never counted as delivery
         assert env.link.snapshot(env.pending._delivery).rejected.get("r1") == body["reason"]
+
+
+def test_a_verifier_that_raises_refuses_that_ack_and_keeps_the_link(env, monkeypatch):
+    """Defence in depth for the bug above: whatever a check of an ACK raises, that ACK is
+    refused and the link's thread goes on (before, every pending publish failed)."""
+    future, verify = env.link._futures[env.pending.msg_id]
+
+    def broken(envelope):
+        raise RuntimeError("a bug in a verifier")
+
+    monkeypatch.setitem(env.link._futures, env.pending.msg_id, (future, broken))
+    env.feed_ack(wire.encode(env.ack_topic, env.genuine))
+    env.assert_nothing_counted()
 
 
 # -- (2) the Validator ----------------------------------------------------------------------
