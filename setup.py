@@ -21,7 +21,9 @@ setup(
         "cryptography>=42",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff"],
+        "test": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
+        # bench/run_all.py draws the latency distribution; tests never import it.
+        "bench": ["matplotlib"],
     },
     entry_points={
         "console_scripts": [

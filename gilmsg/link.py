@@ -329,6 +329,10 @@ class Link:
         except GilmsgError as exc:  # CA or CRL unusable: the publish cannot succeed
             self._feed(Cancelled(ack.msg_id, now, exc))
             return
+        except Exception:  # a verifier bug on hostile input: refuse that ACK, keep the link
+            log.exception("gilmsg: checking an ACK for %s failed; ignored", ack.msg_id)
+            self._feed(AckReceived(ack, None, now))
+            return
         self._feed(AckReceived(ack, verdict.signer if verdict.ok else None, now), verdict)
 
 
