@@ -21,7 +21,9 @@ setup(
         "cryptography>=42",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff"],
+        "test": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
+        # bench/run_all.py draws the latency distribution; tests never import it.
+        "bench": ["matplotlib"],
     },
     entry_points={
         "console_scripts": [
@@ -31,7 +33,10 @@ setup(
             "gilmsg-demo=gilmsg.commands.demo:main",
             "gilmsg-sandbox=gilmsg.commands.sandbox:main",
             "gilmsg-ping=gilmsg.commands.ping:main",
+            "gilmsg-outbox=gilmsg.commands.outbox:main",
         ],
+        # The durable outbox's runner inside fedmsg-hub (inert unless gilmsg.outbox.runner).
+        "moksha.producer": ["gilmsg_outbox=gilmsg.outbox.plugin:OutboxProducer"],
         # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
         "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
     },

@@ -1,7 +1,8 @@
 """Benchmark (not a test): acknowledged messages per second, sequential versus in flight.
 
 In one run on this machine, signatures on (messages signed and validated, ACKs signed and
-validated), 3 recipients (``gilmsg-tail`` processes, output discarded):
+validated), 3 recipients (``gilmsg-tail --batch-acks`` processes, output
+discarded):
 
 - sequential: ``gilmsg.publish`` one message at a time;
 - in flight: ``gilmsg.publish_async`` with up to ``--window`` deliveries awaiting their ACKs;
@@ -54,8 +55,8 @@ class _Stopper:
 def quiet_tail(bus: DevBus, name: str) -> None:
     exe = str(Path(sys.executable).parent / "gilmsg-tail")
     proc = subprocess.Popen([exe, "--config-filename", str(bus.config_file), "--name", name,
-                             "--topic", "org.gilmsg.test.bench"], stdout=subprocess.DEVNULL,
-                            cwd=bus.root)
+                             "--topic", "org.gilmsg.test.bench", "--batch-acks"],
+                            stdout=subprocess.DEVNULL, cwd=bus.root)
     bus.processes.append(_Stopper(proc))  # type: ignore[arg-type]
 
 

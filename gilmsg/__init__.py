@@ -17,6 +17,7 @@ from gilmsg.errors import (
     GilmsgError,
     InvalidInput,
     NotDelivered,
+    OutboxError,
     Rejected,
     Timeout,
 )
@@ -57,6 +58,10 @@ def __getattr__(name: str) -> Any:
         from gilmsg.deferred import publish_deferred
 
         return publish_deferred
+    if name == "Outbox":  # sqlite3 is loaded by the first durable publish only
+        from gilmsg.outbox import Outbox
+
+        return Outbox
     raise AttributeError(f"module 'gilmsg' has no attribute {name!r}")
 
 
@@ -69,6 +74,8 @@ __all__ = [
     "GilmsgError",
     "InvalidInput",
     "NotDelivered",
+    "Outbox",
+    "OutboxError",
     "PendingDelivery",
     "Rejected",
     "Report",

@@ -83,14 +83,15 @@ def tail_messages(
     ack: bool = True,
     show_acks: bool = True,
     ack_mode: str = "received",
+    dedup_path: str | None = None,
+    batch_acks: bool = False,
     **config: Any,
 ) -> Tail:
     """Yield ``(name, endpoint, topic, envelope)`` for every message on the bus, as fedmsg does.
 
     Connects to every endpoint of the configuration (``passive`` is accepted and ignored, as in
     fedmsg). Before a gilmsg message that names this process's certificate Common Name (or names
-    no recipients) is yielded, a signed ACK has been sent (several messages arriving together
-    are acknowledged in one batched ACK when their publishers take them). Each gilmsg msg_id is
+    no recipients) is yielded, a signed ACK has been sent. Each gilmsg msg_id is
     yielded once however often it is re-sent; repeats are acknowledged again. With
     ``validate_signatures`` true, messages whose signature does not hold are dropped (and
     logged). ``ack=False`` watches without acknowledging and needs no identity.
@@ -110,18 +111,40 @@ def tail_messages(
     * a message left unsettled (the loop ended by an exception outside a ``with`` block, or
       :meth:`Tail.close`) stays answered ``received``: its publisher times out, and says so.
 
+    ``dedup_path``: an SQLite file (see :mod:`gilmsg.outbox.dedup`) recording the gilmsg
+    messages consumed, so that a restarted process never yields one again (its repeats are
+    still acknowledged). A message counts as consumed, and is recorded, when the generator is
+    resumed or closed after yielding it: the loop body that got it has ended (normally, by
+    ``break``, or by an exception). A crash inside the loop body yields it again after the
+    restart if it is re-sent; a crash after the body ended and before the record's commit
+    returned (microseconds) does too.
+
+    ``batch_acks=True``: messages that arrive together (up to 64) are acknowledged with one
+    signed, batched ACK (for publishers that take them) before the first of them is yielded:
+    far less signing under load, but a loop that stops early (``break``, ``close()``) leaves the
+    rest of that group acknowledged and never yielded, as a hub that dies loses its queue.
+    Without it each message is acknowledged just before it is yielded.
+
     Raises:
         InvalidInput: ``ack_mode`` is not ``received`` or ``processed`` (at the call).
         ConfigError, CertificateError: at the first ``next()``, if ``ack`` is true and this
             process's identity, endpoint or certificate is missing or unusable.
+        OutboxError: at the first ``next()``, ``dedup_path`` cannot be used; later, if it
+            cannot be written.
     """
     settle = check_ack_mode(ack_mode) == "processed" and ack
-    return Tail(_items(topic, ack, show_acks, settle, config), settle)
+    return Tail(_items(topic, ack, show_acks, settle, dedup_path, batch_acks, config), settle)
 
 
-def _items(topic: str, ack: bool, show_acks: bool, settle: bool,
-           config: dict[str, Any]) -> Iterator[tuple[Item, Settlement | None]]:
+def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str | None,
+           batch_acks: bool, config: dict[str, Any]
+           ) -> Iterator[tuple[Item, Settlement | None]]:
     cfg = gconfig.load(config)
+    consumed = None
+    if dedup_path is not None:
+        from gilmsg.outbox.dedup import Consumed
+
+        consumed = Consumed(dedup_path)
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
     subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
@@ -129,28 +152,44 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool,
     try:
         while True:
             received = subscription.receive(POLL_INTERVAL)
-            while received and len(received) < wire.MAX_BATCH:  # what arrived together
+            while batch_acks and received and len(received) < wire.MAX_BATCH:  # together
                 more = subscription.receive(0)
                 if not more:
                     break
                 received += more
-            ready = []
-            for name, endpoint, frames in received:
-                if not show_acks and frames[:1] == [ack_topic]:
-                    continue
-                decoded = wire.decode(frames)
-                if decoded is None:
-                    continue
-                msg_topic, envelope = decoded
-                if recipient.handle(msg_topic, envelope, batch if ack else None):
-                    ready.append((name, endpoint, msg_topic, envelope))
-            if batch:
-                recipient.flush(batch)  # every ACK is out before its message is yielded
-            for item in ready:
-                settlement = recipient.settlement(item[2], item[3]) if settle else None
-                yield item, settlement
+            # Without batch_acks, each group is one message: acknowledged, then yielded.
+            groups = [received] if batch_acks else [[r] for r in received]
+            for group in groups:
+                ready = []
+                for name, endpoint, frames in group:
+                    if not show_acks and frames[:1] == [ack_topic]:
+                        continue
+                    decoded = wire.decode(frames)
+                    if decoded is None:
+                        continue
+                    msg_topic, envelope = decoded
+                    if not recipient.handle(msg_topic, envelope, batch if ack else None):
+                        continue
+                    key = None
+                    if consumed is not None and wire.is_gilmsg(envelope):
+                        key = wire.digest(envelope)  # the key Recipient deduplicates on
+                        if consumed.done(key):
+                            continue
+                    ready.append(((name, endpoint, msg_topic, envelope), key))
+                if batch:
+                    recipient.flush(batch)  # every ACK is out before its message is yielded
+                for item, key in ready:
+                    settlement = recipient.settlement(item[2], item[3]) if settle else None
+                    try:
+                        yield item, settlement
+                    finally:
+                        if key is not None:
+                            consumed.record(key,  # type: ignore[union-attr]
+                                            item[3].get("msg_id"))
     finally:
         subscription.close()
+        if consumed is not None:
+            consumed.close()
 
 
 __all__ = ["Tail", "tail_messages"]

@@ -243,6 +243,10 @@ TAIL_CODES = {
                    "when CMD exits 0, 'rejected' (with its exit status and last stderr line) "
                    "otherwise; for publishers that require processed. Messages hidden by "
                    "--include/--exclude are rejected as not handled.")
+@click.option("--batch-acks", is_flag=True,
+              help="Acknowledge messages that arrive together with one signed ACK (far less "
+                   "signing under load; their publishers must speak protocol 3). A stop "
+                   "(--count, a signal) may leave some of such a group acknowledged, unshown.")
 @click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
               help="Exit after N messages.")
 @click.option("--no-ack", is_flag=True, help="Watch silently: send no ACKs (needs no identity).")
@@ -255,12 +259,16 @@ TAIL_CODES = {
 @click.option("--exclude", "excludes", multiple=True, metavar="REGEX", callback=_regexes,
               help="Hide messages whose topic matches REGEX (repeatable); wins over --include. "
                    "Hidden messages are still acknowledged.")
+@click.option("--dedup-file", default=None, metavar="PATH",
+              help="Record the gilmsg messages handled in this SQLite file: after a restart, "
+                   "one handled before is acknowledged again but not shown or run again.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
          credentials: bool, color: bool | None, exec_cmd: str | None, settle: bool,
+         batch_acks: bool,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
          includes: tuple[re.Pattern[str], ...], excludes: tuple[re.Pattern[str], ...],
-         debug: bool) -> None:
+         dedup_file: str | None, debug: bool) -> None:
     """Print messages from the bus; acknowledge gilmsg messages that name this identity.
 
     Every message on every endpoint of the configuration is printed, once: a gilmsg message
@@ -298,7 +306,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
         handled = 0
         exec_failures = 0
         stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks,
-                                      ack_mode="processed" if settle else "received", **cfg)
+                                      ack_mode="processed" if settle else "received",
+                                      dedup_path=dedup_file, batch_acks=batch_acks, **cfg)
         with contextlib.closing(stream):  # sockets closed on --count, errors and signals
             for _name, _endpoint, msg_topic, envelope in stream:
                 is_ack = msg_topic == ack_topic
