@@ -254,7 +254,8 @@ def test_ack_path_mutated_genuine_ack(env, data):
 @given(data=st.data())
 def test_ack_path_re_signed_and_replayed(env, data):
     """Validly signed, but not r1's ACK of this exact content: by mallory, for other content,
-    for another msg_id, a refusal, or a replay of r1's genuine ACK of an earlier message."""
+    for another msg_id, a refusal by mallory, or a replay of r1's genuine ACK of an earlier
+    message. (r1's own refusal is genuine: it ends the publish, see the test below.)"""
     kind = data.draw(st.sampled_from(["mallory", "digest", "msg_id", "rejected", "body",
                                       "replay", "unsigned-cn"]))
     body = wire.ack_body(env.envelope)
@@ -268,7 +269,8 @@ def test_ack_path_re_signed_and_replayed(env, data):
         body["ack_msg_id"] = data.draw(st.text(min_size=1, max_size=40))
         assume(body["ack_msg_id"] != env.envelope["msg_id"])
         body["ack_digest"] = data.draw(st.sampled_from([env.digest, "0" * 64]))
-    elif kind == "rejected":
+    elif kind == "rejected":  # a refusal signed by someone who is not the recipient
+        signer = env.mallory
         body["status"] = "rejected"
         body["reason"] = data.draw(st.text(max_size=20))
     elif kind == "body":  # the right id and digest under a field that is not a JSON object
@@ -285,8 +287,22 @@ def test_ack_path_re_signed_and_replayed(env, data):
     else:
         env.feed_ack(wire.encode(env.ack_topic, env.ack_envelope(env.envelope, signer, body)))
     env.assert_nothing_counted((kind, body))
-    if kind == "rejected":  # a refusal is recorded as such, never counted as delivery
-        assert env.link.snapshot(env.pending._delivery).rejected.get("r1") == body["reason"]
+    if kind == "rejected":  # mallory's refusal neither counts nor ends the wait
+        assert env.link.snapshot(env.pending._delivery).rejected == {}
+
+
+def test_r1s_genuine_rejection_ends_that_publish_at_once_and_counts_nothing(env):
+    captured: dict = {}
+    other = publish_async(topic="t", msg={"refused": 1}, modname="hostile", recipients=["r1"],
+                          ack_timeout=600, pre_fire_hook=lambda e: captured.setdefault("e", e),
+                          **env.pub_config)
+    _until_sent(other)
+    body = {**wire.ack_body(captured["e"]), "status": "rejected", "reason": "no \x00 thanks"}
+    env.feed_ack(wire.encode(env.ack_topic, env.ack_envelope(captured["e"], env.r1, body)))
+    with pytest.raises(gilmsg.Rejected) as info:
+        other.result()
+    assert info.value.acked == {} and info.value.rejected == {"r1": "no thanks"}
+    env.assert_nothing_counted()
 
 
 def test_a_verifier_that_raises_refuses_that_ack_and_keeps_the_link(env, monkeypatch):
