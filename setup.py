@@ -21,7 +21,9 @@ setup(
         "cryptography>=42",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff"],
+        # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg_transport = "amqp".
+        "amqp": ["pika>=1.3", "fedora-messaging>=3.4"],
+        "test": ["pytest", "pytest-timeout", "ruff", "pika>=1.3", "fedora-messaging>=3.4"],
     },
     entry_points={
         "console_scripts": [
