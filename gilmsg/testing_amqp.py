@@ -24,6 +24,8 @@ from gilmsg.testing import free_port
 
 #: Where Debian's package puts the server script (it runs as the caller, unlike /usr/sbin's).
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+#: Environment variable where ``./run tests`` leaves why it could not install the package.
+INSTALL_NOTE_ENV = "GILMSG_RABBITMQ_INSTALL_NOTE"
 #: Bound on a start (about 5 s here) and on a stop.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -32,8 +34,9 @@ STOP_TIMEOUT = 15.0
 def missing_reason() -> str | None:
     """Why no broker can be started here (None if one can)."""
     if not os.path.exists(SERVER):
+        why = os.environ.get(INSTALL_NOTE_ENV)
         return ("rabbitmq-server is not installed (Debian package rabbitmq-server; ./run tests "
-                "installs it when run as root with apt-get)")
+                "installs it when run as root with apt-get)" + (f": {why}" if why else ""))
     if shutil.which("epmd") is None and not _erlang_epmd():
         return "epmd (Erlang) not found next to rabbitmq-server"
     return None
