@@ -33,6 +33,7 @@ setup(
             "gilmsg-demo=gilmsg.commands.demo:main",
             "gilmsg-sandbox=gilmsg.commands.sandbox:main",
             "gilmsg-ping=gilmsg.commands.ping:main",
+            "gilmsg-bridge=gilmsg.commands.bridge:main",
         ],
         # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
         "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
