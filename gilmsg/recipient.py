@@ -138,3 +138,22 @@ class Recipient:
         ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
         signed = self._signer.sign(ack)
         self._link.send(message.encode(self.ack_topic, signed))
+
+
+def own_certificate_problem(config: Mapping[str, Any]) -> str | None:
+    """Why the bus would refuse what this identity signs (revoked, expired, another CA), or None.
+
+    Signs a throw-away envelope with this identity's key and validates it as a peer would. None
+    also when it cannot tell (no CA configured, or a key or CA error the caller reports itself).
+    """
+    if not config.get("ca_cert_location"):
+        return None
+    from gilmsg import signing
+
+    try:
+        signed = signing.signer_for(config).sign(
+            message.new_envelope(gconfig.ack_topic(config), {}, 0))
+        verdict = signing.validator_for(config).validate(signed)
+    except GilmsgError:
+        return None
+    return None if verdict.ok else verdict.reason

@@ -202,6 +202,27 @@ class Process:
         return self.proc.returncode
 
 
+def _hub_ready_line(proc: Process, timeout: float) -> str:
+    """The hub's line saying it runs or that a consumer failed; AssertionError, with the hub's
+    stderr, as soon as it exits instead (a gilmsg consumer that cannot start stops the hub)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            line = proc.next_line(min(max(remaining, 0.0), 0.25))
+        except AssertionError:
+            code = proc.proc.poll()
+            if code is not None and proc.lines.empty():
+                raise AssertionError(f"fedmsg-hub exited with status {code} before it ran; "
+                                     f"stderr:\n{proc.stderr}") from None
+            if remaining <= 0:
+                raise AssertionError(f"fedmsg-hub not running within {timeout}s; last lines "
+                                     f"{proc.seen[-5:]!r}; stderr:\n{proc.stderr}") from None
+            continue
+        if HUB_READY_LOG in line or HUB_CONSUMER_FAILED.search(line):
+            return line
+
+
 class DevBus:
     """A local fedmsg bus for tests: a CA, a certificate and a free endpoint per service.
 
@@ -284,10 +305,11 @@ class DevBus:
         return proc
 
     def spawn_tail(self, name: str, *args: str) -> Process:
-        """A real ``gilmsg-tail --json`` acknowledging as ``name``; one envelope per stdout line."""
+        """A real ``gilmsg-tail --json --credentials`` acknowledging as ``name``; one whole
+        envelope (signature and certificate included) per stdout line."""
         exe = str(Path(sys.executable).parent / "gilmsg-tail")
         return self.spawn([exe, "--config-filename", str(self.config_file), "--name", name,
-                           "--json", *args])
+                           "--json", "--credentials", *args])
 
     def hub_config(self, name: str, **extra: Any) -> dict[str, Any]:
         """Configuration for a ``fedmsg-hub`` whose consumers acknowledge as service ``name``.
@@ -336,9 +358,7 @@ class DevBus:
             env["PYTHONPATH"] = os.pathsep.join(parts)
         proc = self.spawn(argv, env=env)
         if wait:
-            line = proc.wait_for(
-                lambda line: HUB_READY_LOG in line or bool(HUB_CONSUMER_FAILED.search(line)),
-                timeout)
+            line = _hub_ready_line(proc, timeout)
             if HUB_CONSUMER_FAILED.search(line):  # moksha logs it and runs on without the consumer
                 while proc.lines.qsize():  # the traceback that followed, as far as it came
                     proc.next_line(0)

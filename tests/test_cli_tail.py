@@ -109,10 +109,19 @@ def test_line_format(sample):
         f"{ack_topic} {ack['msg_id']} ACK received of {env['msg_id']} from r1")
 
 
-def test_json_format_is_the_whole_envelope_on_one_line(sample):
+def test_json_format_is_one_line_without_credentials_unless_asked(sample):
     topic, env, _, _ = sample
     text = cli.format_json(topic, env)
-    assert "\n" not in text and json.loads(text) == env
+    bare = {k: v for k, v in env.items() if k not in ("signature", "certificate")}
+    assert "\n" not in text and json.loads(text) == bare and bare != env
+    whole = cli.format_json(topic, env, credentials=True)
+    assert "\n" not in whole and json.loads(whole) == env
+
+
+def test_really_pretty_is_pretty_in_colour_and_credentials_is_a_flag():
+    params = cli.main.make_context("gilmsg-tail", ["--really-pretty", "--credentials"]).params
+    assert params["fmt"] == "really-pretty" and params["credentials"] is True
+    assert cli.main.make_context("gilmsg-tail", ["--json"]).params["credentials"] is False
 
 
 def test_terse_format(sample):
@@ -286,3 +295,20 @@ def test_timestamps_that_are_not_times_do_not_crash_the_formats(stamp):
     envelope = {"topic": "t", "msg_id": "m", "msg": {"log": "x"}, "timestamp": stamp}
     assert "--:--:--" in cli.format_terse("t", envelope)
     assert '"timestamp"' in cli.format_pretty("t", envelope)
+
+
+def test_json_leaves_credentials_out_and_really_pretty_colours_a_pipe(make_bus):
+    bus = make_bus(["pub", "r1", "r2"])
+    base = [TAIL, "--config-filename", str(bus.config_file)]
+    plain = bus.spawn([*base, "--name", "r1", "--json"])
+    fancy = bus.spawn([*base, "--name", "r2", "--really-pretty"])
+    # Both acknowledged before the logger exits 0, so both print the message (no --count: a
+    # tail that exits right after its ACK may leave before the publisher listens to it).
+    proc = bus.spawn([LOGGER, "--config-filename", str(bus.config_file), "--name", "pub",
+                      "--recipients", "r1 r2", "--ack-timeout", "20", "--message", "hi"])
+    assert proc.wait(30) == 0, proc.stderr
+    shown = json.loads(plain.next_line())
+    assert shown["msg"] == {"log": "hi"} and shown["crypto"] == "x509"
+    assert "signature" not in shown and "certificate" not in shown
+    text = fancy.wait_for(lambda line: "\x1b[" in line and '"hi"' in line)
+    assert "hi" in text

@@ -24,7 +24,12 @@ import zmq
 import gilmsg
 from gilmsg import certs, message, signing
 from gilmsg.config import ack_topic
-from gilmsg.consumers import READY_LOG, asks_for_acks, resolve_identity
+from gilmsg.consumers import (
+    EXIT_CONSUMER_FAILED,
+    READY_LOG,
+    asks_for_acks,
+    resolve_identity,
+)
 from gilmsg.errors import ConfigError
 from gilmsg.testing import DEFAULT_WAIT, HUB_READY_LOG, DevBus, Process
 
@@ -411,8 +416,32 @@ def test_concurrent_publishes_with_several_workers(bus):
     assert sorted(consumed) == sorted(r.msg_id for r in reports)
 
 
-def test_misconfigured_identity_is_reported_by_the_hub(bus):
+def test_a_consumer_that_cannot_start_stops_the_hub_with_one_line(bus):
     hub = start_hub(bus, consumers=(EXAMPLE, OTHER), wait=False, **{
+        "gilmsg_example.gilmsg_name": "ghost",
+        "gilmsg_example_other": True,
+        "gilmsg_example_other.gilmsg_name": "hub2",
+        "gilmsg_example_other.output": str(bus.root / "other.jsonl"),
+    })
+    assert hub.wait() == EXIT_CONSUMER_FAILED
+    failed = [line for line in hub.stderr_lines if "cannot start" in line]
+    assert len(failed) == 1 and failed[0].startswith(
+        "fedmsg-hub: gilmsg consumer cannot start: ExampleConsumer acknowledging as 'ghost': "
+        "config key certnames['ghost']"), hub.stderr
+    assert "Traceback" not in hub.stderr and not any(HUB_READY_LOG in line for line in hub.seen)
+
+
+def test_hub_with_a_revoked_identity_says_so_at_start(bus):
+    certs.revoke(bus.ssldir, "hub")
+    hub = start_hub(bus)
+    wait_line(hub, "ExampleConsumer: the certificate of 'hub' will be refused by its peers")
+    assert any("revoked" in line for line in hub.seen if "will be refused" in line)
+
+
+def test_misconfigured_identity_is_reported_by_the_hub(bus):
+    # Opted out of stopping the hub: moksha runs on without the consumer, as stock fedmsg does.
+    hub = start_hub(bus, consumers=(EXAMPLE, OTHER), wait=False, **{
+        "gilmsg.allow_failed_consumers": True,
         "gilmsg_example.gilmsg_name": "ghost",
         "gilmsg_example_other": True,
         "gilmsg_example_other.gilmsg_name": "hub2",

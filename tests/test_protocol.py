@@ -203,6 +203,10 @@ def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5, sen
     proves the forgery sent between them reached the publisher (one connection keeps its order).
     """
     outcome = {}
+    # pub's socket bound and heard by raw first: else a recipient that answers at once can end
+    # the publish before raw ever sees the message.
+    gilmsg.init(**bus.config_for("pub", **config))
+    raw.wait_connected("pub")
 
     def run():
         try:

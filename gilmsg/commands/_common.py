@@ -239,27 +239,10 @@ def known_names(config: Mapping[str, Any]) -> str:
     return ", ".join(names) or "none configured"
 
 
-def own_certificate_problem(config: Mapping[str, Any]) -> str | None:
-    """Why the bus would refuse what this identity signs (revoked, expired, another CA), or None.
-
-    Signs a throw-away envelope with this process's key and validates it as a peer would. None
-    also when it cannot tell (no CA configured, or an error the command reports by itself).
-    """
-    if not config.get("ca_cert_location"):
-        return None
-    from gilmsg import message, signing
-
-    try:
-        signed = signing.signer_for(config).sign(
-            message.new_envelope(gconfig.ack_topic(config), {}, 0))
-        verdict = signing.validator_for(config).validate(signed)
-    except GilmsgError:
-        return None
-    return None if verdict.ok else verdict.reason
-
-
 def warn_own_certificate(prog: str, config: Mapping[str, Any], consequence: str) -> None:
     """Say once, at start, that this identity's certificate will be refused, and what follows."""
+    from gilmsg.recipient import own_certificate_problem
+
     problem = own_certificate_problem(config)
     if problem:
         warn(prog, f"this identity's certificate will be refused by its peers ({problem}): "

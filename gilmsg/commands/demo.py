@@ -88,6 +88,13 @@ def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
     return hub, record
 
 
+def check(passed: bool, failure: str) -> bool:
+    """Say ``failure`` when a step of the demo did not behave as shown; returns ``passed``."""
+    if not passed:
+        say(f"  UNEXPECTED: {failure}")
+    return passed
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config-filename", default="fedmsg.d/gilmsg.py", show_default=True,
               type=click.Path(dir_okay=False), help="The local bus configuration.")
@@ -107,7 +114,7 @@ def main(config_filename: str) -> None:
         ensure_certs(cfg)
         say(f"  {len(cfg['certnames'])} services, CA and CRL in {cfg['ssldir']}")
         say("2. Signing in fedmsg's x509 format, without fedmsg.crypto")
-        ok &= show_signing(cfg)
+        ok &= check(show_signing(cfg), "signing or validation did not behave as shown")
         say("3. Recipients start: two gilmsg-tail processes and a stock fedmsg-hub running the")
         say("   example GilmsgConsumer (examples/gilmsg_example), which acknowledges as 'hub'")
         procs = [start_recipient(config_filename, name) for name in TAILS]
@@ -130,11 +137,15 @@ def main(config_filename: str) -> None:
             times.append(report.elapsed * 1000)
         times.sort()
         say(f"  20 more: median round trip {times[10]:.2f} ms, slowest {times[-1]:.2f} ms")
-        for proc in procs[:2]:
+        for name, proc in zip(TAILS, procs[:2], strict=True):
             got = [json.loads(proc.next_line())["msg"]["n"] for _ in range(21)]
-            ok &= got == list(range(21))
+            ok &= check(got == list(range(21)), f"{name} printed {got}, not 0 to 20 in order")
+        # The hub acknowledges on receipt; its consume() may still be writing the last lines.
+        for _ in range(21):
+            hub.wait_for(lambda line: "ExampleConsumer consumed " in line)
         consumed = [json.loads(line) for line in record.read_text().splitlines()]
-        ok &= sorted(c["msg"]["n"] for c in consumed) == list(range(21))
+        numbers = sorted(c["msg"]["n"] for c in consumed)
+        ok &= check(numbers == list(range(21)), f"the hub consumed {numbers}, not 0 to 20 once")
         say("  each gilmsg-tail printed every message exactly once, in order, and the hub's")
         say(f"  consume() recorded each exactly once ({len(consumed)} lines in {record.name})")
         say("5. recipient-b stops; the next publish must fail loudly")
@@ -147,7 +158,9 @@ def main(config_filename: str) -> None:
         except gilmsg.Timeout as exc:
             say(f"  gilmsg.Timeout: {exc}")
             say(f"    acknowledged: {sorted(exc.acked)}; missing: {list(exc.missing)}")
-            ok &= exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a", "hub"}
+            expected = exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a", "hub"}
+            ok &= check(expected, "the Timeout should name recipient-b missing, the others "
+                                  "acknowledged")
     except gilmsg.GilmsgError as exc:
         click.echo(f"gilmsg-demo: error: {exc}", err=True)
         sys.exit(_common.EXIT_CONFIG)

@@ -27,7 +27,7 @@ from gilmsg.commands import _common
 
 PROG = "gilmsg-tail"
 
-FORMATS = ("line", "json", "pretty", "terse")
+FORMATS = ("line", "json", "pretty", "really-pretty", "terse")
 CREDENTIALS = ("signature", "certificate")
 
 
@@ -72,8 +72,12 @@ def format_line(topic: str, envelope: Mapping[str, Any], is_ack: bool = False) -
     return f"{topic} {envelope.get('msg_id')} {body}"
 
 
-def format_json(topic: str, envelope: Mapping[str, Any], is_ack: bool = False) -> str:
-    """``--json``: the whole envelope, credentials included, as one line of JSON."""
+def format_json(topic: str, envelope: Mapping[str, Any], is_ack: bool = False,
+                credentials: bool = False) -> str:
+    """``--json``: the envelope as one line of JSON; ``signature`` and ``certificate`` (about
+    2 KiB of base64 per message) only with ``credentials``."""
+    if not credentials:
+        envelope = {k: v for k, v in envelope.items() if k not in CREDENTIALS}
     return json.dumps(envelope, sort_keys=True)
 
 
@@ -200,10 +204,15 @@ TAIL_CODES = {
               help="One JSON envelope per line (same as --format json).")
 @click.option("--pretty", "fmt", flag_value="pretty",
               help="Indented JSON without credentials; coloured on a terminal.")
+@click.option("--really-pretty", "fmt", flag_value="really-pretty",
+              help="--pretty, coloured even when not on a terminal (as fedmsg-tail's).")
 @click.option("--terse", "fmt", flag_value="terse", help="One short line: time, topic, summary.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format; 'line' (default) is: topic msg_id msg-as-JSON. Of several "
                    "format options, the last one wins.")
+@click.option("--credentials", is_flag=True,
+              help="With --json, keep each envelope's signature and certificate (left out by "
+                   "default; --exec always gets the whole envelope).")
 @click.option("--color/--no-color", "color", default=None,
               help="Force colour on or off for --pretty (default: only on a terminal).")
 @click.option("--exec", "exec_cmd", default=None, metavar="CMD",
@@ -224,7 +233,7 @@ TAIL_CODES = {
                    "Hidden messages are still acknowledged.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
-         color: bool | None, exec_cmd: str | None,
+         credentials: bool, color: bool | None, exec_cmd: str | None,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
          includes: tuple[re.Pattern[str], ...], excludes: tuple[re.Pattern[str], ...],
          debug: bool) -> None:
@@ -239,6 +248,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
     """
     show = fmt is not None or exec_cmd is None
     fmt_name = fmt or "line"
+    if fmt_name == "really-pretty":
+        fmt_name, color = "pretty", True if color is None else color
     colored = fmt_name == "pretty" and use_color(color, sys.stdout)
 
     def body() -> int:
@@ -268,10 +279,13 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                 if show:
                     if fmt_name == "pretty":
                         text = format_pretty(msg_topic, envelope, is_ack, color=colored)
+                    elif fmt_name == "json":
+                        text = format_json(msg_topic, envelope, is_ack, credentials)
                     else:
                         text = FORMATTERS[fmt_name](msg_topic, envelope, is_ack)
                     # A lone surrogate from the wire cannot be encoded: show it escaped.
-                    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"),
+                               color=colored or None)
                 if exec_cmd is not None:
                     status = run_exec(exec_cmd, msg_topic, envelope)
                     if status != 0:

@@ -52,6 +52,7 @@ replaces the disposition of SIGINT and SIGHUP, so in ``fedmsg-hub`` that concern
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -62,15 +63,24 @@ from moksha.hub.reactor import reactor
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
 from gilmsg.errors import ConfigError, GilmsgError
-from gilmsg.recipient import Recipient
+from gilmsg.recipient import Recipient, own_certificate_problem
 
-__all__ = ["GilmsgConsumer", "NAME_KEY_SUFFIX", "READY_LOG", "resolve_identity"]
+__all__ = [
+    "ALLOW_FAILED_KEY", "EXIT_CONSUMER_FAILED", "GilmsgConsumer", "NAME_KEY_SUFFIX", "READY_LOG",
+    "resolve_identity",
+]
 
 log = logging.getLogger(__name__)
 
 #: ``<config_key>`` + this is the config key naming a consumer's identity.
 NAME_KEY_SUFFIX = ".gilmsg_name"
 Message = dict[str, Any]
+
+#: Exit status of ``fedmsg-hub`` when a gilmsg consumer cannot start (the CLIs' "bad
+#: configuration or certificates").
+EXIT_CONSUMER_FAILED = 4
+#: Config key: true keeps moksha's behaviour of running on without a consumer that failed.
+ALLOW_FAILED_KEY = "gilmsg.allow_failed_consumers"
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
 _RECEIVED = "_gilmsg_received"
@@ -129,10 +139,16 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         common_name: the Common Name of its certificate: the recipient name publishers use.
         recipient: the :class:`~gilmsg.recipient.Recipient` doing check, ACK and dedup.
 
-    Raises (from the constructor; moksha logs it and runs the hub without this consumer):
-        ConfigError: no identity, no ``endpoints``/``certnames`` entry or ``ssldir`` for it, no
-            ``ca_cert_location`` while validating, or its endpoint cannot be bound.
-        CertificateError: its key, certificate, the CA or the CRL is unusable.
+    A consumer that cannot start (no identity, no ``endpoints``/``certnames`` entry or
+    ``ssldir`` for it, no ``ca_cert_location`` while validating, an endpoint that cannot be
+    bound, an unusable key, certificate, CA or CRL) stops ``fedmsg-hub`` at once: one line on
+    standard error, exit status 4 (:data:`EXIT_CONSUMER_FAILED`). Stock moksha would log a
+    traceback and run on without the consumer, looking healthy; the config key
+    ``gilmsg.allow_failed_consumers = True`` restores that behaviour (the constructor then
+    raises :class:`~gilmsg.ConfigError` or :class:`~gilmsg.CertificateError` to moksha).
+
+    A consumer whose own certificate its peers would refuse (revoked, expired, issued by
+    another CA) starts, but logs one WARNING saying so: every ACK it sends would be ignored.
     """
 
     #: fedmsg ``name`` to acknowledge as, unless ``<config_key>.gilmsg_name`` is configured.
@@ -150,7 +166,15 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         if self.config_key and config.get(self.config_key, False):
             # Everything that can fail, and the socket bind, happen before moksha subscribes
             # and starts workers: no message can arrive before the recipient exists.
-            self._setup(config)
+            try:
+                self._setup(config)
+            except GilmsgError as exc:
+                if config.get(ALLOW_FAILED_KEY):
+                    raise  # moksha logs it and runs on without this consumer
+                # moksha catches Exception from a consumer's constructor; SystemExit passes.
+                sys.stderr.write(f"fedmsg-hub: gilmsg consumer cannot start: {exc}\n")
+                sys.stderr.flush()
+                raise SystemExit(EXIT_CONSUMER_FAILED) from None
         super().__init__(hub)
         if not getattr(self, "_initialized", False):
             return
@@ -174,6 +198,11 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             ) from None
         self.common_name = self.recipient.common_name or ""
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        problem = own_certificate_problem(cfg)
+        if problem:
+            log.warning("%s: the certificate of %r will be refused by its peers (%s): every "
+                        "ACK it sends will be ignored", type(self).__name__, self.identity,
+                        problem)
         log.info(
             "%s acknowledges as %s (name %r, endpoint %s); signatures %s",
             type(self).__name__, self.common_name, self.identity, self.recipient.address,
