@@ -21,10 +21,13 @@ or ``fedora_messaging.api.consume(MyCallback())`` / ``twisted_consume``. Needs
   anything but ``Drop``) is forgotten again, so the copy AMQP redelivers is consumed;
 * copies and messages that must not be consumed return normally: fedora-messaging then acks
   them on the broker (removes them from the queue);
-* ACKs themselves and messages whose signature, certificate chain, CRL status, topic or
-  ``routing_policy`` do not hold never reach ``consume()`` and are never acknowledged;
-  plain fedmsg-style messages (no gilmsg fields) and other fedora-messaging messages reach
-  ``consume()`` unchanged, every time.
+* ACKs themselves never reach ``consume()``; with ``validate_signatures``, gilmsg messages
+  whose signature, certificate chain, CRL status, topic or ``routing_policy`` do not hold are
+  logged and dropped: never acknowledged, never consumed;
+* everything else (fedora-messaging's own messages, plain fedmsg-style ones) reaches
+  ``consume()`` unchanged, every time, trusted as fedora-messaging trusts it (the broker's
+  login and TLS): they ask for no ACK, and stripping a message's gilmsg fields can only make
+  its publisher time out, never count an ACK.
 
 Configuration is gilmsg's usual fedmsg configuration (``/etc/fedmsg.d`` ...) with, over it, the
 table ``[consumer_config.gilmsg]`` of fedora-messaging's config file (``name``,
@@ -41,6 +44,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gilmsg import config as gconfig
+from gilmsg.core import wire
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient
 
@@ -110,6 +114,9 @@ class GilmsgCallback:
             return
         topic = frame_topic(message)
         if self.recipient.is_ack(topic):
+            return
+        if not wire.is_gilmsg(envelope):
+            self.consume(message)
             return
         if self.validate_signatures and envelope.get("topic") != topic:
             log.warning("dropped message %s: topic %r does not match its envelope's %r",

@@ -6,6 +6,7 @@ publisher's re-sends pile up there, and AMQP hands them all over when it comes b
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -134,3 +135,19 @@ def test_fedora_messaging_consume_acknowledges_and_consumes_each_message_once(
                        ack_timeout=1, **cfg)
     assert other.value.missing == ("r2",) and other.value.acked == {}
     consumed(consumer, other.value.msg_id)
+
+    # fedora-messaging's own (unsigned, no gilmsg fields) messages reach consume() as they are.
+    import pika
+
+    from gilmsg.transport import amqp
+
+    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
+    try:
+        plain_id = f"fm-{uuid.uuid4()}"
+        conn.channel().basic_publish(
+            "amq.topic", "org.gilmsg.test.fm.plain",
+            json.dumps({"msg_id": plain_id, "hello": "fedora"}).encode(),
+            amqp.properties("org.gilmsg.test.fm.plain", plain_id, None, "fm", True))
+    finally:
+        conn.close()
+    consumed(consumer, plain_id)
