@@ -75,6 +75,8 @@ DEFAULT_EXCHANGE = "amq.topic"
 RECONNECT_S = 0.5
 #: Bound on one connection attempt (TCP connect, AMQP handshake), in seconds.
 CONNECT_TIMEOUT_S = 3.0
+#: Seconds a connection the broker blocked (resource alarm) is kept before it is re-made.
+BLOCKED_TIMEOUT_S = 5.0
 #: ACKs the broker keeps for a publisher that reads them too slowly (oldest dropped first).
 ACK_QUEUE_MAX = 10_000
 #: Messages queued for sending by other threads before the oldest are dropped.
@@ -125,7 +127,9 @@ def _parameters(url: str) -> pika.URLParameters:
     params.connection_attempts = 1
     params.socket_timeout = CONNECT_TIMEOUT_S
     params.stack_timeout = CONNECT_TIMEOUT_S * 2
-    params.blocked_connection_timeout = 30
+    # A broker short of memory or disk stops reading ("blocked"): after this long the connection
+    # is dropped and made again, so the link's thread is never stuck in a send for long.
+    params.blocked_connection_timeout = BLOCKED_TIMEOUT_S
     return params
 
 
