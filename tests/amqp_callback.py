@@ -21,3 +21,21 @@ class PrintingCallback(GilmsgCallback):
             print("nacked", body["msg_id"], flush=True)
             raise Nack()
         print("consumed", body.get("msg_id"), message.topic, flush=True)
+
+
+class CrashingCallback(PrintingCallback):
+    """Dies (exit 3) right after handling a message whose body says ``crash_after`` and that it
+    consumed: consume() done, fedora-messaging's ack to the broker not sent yet."""
+
+    def consume(self, message):
+        self.consumed_now = message.body.get("msg_id")
+        super().consume(message)
+
+    def __call__(self, message):
+        self.consumed_now = None
+        super().__call__(message)
+        msg = message.body.get("msg") if isinstance(message.body, dict) else None
+        if isinstance(msg, dict) and msg.get("crash_after") and self.consumed_now:
+            import os
+
+            os._exit(3)
