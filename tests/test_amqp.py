@@ -245,3 +245,26 @@ def test_binding_keys_cover_every_topic_with_the_prefix():
     assert amqp.binding_key("org") == "#"
     assert amqp.binding_key("org.gilmsg.test") == "org.gilmsg.#"
     assert amqp.binding_key("org.gilmsg.te") == "org.gilmsg.#"
+
+
+def _listening(port):
+    """Local addresses (hex, as /proc/net/tcp{,6} has them) listening on ``port``."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                out.append(address)
+    return out
+
+
+def test_the_broker_listens_on_loopback_only(rabbitmq):
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+    for port in (rabbitmq.port, rabbitmq.dist_port, rabbitmq.epmd_port):
+        addresses = _listening(port)
+        assert addresses and set(addresses) <= loopback, (port, addresses)
