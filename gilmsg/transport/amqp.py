@@ -28,9 +28,9 @@ Nothing durable is created; a durable queue is fedora-messaging's (see
 :mod:`gilmsg.amqp_consumer`).
 
 No publisher confirms: the signed ACK is the proof, a confirm would only say the broker took
-it. A lost connection (broker restart) is re-made every :data:`RECONNECT_S` seconds; what is
-sent meanwhile is dropped, and once connected again the link is told a subscriber joined, so
-every pending delivery is re-sent at once.
+it. A lost connection (broker restart) is re-made every :data:`RECONNECT_S` seconds, with a new
+ACK queue and route; what is sent meanwhile is dropped, and once connected again the link is
+told a subscriber joined, so every pending delivery is re-sent at once (with the new route).
 """
 
 from __future__ import annotations
@@ -190,9 +190,8 @@ class AmqpPublisher:
         self.ack_topic = gconfig.ack_topic(config)
         self._ack_topic_bytes = self.ack_topic.encode("utf-8")
         # A binding key treats '*' and '#' as wildcards: the name goes in as plain characters.
-        name = re.sub(r"[^A-Za-z0-9_-]", "_", publishing.name)
-        self.route = f"{name}.{uuid.uuid4().hex[:16]}"
-        self.queue = f"gilmsg.ack.{self.route}"
+        self._route_name = re.sub(r"[^A-Za-z0-9_-]", "_", publishing.name)
+        self._new_route()
         for url in publishing.addresses:
             _parameters(url)  # a malformed URL is a config error, not a broker outage
         self._owner = threading.get_ident()
@@ -214,6 +213,10 @@ class AmqpPublisher:
             raise ConfigError(f"endpoints[{publishing.name!r}]: {exc}") from None
 
     # -- the link's thread -----------------------------------------------------------------
+
+    def _new_route(self) -> None:
+        self.route = f"{self._route_name}.{uuid.uuid4().hex[:16]}"
+        self.queue = f"gilmsg.ack.{self.route}"
 
     def _open(self) -> None:
         conn, url = _connect(self.publishing.addresses)
@@ -260,6 +263,9 @@ class AmqpPublisher:
             return True
         if time.monotonic() < self._next_attempt:
             return False
+        # A new queue name: the broker may not have noticed yet that the old connection died,
+        # and keeps its exclusive queue until then. Re-sends carry the new route.
+        self._new_route()
         try:
             self._open()
         except Exception as exc:
