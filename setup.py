@@ -23,7 +23,10 @@ setup(
     extras_require={
         # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg_transport = "amqp".
         "amqp": ["pika>=1.3", "fedora-messaging>=3.4"],
-        "test": ["pytest", "pytest-timeout", "ruff", "pika>=1.3", "fedora-messaging>=3.4"],
+        "test": ["pytest", "pytest-timeout", "ruff", "hypothesis", "pika>=1.3",
+                 "fedora-messaging>=3.4"],
+        # bench/run_all.py draws the latency distribution; tests never import it.
+        "bench": ["matplotlib"],
     },
     entry_points={
         "console_scripts": [
@@ -34,7 +37,10 @@ setup(
             "gilmsg-sandbox=gilmsg.commands.sandbox:main",
             "gilmsg-ping=gilmsg.commands.ping:main",
             "gilmsg-bridge=gilmsg.commands.bridge:main",
+            "gilmsg-outbox=gilmsg.commands.outbox:main",
         ],
+        # The durable outbox's runner inside fedmsg-hub (inert unless gilmsg.outbox.runner).
+        "moksha.producer": ["gilmsg_outbox=gilmsg.outbox.plugin:OutboxProducer"],
         # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
         "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
     },

@@ -11,7 +11,14 @@ from typing import Any
 
 from gilmsg import config as gconfig
 from gilmsg.core.delivery import Report
-from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput, Timeout
+from gilmsg.errors import (
+    CertificateError,
+    ConfigError,
+    GilmsgError,
+    InvalidInput,
+    OutboxError,
+    Timeout,
+)
 from gilmsg.publish import DEFAULT_ACK_TIMEOUT, publish
 from gilmsg.tail import tail_messages
 
@@ -45,6 +52,10 @@ def __getattr__(name: str) -> Any:
         from gilmsg.consumers import GilmsgConsumer
 
         return GilmsgConsumer
+    if name == "Outbox":  # sqlite3 is loaded by the first durable publish only
+        from gilmsg.outbox import Outbox
+
+        return Outbox
     raise AttributeError(f"module 'gilmsg' has no attribute {name!r}")
 
 
@@ -55,6 +66,8 @@ __all__ = [
     "GilmsgConsumer",
     "GilmsgError",
     "InvalidInput",
+    "Outbox",
+    "OutboxError",
     "Report",
     "Timeout",
     "init",

@@ -17,8 +17,10 @@ or ``fedora_messaging.api.consume(MyCallback())`` / ``twisted_consume``. Needs
   ``reply_to``);
 * ``consume()`` gets each gilmsg message once per msg_id and content, however many copies
   arrive: gilmsg's re-sends and AMQP's redeliveries alike (remembered for this process's
-  lifetime, last 100 000; with the config key ``gilmsg_seen_file``, in that SQLite file across
-  restarts too, see :class:`SeenFile`). A message whose ``consume()`` did not finish (it raised
+  lifetime, last 100 000; with the config key ``gilmsg_dedup_path``, in that SQLite record
+  across restarts too, see :mod:`gilmsg.outbox.dedup`: a consumer that died after
+  ``consume()`` returned but before fedora-messaging acked the message to the broker does not
+  consume the copy AMQP redelivers). A message whose ``consume()`` did not finish (it raised
   ``Nack``, or anything but ``Drop``) is forgotten again, so the copy AMQP redelivers is
   consumed;
 * copies and messages that must not be consumed return normally: fedora-messaging then acks
@@ -42,19 +44,22 @@ constructor's ``config``; ``gilmsg_name`` / ``name`` says which identity acknowl
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
 from gilmsg.core import wire
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient
 
+if TYPE_CHECKING:
+    from gilmsg.outbox.dedup import Consumed
+
 log = logging.getLogger(__name__)
 
-#: Config key: an SQLite file remembering what was consumed, across restarts (optional).
-SEEN_FILE_KEY = "gilmsg_seen_file"
+#: Config key: the SQLite record of consumed messages (:class:`gilmsg.outbox.dedup.Consumed`,
+#: as ``GilmsgConsumer``'s ``<config_key>.gilmsg_dedup_path``), kept across restarts.
+DEDUP_KEY = "gilmsg_dedup_path"
 
 #: The table of fedora-messaging's ``consumer_config`` read by :class:`GilmsgCallback`.
 CONSUMER_CONFIG_KEY = "gilmsg"
@@ -104,10 +109,14 @@ class GilmsgCallback:
             validate = cfg.get("validate_signatures", True)
         cfg["validate_signatures"] = self.validate_signatures = bool(validate)
         self.recipient = Recipient(cfg, ack=True)
-        path = cfg.get(SEEN_FILE_KEY)
+        path = cfg.get(DEDUP_KEY)
         if path is not None and (not isinstance(path, str) or not path):
-            raise ConfigError(f"config key {SEEN_FILE_KEY!r} must be a file path, not {path!r}")
-        self.seen_file = SeenFile(path) if path else None
+            raise ConfigError(f"config key {DEDUP_KEY!r} must be a file path, not {path!r}")
+        self.consumed: Consumed | None = None
+        if path:
+            from gilmsg.outbox.dedup import Consumed
+
+            self.consumed = Consumed(path)
         log.info("%s acknowledges as %s (name %r); signatures %s", type(self).__name__,
                  self.recipient.common_name, cfg.get("name"),
                  "validated" if self.validate_signatures else "NOT validated")
@@ -140,8 +149,8 @@ class GilmsgCallback:
             raise
         if not first:
             return
-        digest = wire.digest(envelope) if self.seen_file is not None else None
-        if digest is not None and digest in self.seen_file:  # consumed before a restart
+        digest = wire.digest(envelope) if self.consumed is not None else None
+        if digest is not None and self.consumed.done(digest):  # consumed before a restart
             return
         try:
             self.consume(message)
@@ -150,10 +159,10 @@ class GilmsgCallback:
                 self.recipient.forget(envelope)  # its redelivery must be consumed
                 raise
             if digest is not None:
-                self.seen_file.add(digest)
+                self.consumed.record(digest, envelope.get("msg_id"))
             raise
         if digest is not None:
-            self.seen_file.add(digest)
+            self.consumed.record(digest, envelope.get("msg_id"))
 
     def consume(self, message: Any) -> None:
         """Handle one message (fedora-messaging ``Message``); subclasses implement this."""
@@ -169,44 +178,6 @@ class GilmsgCallback:
         amqp.remember_route(getattr(props, "message_id", None), getattr(props, "reply_to", None))
 
 
-class SeenFile:
-    """The digests of consumed gilmsg messages, kept in an SQLite file across restarts.
-
-    fedora-messaging acks a message to the broker after ``consume()`` returns; a consumer that
-    dies in between gets it again when it restarts. With this file, that copy is acknowledged
-    (gilmsg) and acked (AMQP) but not consumed again. What remains is the moment between
-    ``consume()`` returning and the digest being written (one SQLite commit).
-    """
-
-    #: Digests kept (the oldest are deleted beyond this).
-    CAPACITY = 100_000
-
-    def __init__(self, path: str) -> None:
-        import sqlite3
-
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("CREATE TABLE IF NOT EXISTS seen (digest TEXT PRIMARY KEY)")
-        except sqlite3.Error as exc:
-            raise ConfigError(f"config key {SEEN_FILE_KEY!r}: cannot use {path}: {exc}") from None
-        self._lock = threading.Lock()
-        self._adds = 0
-
-    def __contains__(self, digest: object) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM seen WHERE digest = ?",
-                                    (digest,)).fetchone() is not None
-
-    def add(self, digest: str) -> None:
-        """Remember ``digest`` (written before this returns)."""
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO seen (digest) VALUES (?)", (digest,))
-            self._adds += 1
-            if self._adds % 1000 == 0:
-                self._db.execute("DELETE FROM seen WHERE rowid <= (SELECT MAX(rowid) FROM seen)"
-                                 " - ?", (self.CAPACITY,))
-
-
 def _fedora_messaging_table() -> dict[str, Any]:
     try:
         from fedora_messaging import config as fm_config
@@ -219,4 +190,4 @@ def _fedora_messaging_table() -> dict[str, Any]:
     return dict(table)
 
 
-__all__ = ["SEEN_FILE_KEY", "GilmsgCallback", "SeenFile", "frame_topic"]
+__all__ = ["DEDUP_KEY", "GilmsgCallback", "frame_topic"]

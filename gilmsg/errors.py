@@ -93,3 +93,15 @@ class Timeout(GilmsgError):
             type(self),
             (self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout, self.rejected),
         )
+
+
+class OutboxError(GilmsgError):
+    """A durable store (an outbox, or a recipient's record of consumed messages) is unusable.
+
+    The file is corrupt or not SQLite, read-only, on a full disk, or written by a newer schema
+    version. Raised before the message is reported stored: nothing was sent, and nothing is
+    claimed to be kept.
+
+    What to do: the message names the file and the cause; free space, fix permissions, restore
+    the file or upgrade gilmsg. A corrupt file is never overwritten: move it aside.
+    """

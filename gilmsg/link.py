@@ -73,6 +73,9 @@ class Link:
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._i = 0
         self._plain_sent = False  # the first plain publish waits post_init_sleep
+        self._joins = threading.Condition()  # counts new subscribers, for wait_join()
+        self._join_count = 0
+        self._join_waiters = 0
         self._stopped = threading.Event()
         self._pub: Publisher | None = None
         ready = threading.Event()
@@ -174,6 +177,23 @@ class Link:
                             delivery.backoff, dict(delivery.acks), dict(delivery.rejected),
                             delivery.sends, delivery.next_send, delivery.state)
 
+    def wait_join(self, seen: int, timeout: float) -> int:
+        """Wait up to ``timeout`` s for a subscriber to join after the ``seen``-th; the count.
+
+        Returns the number of joins noticed so far (pass it back as ``seen`` next time).
+        Joins are watched while someone waits here, even with no delivery pending (the
+        durable outbox re-sends at once to a recipient that comes back).
+        """
+        with self._joins:
+            self._join_waiters += 1
+            try:
+                if self._join_count <= seen and self._pub is not None:
+                    self._pub.wake()  # the thread starts watching subscribers
+                self._joins.wait_for(lambda: self._join_count > seen or self.closed, timeout)
+                return self._join_count
+            finally:
+                self._join_waiters -= 1
+
     @property
     def pending(self) -> int:
         """How many deliveries are waiting for ACKs."""
@@ -232,13 +252,16 @@ class Link:
                 now = time.monotonic()
                 with self._lock:
                     wakeup = self._machine.next_wakeup(now)
-                    watch = len(self._machine) > 0
+                    watch = len(self._machine) > 0 or self._join_waiters > 0
                 timeout = IDLE_POLL if wakeup is None else min(IDLE_POLL, max(0.0, wakeup - now))
                 heard = pub.poll(timeout, watch)
                 if not self._drain_commands(pub):
                     return
                 if heard.joined:
                     self._feed(SubscriberJoined(time.monotonic()))
+                    with self._joins:
+                        self._join_count += 1
+                        self._joins.notify_all()
                 for frames in heard.frames:
                     self._on_ack_frames(frames)
                 self._feed(Tick(time.monotonic()))
@@ -305,6 +328,10 @@ class Link:
             verdict = entry[1](envelope)  # type: ignore[index]
         except GilmsgError as exc:  # CA or CRL unusable: the publish cannot succeed
             self._feed(Cancelled(ack.msg_id, now, exc))
+            return
+        except Exception:  # a verifier bug on hostile input: refuse that ACK, keep the link
+            log.exception("gilmsg: checking an ACK for %s failed; ignored", ack.msg_id)
+            self._feed(AckReceived(ack, None, now))
             return
         self._feed(AckReceived(ack, verdict.signer if verdict.ok else None, now), verdict)
 

@@ -138,7 +138,7 @@ def certificate_cn(text: Any) -> str | None:
         return None
     try:
         cert = x509.load_pem_x509_certificate(_unb64(text))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, x509.InvalidVersion):
         return None
     return _common_name(cert)
 
@@ -390,7 +390,7 @@ class Validator:
             return bad("certificate is not valid base64")
         try:
             cert = x509.load_pem_x509_certificate(pem)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
             return bad("certificate field does not hold a PEM certificate")
         cn = _common_name(cert)
         if not cn:

@@ -38,6 +38,37 @@ def _close_links():
     transport.close_all()
 
 
+#: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
+FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load")}
+
+
+def full_run(config) -> bool:
+    """True when ``-m`` selects the fault suites: hypothesis then tries its full counts."""
+    return "faults" in (config.option.markexpr or "")
+
+
+def pytest_configure(config):
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # only the hostile-input tests need it; they import it themselves
+        return
+    common = dict(deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                         HealthCheck.function_scoped_fixture])
+    settings.register_profile("gilmsg-default", max_examples=150, **common)
+    settings.register_profile("gilmsg-full", max_examples=2500, **common)
+    settings.load_profile("gilmsg-full" if full_run(config) else "gilmsg-default")
+
+
+def pytest_collection_modifyitems(config, items):
+    markexpr = config.option.markexpr or ""
+    for item in items:
+        for marker, (word, how) in FULL_ONLY.items():
+            if marker in item.keywords and word not in markexpr:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"{marker}: not in the default run; run it with ./run tests {how}"))
+
+
 @pytest.fixture(scope="session")
 def rabbitmq(tmp_path_factory):
     """One real RabbitMQ on 127.0.0.1 for the whole session (about 5 s to start), stopped by

@@ -6,14 +6,18 @@ descriptors, copying IP packets from one to the other and dropping a fraction of
 ways. Addresses are IPv4 link-local (169.254.x.y), and exist only on those TUN devices inside
 those namespaces; everything is removed by :meth:`LossyLink.close`.
 
-The forwarder reads commands on stdin (``loss 0.2``) and reports on stdout: ``ready`` once its
-devices exist, ``syn A>B`` for each TCP connection attempt it sees (a SYN without ACK, dropped or
-not), so a test can await a reconnection as an event.
+The forwarder reads commands on stdin (``loss 0.2``, ``delay 0.1``, ``block 4242``,
+``unblock 4242``) and reports on stdout: ``ready`` once its devices exist, ``set <command>`` once
+a command is in effect, ``syn A>B`` for each TCP connection attempt it sees (a SYN without ACK,
+dropped or not), so a test can await a reconnection as an event. ``delay`` holds every packet
+that many seconds (each way) before forwarding it; ``block`` drops every TCP packet from or to
+that port, in both directions, which cuts exactly the connections made to one endpoint.
 """
 
 from __future__ import annotations
 
 import fcntl
+import heapq
 import os
 import random
 import select
@@ -22,6 +26,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,9 +107,27 @@ class LossyLink:
 
     def set_loss(self, loss: float) -> None:
         """Drop this fraction of packets from now on (both directions; 1.0 cuts the link)."""
+        self._command(f"loss {loss}")
+
+    def set_delay(self, seconds: float) -> None:
+        """Hold every packet ``seconds`` before forwarding it, from now on (both directions)."""
+        self._command(f"delay {seconds}")
+
+    def block_port(self, port: int, blocked: bool = True) -> None:
+        """Drop (or, with ``blocked`` False, forward again) every TCP packet from or to ``port``.
+
+        Blocking the port of one endpoint cuts the connections made to it and no others: with
+        a recipient's port, a publisher's ACK listener no longer hears it, while the recipient
+        still receives from the publisher (a one-way partition of the ACK path).
+        """
+        self._command(f"{'block' if blocked else 'unblock'} {port}")
+
+    def _command(self, command: str) -> None:
+        """Send ``command`` to the forwarder and return once it is in effect."""
         assert self.forwarder is not None and self.forwarder.proc.stdin is not None
-        self.forwarder.proc.stdin.write(f"loss {loss}\n")
+        self.forwarder.proc.stdin.write(command + "\n")
         self.forwarder.proc.stdin.flush()
+        self.forwarder.wait_for(lambda line: line == f"set {command}", DEFAULT_WAIT)
 
     def close(self) -> None:
         """Stop the forwarder and delete the namespaces (and with them the TUN devices)."""
@@ -138,24 +161,55 @@ def _is_syn(packet: bytes) -> bool:
     return len(packet) >= ihl + 14 and packet[ihl + 13] & 0x12 == 0x02  # SYN, not ACK
 
 
+def _ports(packet: bytes) -> tuple[int, int] | None:
+    """(source, destination) ports of an IPv4 TCP packet, else None."""
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 6:
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    if len(packet) < ihl + 4:
+        return None
+    return struct.unpack("!HH", packet[ihl:ihl + 4])
+
+
 def _forward(tun_a: str, tun_b: str, loss: float, seed: int) -> None:
     rng = random.Random(None if seed < 0 else seed)
     fds = {_open_tun(tun_a): "A", _open_tun(tun_b): "B"}
     fd_a, fd_b = fds
     other = {fd_a: fd_b, fd_b: fd_a}
-    state = {"loss": loss}
+    state: dict = {"loss": loss, "delay": 0.0, "blocked": frozenset()}
+    held: list[tuple[float, int, int, bytes]] = []  # (due, seq, fd to write, packet): a heap
+    seq = 0
     print("ready", flush=True)
 
     def commands() -> None:
         for line in sys.stdin:
             parts = line.split()
-            if len(parts) == 2 and parts[0] == "loss":
-                state["loss"] = float(parts[1])
+            if len(parts) != 2:
+                continue
+            if parts[0] in ("loss", "delay"):
+                state[parts[0]] = float(parts[1])
+            elif parts[0] == "block":
+                state["blocked"] = state["blocked"] | {int(parts[1])}
+            elif parts[0] == "unblock":
+                state["blocked"] = state["blocked"] - {int(parts[1])}
+            else:
+                continue
+            print(f"set {' '.join(parts)}", flush=True)
         os._exit(0)  # stdin closed: our parent is gone
+
+    def write(fd: int, packet: bytes) -> None:
+        try:
+            os.write(fd, packet)
+        except OSError:  # the other device is down or gone
+            pass
 
     threading.Thread(target=commands, daemon=True).start()
     while True:
-        ready, _, _ = select.select(list(fds), [], [])
+        wait = max(0.0, held[0][0] - time.monotonic()) if held else None
+        ready, _, _ = select.select(list(fds), [], [], wait)
+        now = time.monotonic()
+        while held and held[0][0] <= now:
+            write(*heapq.heappop(held)[2:])
         for fd in ready:
             try:
                 packet = os.read(fd, 65536)
@@ -165,10 +219,14 @@ def _forward(tun_a: str, tun_b: str, loss: float, seed: int) -> None:
                 print(f"syn {fds[fd]}>{fds[other[fd]]}", flush=True)
             if rng.random() < state["loss"]:
                 continue
-            try:
-                os.write(other[fd], packet)
-            except OSError:  # the other device is down or gone
-                pass
+            ports = _ports(packet)
+            if ports is not None and state["blocked"] & set(ports):
+                continue
+            if state["delay"] > 0:
+                seq += 1
+                heapq.heappush(held, (now + state["delay"], seq, other[fd], packet))
+            else:
+                write(other[fd], packet)
 
 
 if __name__ == "__main__":

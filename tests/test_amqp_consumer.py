@@ -24,7 +24,7 @@ TESTS = Path(__file__).parent
 READY = "Successfully registered AMQP consumer"
 
 
-def write_fm_config(bus, url, queue, callback="PrintingCallback", seen_file=None):
+def write_fm_config(bus, url, queue, callback="PrintingCallback", dedup_path=None):
     path = bus.root / "fedora-messaging.toml"
     path.write_text(f"""
 amqp_url = "{url}"
@@ -53,7 +53,7 @@ routing_keys = ["org.gilmsg.test.#"]
 [consumer_config.gilmsg]
 config_filename = "{bus.config_file}"
 name = "r1"
-{f'gilmsg_seen_file = "{seen_file}"' if seen_file else ""}
+{f'gilmsg_dedup_path = "{dedup_path}"' if dedup_path else ""}
 
 [log_config]
 version = 1
@@ -154,16 +154,16 @@ def test_fedora_messaging_consume_acknowledges_and_consumes_each_message_once(
     consumed(consumer, plain_id)
 
 
-@pytest.mark.parametrize("seen_file", [True, False], ids=["seen_file", "memory_only"])
+@pytest.mark.parametrize("dedup_path", [True, False], ids=["dedup_path", "memory_only"])
 def test_a_consumer_that_dies_before_its_broker_ack_consumes_the_redelivery_once(
-        make_amqp_bus, rabbitmq, seen_file):
+        make_amqp_bus, rabbitmq, dedup_path):
     """consume() finished, the process died before fedora-messaging acked the message to the
-    broker: AMQP redelivers it to the restarted consumer. With gilmsg_seen_file it is not
+    broker: AMQP redelivers it to the restarted consumer. With gilmsg_dedup_path it is not
     consumed again; without (the fedmsg hub's de-dup, per process) it is: that is the gap."""
     bus = make_amqp_bus(["pub", "r1"])
     conf = write_fm_config(bus, rabbitmq.url, f"gilmsg-test-{uuid.uuid4().hex[:8]}",
                            callback="CrashingCallback",
-                           seen_file=bus.root / "seen.sqlite" if seen_file else None)
+                           dedup_path=bus.root / "consumed.sqlite" if dedup_path else None)
     cfg = bus.config_for("pub")
     first = spawn_consumer(bus, conf)
     pending = publish_async(topic="t", msg={"crash_after": True}, modname="fm",
@@ -171,7 +171,7 @@ def test_a_consumer_that_dies_before_its_broker_ack_consumes_the_redelivery_once
     consumed(first, pending.msg_id)
     assert first.wait() == 3  # its ACK may or may not have left: the process died at once
     second = spawn_consumer(bus, conf)
-    if not seen_file:  # the documented gap: consumed again after the restart (and dies again)
+    if not dedup_path:  # the documented gap: consumed again after the restart (and dies again)
         consumed(second, pending.msg_id)
         assert second.wait() == 3
         return

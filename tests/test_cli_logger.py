@@ -54,7 +54,7 @@ def test_help_shows_examples_and_exit_codes():
     assert result.exit_code == 0
     assert "Examples:" in result.output and "gilmsg-logger --recipients" in result.output
     codes = re.findall(r"^ +(\d+) +\S", result.output.split("Exit codes:")[1], re.M)
-    assert codes == ["0", "1", "2", "3", "4", "5", "130"]
+    assert codes == ["0", "1", "2", "3", "4", "5", "6", "7", "130"]
 
 
 def test_unknown_option_is_a_usage_error():

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import click
 
 from gilmsg import config as gconfig
-from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput
+from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInput, OutboxError
 
 #: Every message was acknowledged by every required recipient (gilmsg-logger without
 #: ``--recipients``: every message was sent, which confirms nothing); gilmsg-tail: stopped
@@ -39,6 +39,12 @@ EXIT_BAD_INPUT = 3
 EXIT_CONFIG = 4
 #: Anything else that went wrong (an OS error, a bug): run again with ``--debug``.
 EXIT_FAILURE = 5
+#: The outbox file cannot be used (corrupt, read-only, disk full, newer schema, missing):
+#: nothing was stored (gilmsg-logger --outbox, gilmsg-outbox).
+EXIT_OUTBOX = 6
+#: gilmsg-logger --outbox: every message is stored, and some are still owed an ACK: delivery
+#: continues from the outbox (a runner: the hub plugin or ``gilmsg-outbox run``).
+EXIT_STORED = 7
 #: Interrupted by Ctrl-C (SIGINT). Other signals give ``128 + signal number``: 143 for SIGTERM,
 #: 141 when stdout was closed early (``gilmsg-tail | head -1``).
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -67,7 +73,8 @@ def epilog(examples: list[str], codes: Mapping[int, str] | None = None,
 
     ``codes`` rewords some codes for one command; ``omit`` leaves out codes it never uses.
     """
-    meanings = {c: m for c, m in {**EXIT_CODES, **(codes or {})}.items() if c not in omit}
+    meanings = {c: m for c, m in sorted({**EXIT_CODES, **(codes or {})}.items())
+                if c not in omit}
     lines = ["\b", "Examples:"]
     lines += [f"  {example}" for example in examples]
     lines += ["", "\b", "Exit codes:"]
@@ -156,6 +163,8 @@ def hint_for(exc: BaseException) -> str:
         return ""  # gilmsg's configuration errors name the key and what to put there
     if isinstance(exc, InvalidInput):
         return "fix the input"
+    if isinstance(exc, OutboxError):
+        return ""  # it names the file and the cause
     return "run again with --debug for details"
 
 
@@ -167,6 +176,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(exc, ConfigError):  # CertificateError included
         return EXIT_CONFIG
+    if isinstance(exc, OutboxError):
+        return EXIT_OUTBOX
     if isinstance(exc, InvalidInput):
         return EXIT_BAD_INPUT
     return EXIT_FAILURE

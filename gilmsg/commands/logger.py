@@ -24,7 +24,7 @@ from gilmsg import config as gconfig
 from gilmsg import groups
 from gilmsg.commands import _common
 from gilmsg.core.wire import check_timeout
-from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, Timeout
+from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, OutboxError, Timeout
 from gilmsg.publish import PendingDelivery, publish_async, someone_listens, wait
 
 PROG = "gilmsg-logger"
@@ -36,6 +36,7 @@ NOT_ACKNOWLEDGED = "not_acknowledged"  #: published, some recipients did not ack
 INVALID = "invalid"  #: bad input (not JSON ...): not sent
 FAILED = "failed"  #: an error stopped this message; it may or may not have left
 NOT_SENT = "not_sent"  #: read but not published (stopped first, or nobody was subscribed)
+STORED = "stored"  #: --outbox: committed, not every ACK yet: delivery continues from the outbox
 
 _SUMMARY_WORDS = {
     DELIVERED: "delivered",
@@ -44,6 +45,7 @@ _SUMMARY_WORDS = {
     INVALID: "invalid",
     FAILED: "failed",
     NOT_SENT: "not sent",
+    STORED: "stored (delivery continues in the outbox)",
 }
 
 
@@ -91,6 +93,10 @@ class Result:
             got = ", ".join(self.acked) or "nobody"
             return (f"{where}: NOT acknowledged by {', '.join(self.missing)}: {self.error} "
                     f"(acknowledged by: {got}){ident}")
+        if self.status == STORED:
+            got = ", ".join(self.acked) or "nobody"
+            return (f"{where}: stored, delivery continues in the outbox: still owed to "
+                    f"{', '.join(self.missing)} ({self.error}; acknowledged by: {got}){ident}")
         if self.status == INVALID:
             return f"{where}: not sent: {self.error}"
         if self.status == NOT_SENT:
@@ -182,7 +188,8 @@ class Session:
 
     def __init__(self, config: dict[str, Any], topic: str, modname: str,
                  recipients: tuple[str, ...], ack_timeout: float, quiet: bool,
-                 json_report: bool) -> None:
+                 json_report: bool, outbox: Any = None) -> None:
+        self.outbox = outbox  #: a gilmsg.Outbox: each message is stored before it is sent
         self.config = config
         self.topic = topic
         self.modname = modname
@@ -211,14 +218,24 @@ class Session:
         try:
             if not self.recipients and not self._someone_listens(item):
                 return
-            pending = publish_async(
-                topic=self.topic, msg=item.body, modname=self.modname,
-                recipients=self.recipients or None, ack_timeout=self.ack_timeout,
-                **self.config,
-            )
-            report = wait(pending)
+            if self.outbox is not None:
+                pending = self.outbox.publish_async(
+                    topic=self.topic, msg=item.body, modname=self.modname,
+                    recipients=self.recipients, ack_timeout=self.ack_timeout)
+            else:
+                pending = publish_async(
+                    topic=self.topic, msg=item.body, modname=self.modname,
+                    recipients=self.recipients or None, ack_timeout=self.ack_timeout,
+                    **self.config,
+                )
+            try:
+                report = wait(pending)
+            finally:
+                if self.outbox is not None:
+                    pending.settled.wait(5.0)  # type: ignore[attr-defined]
         except Timeout as exc:
-            self.record(Result(item.line, NOT_ACKNOWLEDGED, exc.msg_id, exc.topic,
+            status = STORED if self.outbox is not None else NOT_ACKNOWLEDGED
+            self.record(Result(item.line, status, exc.msg_id, exc.topic,
                                self._in_order(exc.acked),
                                list(exc.missing), error=f"no ACK within {exc.ack_timeout:g}s"))
         except InvalidInput as exc:
@@ -229,13 +246,17 @@ class Session:
                                    error="interrupted while sending; it may not have left"))
             elif pending is not None:  # cancelled by wait(): its state says what had arrived
                 acked = pending.acked
-                self.record(Result(item.line, NOT_ACKNOWLEDGED, pending.msg_id, pending.topic,
+                status = STORED if self.outbox is not None else NOT_ACKNOWLEDGED
+                self.record(Result(item.line, status, pending.msg_id, pending.topic,
                                    self._in_order(acked),
                                    [r for r in self.recipients if r not in acked],
                                    error="interrupted before every ACK arrived"))
             else:
                 self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
             raise
+        except OutboxError as exc:  # raised before anything is sent: nothing stored
+            self.record(Result(item.line, NOT_SENT, error=f"not stored: {_with_hint(exc)}"))
+            self.stop_code = _common.exit_code_for(exc)
         except GilmsgError as exc:
             msg_id, topic = (pending.msg_id, pending.topic) if pending else (None, None)
             self.record(Result(item.line, FAILED, msg_id, topic, error=_with_hint(exc)))
@@ -302,6 +323,8 @@ class Session:
             return _common.EXIT_NOT_ACKNOWLEDGED
         if INVALID in statuses:
             return _common.EXIT_BAD_INPUT
+        if STORED in statuses:
+            return _common.EXIT_STORED
         return _common.EXIT_OK
 
     def summarise(self, code: int, interrupted: BaseException | None) -> None:
@@ -409,6 +432,10 @@ LOGGER_CODES = {
                      "confirms delivery)",
     _common.EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time (without "
                                    "--recipients: a message was not sent, nobody subscribed)",
+    _common.EXIT_OUTBOX: "--outbox: the outbox file cannot be used (corrupt, read-only, disk "
+                         "full, newer schema): the message named was not stored, not sent",
+    _common.EXIT_STORED: "--outbox: every message is stored, some are not acknowledged yet: "
+                         "delivery continues from the outbox (gilmsg-outbox run, hub plugin)",
 }
 
 
@@ -447,11 +474,15 @@ LOGGER_CODES = {
 @click.option("--strict", is_flag=True,
               help="Refuse (exit 2) a recipient that no identity of the bus holds, when the "
                    "config lists them (gilmsg.known_recipients, gilmsg.recipients).")
+@click.option("--outbox", "outbox_path", default=None, metavar="PATH",
+              help="Store each message durably in this outbox file before sending it (needs "
+                   "--recipients); what is not acknowledged in time stays owed (exit 7) and is "
+                   "delivered later by gilmsg-outbox run or the fedmsg-hub plugin.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(message: str | None, json_input: bool, topic: str, modname: str,
          cert_prefix: str | None, config_filename: str | None, name: str | None, active: bool,
          recipients: tuple[str, ...], ack_timeout: float, quiet: bool, json_report: bool,
-         strict: bool, debug: bool) -> None:
+         strict: bool, outbox_path: str | None, debug: bool) -> None:
     """Publish messages on the fedmsg bus and report who acknowledged each one.
 
     Reads stdin line by line (one message per line, blank lines skipped) unless --message is
@@ -480,8 +511,20 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
         if message is None and not quiet and _isatty(stdin):
             _common.note(PROG, "reading messages from the terminal, one per line; end with "
                                "Ctrl-D")
-        session = Session(cfg, topic, modname, names, ack_timeout, quiet, json_report)
-        return session.run(read_items(message, json_input, stdin))
+        outbox = None
+        if outbox_path is not None:
+            if not names:
+                raise click.UsageError("--outbox needs --recipients: the outbox keeps a message "
+                                       "until each recipient has acknowledged it")
+            from gilmsg.outbox import Outbox
+
+            outbox = Outbox(outbox_path, **cfg)
+        session = Session(cfg, topic, modname, names, ack_timeout, quiet, json_report, outbox)
+        try:
+            return session.run(read_items(message, json_input, stdin))
+        finally:
+            if outbox is not None:
+                outbox.close()
 
     _common.run(PROG, body, debug=debug)
 

@@ -231,12 +231,15 @@ TAIL_CODES = {
 @click.option("--exclude", "excludes", multiple=True, metavar="REGEX", callback=_regexes,
               help="Hide messages whose topic matches REGEX (repeatable); wins over --include. "
                    "Hidden messages are still acknowledged.")
+@click.option("--dedup-file", default=None, metavar="PATH",
+              help="Record the gilmsg messages handled in this SQLite file: after a restart, "
+                   "one handled before is acknowledged again but not shown or run again.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
          credentials: bool, color: bool | None, exec_cmd: str | None,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
          includes: tuple[re.Pattern[str], ...], excludes: tuple[re.Pattern[str], ...],
-         debug: bool) -> None:
+         dedup_file: str | None, debug: bool) -> None:
     """Print messages from the bus; acknowledge gilmsg messages that name this identity.
 
     Every message on every endpoint of the configuration is printed, once: a gilmsg message
@@ -268,7 +271,8 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
         ack_topic = gconfig.ack_topic(cfg)
         handled = 0
         exec_failures = 0
-        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks, **cfg)
+        stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks,
+                                      dedup_path=dedup_file, **cfg)
         with contextlib.closing(stream):  # sockets closed on --count, errors and signals
             for _name, _endpoint, msg_topic, envelope in stream:
                 is_ack = msg_topic == ack_topic

@@ -18,6 +18,9 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
   when one entry of ``topic`` is that ACK topic (a trailing ``*`` allowed); consumers on
   ``""`` or ``org.example.*`` never see them;
+* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file), what ``consume()``
+  returned from is recorded there, so a restarted hub acknowledges such a message again but
+  never consumes it again (``docs/outbox.rst`` gives the crash windows);
 * with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg;
   true when neither is set), a
   message whose signature, certificate chain, CRL status or topic does not hold is logged and
@@ -62,6 +65,7 @@ from moksha.hub.reactor import reactor
 
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
+from gilmsg.core import wire
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient, own_certificate_problem
 
@@ -84,6 +88,10 @@ ALLOW_FAILED_KEY = "gilmsg.allow_failed_consumers"
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
 _RECEIVED = "_gilmsg_received"
+#: Key set on a moksha wrapper: the durable dedup key to record once consume() returned.
+_DEDUP_KEY = "_gilmsg_dedup_key"
+#: ``<config_key>`` + this names the consumer's durable dedup file (see gilmsg.outbox.dedup).
+DEDUP_KEY_SUFFIX = ".gilmsg_dedup_path"
 
 
 def resolve_identity(
@@ -198,6 +206,12 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             ) from None
         self.common_name = self.recipient.common_name or ""
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        self._consumed = None
+        dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
+        if dedup_path:
+            from gilmsg.outbox.dedup import Consumed
+
+            self._consumed = Consumed(dedup_path)
         problem = own_certificate_problem(cfg)
         if problem:
             log.warning("%s: the certificate of %r will be refused by its peers (%s): every "
@@ -230,7 +244,14 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         """Worker thread (reactor thread in blocking mode): moksha's pre/consume/post."""
         if not message.pop(_RECEIVED, False) and not self._receive(message):
             return True
-        return self._skipping_validate(message, super()._do_work)
+        key = message.pop(_DEDUP_KEY, None)
+        handled = self._skipping_validate(message, super()._do_work)
+        if key is not None and handled:  # consume() returned: it never gets this one again
+            try:
+                self._consumed.record(key, message["body"].get("msg_id"))  # type: ignore[union-attr]
+            except GilmsgError as exc:
+                log.error("gilmsg could not record %s as consumed: %s", _msg_id(message), exc)
+        return handled
 
     def _receive(self, message: Message) -> bool:
         """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
@@ -243,7 +264,16 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
             # False: forged (logged by the recipient) or a repeat (acknowledged again).
-            return self.recipient.handle(topic, envelope)
+            if not self.recipient.handle(topic, envelope):
+                return False
+            if getattr(self, "_consumed", None) is not None and wire.is_gilmsg(envelope):
+                key = wire.digest(envelope)
+                if self._consumed.done(key):  # type: ignore[union-attr]
+                    log.info("%s: %s consumed before (durable record); acknowledged, not "
+                             "consumed again", type(self).__name__, envelope.get("msg_id"))
+                    return False
+                message[_DEDUP_KEY] = key
+            return True
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
             log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)
         except Exception:  # must not break moksha's receive loop or kill a worker

@@ -1,0 +1,137 @@
+"""Benchmark (not a test): what the durable outbox costs, in one run.
+
+Prints, on loopback with signatures on:
+
+- durable messages **stored** per second into the SQLite outbox (WAL, ``synchronous=FULL``:
+  an fsync per commit), one commit per message and grouped commits (100 per commit), for the
+  store alone (already signed frames) and for whole durable publishes (sign, store, send:
+  ``Outbox.publish_many``);
+- the same with ``durability="normal"`` (survives a process crash, not power loss);
+- the acknowledged round trip with 1 recipient (a real ``gilmsg-tail`` process), the plain
+  ``gilmsg.publish`` and the durable publish (``Outbox.publish_async(...).result()``, which is
+  ``Outbox.publish``) interleaved in one loop so that both see the same machine load; the ACK
+  record that follows in the link's thread is awaited outside the timed part, so it does not
+  slow the next plain publish. The added p50 is the difference of the two medians.
+
+Usage: .venv/bin/python bench/bench_outbox.py [--n 300] [--dir DIR]
+(``--dir``: where the outbox files go; default a temporary directory on the disk of /tmp.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gilmsg
+from gilmsg.core import wire
+from gilmsg.outbox import Outbox
+from gilmsg.outbox.store import Store
+from gilmsg.testing import DevBus
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def store_rate(path: Path, frames: list[list[bytes]], group: int, durability: str) -> float:
+    """Messages stored per second, ``group`` per commit."""
+    store = Store(path, durability=durability)
+    items = [(f"m{i}-{path.name}", "d" * 64, f, ["r1"]) for i, f in enumerate(frames)]
+    t = time.perf_counter()
+    for i in range(0, len(items), group):
+        store.put(items[i:i + group], time.time(), 3 * 86400.0)
+    elapsed = time.perf_counter() - t
+    store.close()
+    return len(items) / elapsed
+
+
+def main() -> None:
+    """Run every part of the benchmark and print its figures."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=300, help="round trips per figure")
+    parser.add_argument("--dir", default=None, help="directory for the outbox files")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp, DevBus(
+        Path(tmp) / "bus", ["pub", "r1"]
+    ) as bus:
+        root = Path(tmp)
+        cfg = bus.config_for("pub")
+        exe = str(Path(sys.executable).parent / "gilmsg-tail")
+        r1 = subprocess.Popen([exe, "--config-filename", str(bus.config_file), "--name", "r1"],
+                              stdout=subprocess.DEVNULL, cwd=bus.root)
+        try:
+            warm = gilmsg.publish(topic="warm", msg={}, recipients=["r1"], ack_timeout=30, **cfg)
+            print(f"recipient r1 reached (first publish {warm.elapsed:.2f}s)")
+
+            from gilmsg import signing
+
+            signer = signing.signer_for(cfg)
+            frames = []
+            for i in range(2000):
+                env = signer.sign(wire.new_envelope("org.gilmsg.test.bench.x", {"i": i}, i,
+                                                    ("r1",)))
+                frames.append(wire.encode("org.gilmsg.test.bench.x", env))
+            print(f"\n== durable messages stored per second (signed frames, "
+                  f"{len(frames[0][1])} bytes each) ==")
+            for durability in ("full", "normal"):
+                one = store_rate(root / f"one-{durability}.db", frames[:500], 1, durability)
+                grouped = store_rate(root / f"grp-{durability}.db", frames, 100, durability)
+                print(f"store alone, synchronous={durability.upper():6s}: commit per message "
+                      f"{one:8.0f}/s   grouped (100 per commit) {grouped:8.0f}/s")
+
+            outbox = Outbox(root / "publish.db", **cfg)
+            for group in (1, 100):
+                total = 1000 if group > 1 else 300
+                t = time.perf_counter()
+                pendings = []
+                for _ in range(0, total, group):
+                    pendings += outbox.publish_many([("bulk", {"i": j}) for j in range(group)],
+                                                    "bench", ["r1"], ack_timeout=30)
+                stored = total / (time.perf_counter() - t)
+                for p in pendings:
+                    p.result()
+                    p.settled.wait(10)
+                print(f"whole durable publish (sign + store + send), {group:3d} per commit: "
+                      f"{stored:8.0f} stored/s (all {total} then acknowledged)")
+
+            print(f"\n== acknowledged round trip, 1 recipient, n={args.n} each, interleaved ==")
+            plain: list[float] = []
+            durable: list[float] = []
+            for i in range(args.n + 20):
+                t = time.perf_counter()
+                gilmsg.publish(topic="rt", msg={"i": i}, modname="bench", recipients=["r1"],
+                               ack_timeout=10, **cfg)
+                t1 = time.perf_counter()
+                pending = outbox.publish_async(topic="rt", msg={"i": i}, modname="bench",
+                                               recipients=["r1"], ack_timeout=10)
+                pending.result()  # what Outbox.publish does
+                t2 = time.perf_counter()
+                pending.settled.wait(10)  # the ACK record (link thread) stays out of the next
+
+                if i >= 20:
+                    plain.append(t1 - t)
+                    durable.append(t2 - t1)
+            for name, values in (("gilmsg.publish (not durable)", plain),
+                                 ("Outbox.publish (durable)    ", durable)):
+                ms = [v * 1000 for v in values]
+                print(f"{name}: p50 {pct(ms, 0.5):7.3f} ms   p90 {pct(ms, 0.9):7.3f} ms   "
+                      f"p99 {pct(ms, 0.99):7.3f} ms")
+            added = (statistics.median(durable) - statistics.median(plain)) * 1000
+            print(f"added by the outbox at p50: {added:+.3f} ms")
+            s = outbox.store.stats(time.time()).to_json()
+            print(f"outbox after the run: {s['delivered']} delivered, {s['pending']} pending")
+            outbox.close()
+        finally:
+            r1.terminate()
+            r1.wait(10)
+
+
+if __name__ == "__main__":
+    main()
