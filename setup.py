@@ -21,7 +21,10 @@ setup(
         "cryptography>=42",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
+        # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg_transport = "amqp".
+        "amqp": ["pika>=1.3", "fedora-messaging>=3.4"],
+        "test": ["pytest", "pytest-timeout", "ruff", "hypothesis", "pika>=1.3",
+                 "fedora-messaging>=3.4"],
         # bench/run_all.py draws the latency distribution; tests never import it.
         "bench": ["matplotlib"],
     },
@@ -33,6 +36,7 @@ setup(
             "gilmsg-demo=gilmsg.commands.demo:main",
             "gilmsg-sandbox=gilmsg.commands.sandbox:main",
             "gilmsg-ping=gilmsg.commands.ping:main",
+            "gilmsg-bridge=gilmsg.commands.bridge:main",
             "gilmsg-outbox=gilmsg.commands.outbox:main",
         ],
         # The durable outbox's runner inside fedmsg-hub (inert unless gilmsg.outbox.runner).

@@ -118,6 +118,18 @@ class Recipient:
         with self._seen_lock:
             return self._seen.first_time(receipt.key)
 
+    def forget(self, envelope: Mapping[str, Any]) -> None:
+        """Forget that ``envelope`` was handed over: its next copy is delivered again.
+
+        For receivers whose processing failed and whose transport redelivers the message (an
+        AMQP consumer that nacks it); ACKs already sent stand.
+        """
+        if not message.is_gilmsg(envelope):
+            return
+        key = message.digest(envelope)
+        with self._seen_lock:
+            self._seen.forget(key)
+
     def acknowledge(self, envelope: Mapping[str, Any], status: str = "received",
                     reason: str | None = None, digest: str | None = None,
                     batch: list[dict[str, Any]] | None = None) -> None:

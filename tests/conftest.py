@@ -67,3 +67,34 @@ def pytest_collection_modifyitems(config, items):
             if marker in item.keywords and word not in markexpr:
                 item.add_marker(pytest.mark.skip(
                     reason=f"{marker}: not in the default run; run it with ./run tests {how}"))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory):
+    """One real RabbitMQ on 127.0.0.1 for the whole session (about 5 s to start), stopped by
+    pid at the end; skipped, with the reason, where the package or pika is missing."""
+    pytest.importorskip("pika", reason="pika is not installed (pip install 'gilmsg[amqp]')")
+    from gilmsg import testing_amqp
+
+    reason = testing_amqp.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    broker = testing_amqp.LocalRabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def make_amqp_bus(make_bus, rabbitmq):
+    """Factory: ``make_amqp_bus(["pub", "r1"])``: a bus whose every endpoint is the broker."""
+
+    def make(services, extra=None):
+        bus = make_bus(services, extra={"gilmsg_transport": "amqp", **(extra or {})})
+        bus.config["endpoints"] = {name: [rabbitmq.url] for name in bus.services}
+        bus.write_config()
+        return bus
+
+    return make

@@ -289,6 +289,9 @@ def test_seen_is_bounded_and_remembers_recent_ids():
     assert "a" in seen  # refreshed by its repeat
     with pytest.raises(ValueError):
         Seen(0)
+    seen.forget("a")  # a consumer failed on it: its next copy is new again
+    seen.forget("never seen")
+    assert seen.first_time("a") and not seen.first_time("d")
 
 
 def test_report_and_timeout_carry_per_recipient_results():

@@ -75,7 +75,8 @@ def test_an_unknown_transport_is_a_config_error(make_bus):
                        **bus.config_for("pub"))
 
 
-def test_only_the_zmq_transport_imports_zmq():
+def _importers(library: str) -> list[str]:
+    """The modules of the gilmsg package that import ``library`` (at any depth)."""
     import ast
     from pathlib import Path
 
@@ -91,9 +92,18 @@ def test_only_the_zmq_transport_imports_zmq():
                 names = [node.module or ""]
             else:
                 continue
-            if any(n == "zmq" or n.startswith("zmq.") for n in names):
+            if any(n == library or n.startswith(library + ".") for n in names):
                 importers.append(str(path.relative_to(root)))
-    assert importers == ["transport/zmq.py"]
+    return sorted(set(importers))
+
+
+def test_only_the_zmq_transport_imports_zmq():
+    assert _importers("zmq") == ["transport/zmq.py"]
+
+
+def test_only_the_amqp_transport_imports_pika_and_only_its_callback_fedora_messaging():
+    assert _importers("pika") == ["transport/amqp.py"]
+    assert _importers("fedora_messaging") == ["amqp_consumer.py"]
 
 
 def test_a_transport_is_named_by_a_config_value_even_outside_gilmsg():

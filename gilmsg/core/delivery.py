@@ -327,6 +327,10 @@ class Seen:
             self._ids.popitem(last=False)
         return True
 
+    def forget(self, msg_id: str) -> None:
+        """Forget ``msg_id``: its next :meth:`first_time` is True again."""
+        self._ids.pop(msg_id, None)
+
 
 @dataclass(frozen=True)
 class Report:
