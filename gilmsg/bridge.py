@@ -184,15 +184,17 @@ class Bridge:
     def _ack_from(self, side: _Side, frames: list[bytes]) -> None:
         """An ACK heard on ``side``: carried only to the bus its message came from."""
         decoded = wire.decode(frames)
-        ack = wire.parse_ack(decoded[1]) if decoded is not None else None
-        if ack is None:
+        acks = wire.parse_acks(decoded[1]) if decoded is not None else None
+        if not acks:
             return
-        with self._lock:
-            origin = self._origin.get(ack.msg_id)
-            if origin is None or origin is side:  # not a message the bridge carried here
-                return
-            self.counts.acks[f"{side.label}->{origin.label}"] += 1
-        self._send(origin, [bytes(frames[0]), bytes(frames[1])])
+        with self._lock:  # a batched ACK goes to each bus one of its messages came from
+            origins = [o for o in {id(o): o for o in (self._origin.get(a.msg_id)
+                                                      for a in acks)}.values()
+                       if o is not None and o is not side]  # else not carried here
+            for origin in origins:
+                self.counts.acks[f"{side.label}->{origin.label}"] += 1
+        for origin in origins:
+            self._send(origin, [bytes(frames[0]), bytes(frames[1])])
 
     def _send(self, side: _Side, frames: list[bytes]) -> None:
         try:
