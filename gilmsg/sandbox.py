@@ -49,7 +49,7 @@ from cryptography import x509
 from gilmsg import certs
 from gilmsg import config as gconfig
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
-from gilmsg.testing import DEFAULT_WAIT, Process, free_port
+from gilmsg.testing import DEFAULT_WAIT, Process, child_env, config_copy, free_port
 
 #: Names a service or stand-in may not take: they are fedmsg's relay endpoints.
 RESERVED_NAMES = ("relay_inbound", "relay_outbound")
@@ -573,17 +573,11 @@ class Sandbox:
         if name not in self.names:
             raise InvalidInput(f"{name!r} is not an identity of this sandbox "
                                f"({', '.join(self.names)})")
-        cfg = json.loads(json.dumps(self.config))
-        cfg["name"] = name
-        cfg.update(overrides)
-        return cfg
+        return config_copy(self.config, name, overrides)
 
     def env(self) -> dict[str, str]:
         """Environment of child processes: unbuffered output, this interpreter's scripts first."""
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        return env
+        return child_env()
 
     def _spawn(self, source: str, argv: Sequence[str]) -> Process:
         proc = Process(argv, cwd=self.root, env=self.env())

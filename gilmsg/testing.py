@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,23 @@ def _default_sigint() -> None:
     # A background job of a non-interactive shell (``pytest &`` in a CI script) starts with
     # SIGINT ignored, and children inherit that: give them the default, so SIGINT tests work.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def config_copy(config: Mapping[str, Any], name: str,
+                overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``config`` naming the process ``name``, with ``overrides`` applied."""
+    cfg = json.loads(json.dumps(config))
+    cfg["name"] = name
+    cfg.update(overrides)
+    return cfg
+
+
+def child_env() -> dict[str, str]:
+    """Environment for child processes: unbuffered output, this interpreter's scripts first."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
 
 
 class Process:
@@ -284,17 +301,11 @@ class DevBus:
 
     def config_for(self, name: str, **overrides: Any) -> dict[str, Any]:
         """The configuration of service ``name`` (a fresh copy)."""
-        cfg = json.loads(json.dumps(self.config))
-        cfg["name"] = name
-        cfg.update(overrides)
-        return cfg
+        return config_copy(self.config, name, overrides)
 
     def env(self) -> dict[str, str]:
         """Environment for child processes: unbuffered, this interpreter's path first."""
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        return env
+        return child_env()
 
     def spawn(self, argv: Sequence[str], **kwargs: Any) -> Process:
         """Start a process in the bus directory; it is stopped when the bus closes."""
