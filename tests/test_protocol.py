@@ -194,7 +194,7 @@ def test_each_message_is_yielded_once_despite_redelivery(make_bus, raw_factory):
 
 # -- forged ACKs never count -----------------------------------------------------------------
 
-def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=2.5, sentinel=None,
+def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=1.5, sentinel=None,
                            **config):
     """Publish to ``recipients`` while ``raw`` answers each copy with ``forge(envelope)``.
 
