@@ -35,21 +35,11 @@ import gilmsg
 from gilmsg import message, signing
 from gilmsg.testing import DevBus, free_port
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_protocol import Stopper  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPIENTS = ["r1", "r2", "r3"]
-
-
-class _Stopper:
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def quiet_tail(bus: DevBus, name: str) -> None:
@@ -57,7 +47,7 @@ def quiet_tail(bus: DevBus, name: str) -> None:
     proc = subprocess.Popen([exe, "--config-filename", str(bus.config_file), "--name", name,
                              "--topic", "org.gilmsg.test.bench", "--batch-acks"],
                             stdout=subprocess.DEVNULL, cwd=bus.root)
-    bus.processes.append(_Stopper(proc))  # type: ignore[arg-type]
+    bus.processes.append(Stopper(proc))  # type: ignore[arg-type]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -65,11 +65,11 @@ def quiet_tail(bus: DevBus, name: str, *args: str) -> subprocess.Popen:
     exe = str(Path(sys.executable).parent / "gilmsg-tail")
     proc = subprocess.Popen([exe, "--config-filename", str(bus.config_file), "--name", name,
                              *args], stdout=subprocess.DEVNULL, cwd=bus.root)
-    bus.processes.append(_Stopper(proc))
+    bus.processes.append(Stopper(proc))
     return proc
 
 
-class _Stopper:
+class Stopper:
     """Lets DevBus.close() stop a plain Popen."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
