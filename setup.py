@@ -42,6 +42,6 @@ setup(
         # The durable outbox's runner inside fedmsg-hub (inert unless gilmsg.outbox.runner).
         "moksha.producer": ["gilmsg_outbox=gilmsg.outbox.plugin:OutboxProducer"],
         # The fixture gilmsg_sandbox and the marker of the same name, in every pytest run.
-        "pytest11": ["gilmsg=gilmsg.pytest_plugin"],
+        "pytest11": ["gilmsg=gilmsg.testing.pytest_plugin"],
     },
 )

@@ -10,7 +10,7 @@ In one run, on loopback, signatures on, one recipient (a gilmsg-tail process):
   throughput (it has no in-flight mode: one confirm at a time), in a subprocess.
 
 Usage: .venv/bin/python bench/bench_amqp.py [--n 300] [--inflight 1000]
-Needs the amqp extra and Debian's rabbitmq-server (see gilmsg/testing_amqp.py).
+Needs the amqp extra and Debian's rabbitmq-server (see gilmsg/testing/rabbitmq.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import gilmsg
 from gilmsg.publish import publish_async
 from gilmsg.testing import DevBus
-from gilmsg.testing_amqp import LocalRabbitMQ, missing_reason
+from gilmsg.testing.rabbitmq import LocalRabbitMQ, missing_reason
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_protocol import fmt, quiet_tail  # noqa: E402

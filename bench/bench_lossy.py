@@ -3,7 +3,7 @@
     sudo .venv/bin/python bench/bench_lossy.py [--runs 10] [--messages 50] [--loss 0.2]
                                                [--ack-timeout 10] [--modes before,after]
 
-Root only (network namespaces, TUN devices; see ``tests/lossy_link.py``). Each run builds a
+Root only (network namespaces, TUN devices; see ``gilmsg/testing/lossy_link.py``). Each run builds a
 fresh link dropping ``--loss`` of the packets both ways, starts a real ``gilmsg-tail``
 (recipient ``r1``) in one namespace and a publisher process in the other, which sends one
 warm-up message (60 s timeout, not counted), then ``--messages`` acknowledged publishes one after
@@ -32,10 +32,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from gilmsg.testing import DevBus, Process, free_port  # noqa: E402
-from tests.lossy_link import LossyLink, unavailable  # noqa: E402
+from gilmsg.testing.lossy_link import LossyLink, unavailable  # noqa: E402
 
 MODES = {
     "before": {"gilmsg_heartbeat_ivl": 0, "gilmsg_tcp_user_timeout": 0,

@@ -70,7 +70,7 @@ def main() -> None:
             warm = gilmsg.publish(topic="warm", msg={}, recipients=["r1"], ack_timeout=30, **cfg)
             print(f"recipient r1 reached (first publish {warm.elapsed:.2f}s)")
 
-            from gilmsg import signing
+            from gilmsg.crypto import signing
 
             signer = signing.signer_for(cfg)
             frames = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gilmsg import _aliases
 from gilmsg import config as gconfig
 from gilmsg.core.delivery import Answer, Report
 from gilmsg.errors import (
@@ -26,6 +27,8 @@ from gilmsg.tail import Tail, tail_messages
 
 __version__ = "0.2.0"
 
+_aliases.install()
+
 
 def init(**config: Any) -> None:
     """Check this process's configuration and open its publishing socket now.
@@ -40,7 +43,7 @@ def init(**config: Any) -> None:
 
     cfg = gconfig.load(config)
     link_for(cfg)  # first: peers connect to it while the keys load
-    from gilmsg import signing
+    from gilmsg.crypto import signing
 
     if cfg.get("sign_messages") or cfg.get("certnames"):
         signing.signer_for(cfg)

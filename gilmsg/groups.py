@@ -59,7 +59,7 @@ def expand(recipients: Any, config: Mapping[str, Any]) -> Any:
     """``recipients`` with every ``@group`` replaced by its members (order kept, no repeats).
 
     Anything that is not a list of names is returned unchanged, for
-    :func:`gilmsg.message.check_recipients` to refuse with its own message.
+    :func:`gilmsg.core.wire.check_recipients` to refuse with its own message.
 
     Raises:
         InvalidInput: an unknown group, a group that contains itself, or a bad groups key.

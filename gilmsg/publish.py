@@ -179,7 +179,7 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
     link = link_for(cfg)
     if recipients is not None:
         link.listen_now()
-    from gilmsg import signing  # cryptography: the slowest import of a first publish
+    from gilmsg.crypto import signing  # cryptography: the slowest import of a first publish
 
     signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None
     validator = None

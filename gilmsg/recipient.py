@@ -19,7 +19,7 @@ from gilmsg.core.receiving import Settled, describe_failure, receive
 from gilmsg.errors import GilmsgError
 
 if TYPE_CHECKING:
-    from gilmsg import signing
+    from gilmsg.crypto import signing
     from gilmsg.link import Link
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Recipient:
         self._signer: signing.Signer | None = None
         self._validator: signing.Validator | None = None
         self._link: Link | None = None
-        from gilmsg import signing
+        from gilmsg.crypto import signing
         from gilmsg.link import link_for
 
         if self.validate_signatures:
@@ -226,7 +226,7 @@ def own_certificate_problem(config: Mapping[str, Any]) -> str | None:
     """
     if not config.get("ca_cert_location"):
         return None
-    from gilmsg import signing
+    from gilmsg.crypto import signing
 
     try:
         signed = signing.signer_for(config).sign(

@@ -74,7 +74,7 @@ def rabbitmq(tmp_path_factory):
     """One real RabbitMQ on 127.0.0.1 for the whole session (about 5 s to start), stopped by
     pid at the end; skipped, with the reason, where the package or pika is missing."""
     pytest.importorskip("pika", reason="pika is not installed (pip install 'gilmsg[amqp]')")
-    from gilmsg import testing_amqp
+    from gilmsg.testing import rabbitmq as testing_amqp
 
     reason = testing_amqp.missing_reason()
     if reason:

@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 import gilmsg
-from gilmsg import certs, message, signing
 from gilmsg import config as gconfig
 from gilmsg.commands import _common
+from gilmsg.core import wire
+from gilmsg.crypto import certs, signing
 from gilmsg.testing import HUB_LOGGING, HUB_READY_LOG, Process
 
 TAILS = ("recipient-a", "recipient-b")
@@ -48,7 +49,7 @@ def show_signing(cfg: dict[str, Any]) -> bool:
     """Sign as the publisher, validate as a recipient, and show a tampered copy rejected."""
     signer = signing.signer_for({**cfg, "name": "publisher"})
     validator = signing.validator_for(cfg)
-    env = signer.sign(message.new_envelope("org.gilmsg.dev.demo.hello", {"hello": "world"}, 1))
+    env = signer.sign(wire.new_envelope("org.gilmsg.dev.demo.hello", {"hello": "world"}, 1))
     good = validator.validate(env)
     bad = validator.validate({**env, "msg": {"hello": "mallory"}})
     say(f"  signed by {signer.common_name}: valid={good.ok}, signer={good.signer}")

@@ -525,11 +525,11 @@ def preflight(cfg: dict[str, Any], recipients: tuple[str, ...]) -> None:
                 f"shell.<host>: pass --name NAME (one of: {_common.known_names(cfg)}) or "
                 f"--cert-prefix PREFIX"
             ) from None
-        from gilmsg import signing
+        from gilmsg.crypto import signing
 
         signing.signer_for(cfg)
     if recipients:
-        from gilmsg import signing
+        from gilmsg.crypto import signing
 
         signing.validator_for(cfg).check()
 

@@ -3,7 +3,7 @@
 It creates (or reuses) a development PKI, writes a complete ``fedmsg.d`` (endpoints on free
 ports, certnames, CA, CRL), starts ``fedmsg-relay`` and stand-in recipients that acknowledge as
 the named identities, prints how to point a service at it and shows the traffic until Ctrl-C.
-The work is done by :class:`gilmsg.sandbox.Sandbox`; this module is its command line.
+The work is done by :class:`gilmsg.testing.sandbox.Sandbox`; this module is its command line.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 from gilmsg import groups
-from gilmsg import sandbox as gsandbox
 from gilmsg.commands import _common
 from gilmsg.errors import InvalidInput
+from gilmsg.testing import sandbox as gsandbox
 
 PROG = "gilmsg-sandbox"
 

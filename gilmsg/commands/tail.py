@@ -22,8 +22,8 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg import message as gmessage
 from gilmsg.commands import _common
+from gilmsg.core import wire as gmessage
 
 PROG = "gilmsg-tail"
 
@@ -37,7 +37,7 @@ def signer_cn(envelope: Mapping[str, Any]) -> str | None:
     Not a validation: it is trustworthy only when ``validate_signatures`` is on (then messages
     whose signature does not hold are dropped before they get here).
     """
-    from gilmsg.signing import certificate_cn
+    from gilmsg.crypto.signing import certificate_cn
 
     return certificate_cn(envelope.get("certificate"))
 

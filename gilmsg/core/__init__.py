@@ -5,6 +5,6 @@ wire format, :mod:`gilmsg.core.delivery` the publisher's state machine (events i
 out), :mod:`gilmsg.core.receiving` the recipient's decision for each message,
 :mod:`gilmsg.core.subscriptions` what a publisher knows of its subscribers. A verified
 signature is an input here (the signer's Common Name, or None); certificates are never parsed.
-``tests/test_core.py`` checks in a fresh interpreter that importing the core loads nothing
+``tests/unit/test_core.py`` checks in a fresh interpreter that importing the core loads nothing
 outside the standard library.
 """

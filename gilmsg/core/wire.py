@@ -2,7 +2,7 @@
 
 Standard library only. See ``docs/protocol.rst`` for the specification these functions
 implement. The canonical JSON is produced here and is byte-for-byte what
-``fedmsg.encoding.dumps`` writes (``tests/test_core.py`` compares them over a varied corpus).
+``fedmsg.encoding.dumps`` writes (``tests/unit/test_core.py`` compares them over a varied corpus).
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ class Outbox:
         modname = modname or calling_module()
         link = link_for(cfg)
         link.listen_now()
-        from gilmsg import signing
+        from gilmsg.crypto import signing
 
         signer = signing.signer_for(cfg)
         validator = signing.validator_for(cfg)

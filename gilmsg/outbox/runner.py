@@ -67,7 +67,7 @@ class Runner:
 
     def __init__(self, store: Store, config: Mapping[str, Any],
                  window: float = policy.ATTEMPT_WINDOW, batch: int = 1000) -> None:
-        from gilmsg import signing
+        from gilmsg.crypto import signing
         from gilmsg.link import link_for
 
         self.store = store

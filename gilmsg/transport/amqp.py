@@ -25,7 +25,7 @@ bound to ``<ack topic>.<route>``; per Subscription (``gilmsg.tail_messages``), o
 server-named exclusive auto-delete queue bound to the topic asked for. The broker deletes
 exclusive queues and their bindings when their connection closes, even when the process dies.
 Nothing durable is created; a durable queue is fedora-messaging's (see
-:mod:`gilmsg.amqp_consumer`).
+:mod:`gilmsg.consumers.amqp`).
 
 No publisher confirms: the signed ACK is the proof, a confirm would only say the broker took
 it. A lost connection (broker restart) is re-made every :data:`RECONNECT_S` seconds, with a new

@@ -1,0 +1,194 @@
+"""A throw-away RabbitMQ for tests and benchmarks of the AMQP transport, on 127.0.0.1 only.
+
+Uses Debian's ``rabbitmq-server`` package (``/usr/lib/rabbitmq/bin/rabbitmq-server``), run as the
+current user without systemd: its own epmd, node name, data, log and config directories under
+a directory of the caller's, every listener (AMQP, Erlang distribution, epmd) on 127.0.0.1 at a
+port picked free at run time. Everything it starts is stopped by pid in :meth:`stop`::
+
+    with LocalRabbitMQ(tmp_path) as broker:
+        config["endpoints"] = {name: [broker.url] for name in names}
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from gilmsg.testing.bus import free_port
+
+#: Where Debian's package puts the server script (it runs as the caller, unlike /usr/sbin's).
+SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+#: Environment variable where ``./run tests`` leaves why it could not install the package.
+INSTALL_NOTE_ENV = "GILMSG_RABBITMQ_INSTALL_NOTE"
+#: Bound on a start (about 5 s here) and on a stop.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+def missing_reason() -> str | None:
+    """Why no broker can be started here (None if one can)."""
+    if not os.path.exists(SERVER):
+        why = os.environ.get(INSTALL_NOTE_ENV)
+        return ("rabbitmq-server is not installed (Debian package rabbitmq-server; ./run tests "
+                "installs it when run as root with apt-get)" + (f": {why}" if why else ""))
+    if shutil.which("epmd") is None and not _erlang_epmd():
+        return "epmd (Erlang) not found next to rabbitmq-server"
+    return None
+
+
+def _erlang_epmd() -> str | None:
+    for root in sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd")):
+        return str(root)
+    return None
+
+
+class BrokerError(RuntimeError):
+    """The broker did not start (or stop) within its bound; the message has its log's tail."""
+
+
+class LocalRabbitMQ:
+    """One RabbitMQ node on 127.0.0.1; :meth:`start` / :meth:`stop` (again, for restarts).
+
+    Attributes:
+        url: ``amqp://guest:guest@127.0.0.1:<port>/%2F`` (guest may log in from loopback).
+        port: its AMQP port.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.node = f"gilmsg{os.getpid()}x{uuid.uuid4().hex[:6]}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self._server: subprocess.Popen | None = None
+        self._epmd: subprocess.Popen | None = None
+        (self.root / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            "log.console = false\n"
+            "log.file.level = info\n"
+            # A test machine may have little free disk: the default 50 MB floor would block.
+            "disk_free_limit.absolute = 1MB\n"
+        )
+        (self.root / "enabled_plugins").write_text("[].\n")
+        self.log = self.root / "server.out"
+
+    def env(self) -> dict[str, str]:
+        """The environment the server and its Erlang tools run with."""
+        env = dict(os.environ)
+        env.update({
+            "HOME": str(self.root),  # the Erlang cookie goes here, not in the caller's home
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.root / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.root / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.root / "rabbitmq.pid"),
+            # The script then execs the VM, so the process started here is the node itself
+            # (stopped, and reaped, by its pid); -noinput keeps it from reading a shell.
+            "RABBITMQ_ALLOW_INPUT": "1",
+            "RABBITMQ_SERVER_START_ARGS": "-noinput",
+        })
+        return env
+
+    @property
+    def running(self) -> bool:
+        """True while the server process lives."""
+        return self._server is not None and self._server.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start epmd (first time) and the node; return once its AMQP port accepts logins.
+
+        Raises:
+            BrokerError: not up within ``timeout`` (everything started is stopped again).
+        """
+        env = self.env()
+        if self._epmd is None or self._epmd.poll() is not None:
+            epmd = shutil.which("epmd") or _erlang_epmd() or "epmd"
+            self._epmd = subprocess.Popen(
+                [epmd, "-address", "127.0.0.1", "-port", str(self.epmd_port)], env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        with open(self.log, "ab") as out:
+            self._server = subprocess.Popen([SERVER], env=env, cwd=self.root,
+                                            stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                break
+            if self._accepts_amqp():
+                return
+            time.sleep(0.1)
+        tail = self.log_tail()
+        self.stop()
+        raise BrokerError(f"RabbitMQ did not start within {timeout:.0f}s:\n{tail}")
+
+    def _accepts_amqp(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"AMQP\x00\x00\x09\x01")
+                sock.settimeout(2)
+                return sock.recv(1) == b"\x01"  # a Connection.Start frame: the node is up
+        except OSError:
+            return False
+
+    def stop(self, kill: bool = False, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the node (SIGTERM: an orderly stop; ``kill``: SIGKILL, a crash); epmd stays
+        for a :meth:`start` again until :meth:`close`."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if server.poll() is None:
+            try:
+                os.killpg(server.pid, signal.SIGKILL if kill else signal.SIGTERM)
+                server.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout)
+            except ProcessLookupError:
+                pass
+        try:  # beam's helpers (erl_child_setup, inet_gethost) in the same group
+            os.killpg(server.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        """Stop the node and epmd."""
+        self.stop()
+        epmd, self._epmd = self._epmd, None
+        if epmd is not None and epmd.poll() is None:
+            epmd.kill()
+            epmd.wait(STOP_TIMEOUT)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's output and of its log file."""
+        out = []
+        for path in [self.log, *sorted((self.root / "log").glob("*.log"))]:
+            try:
+                out += path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def __enter__(self) -> LocalRabbitMQ:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
