@@ -37,3 +37,12 @@ napoleon_numpy_docstring = False
 nitpicky = False
 # Command lines must read as typed: no en dashes for "--", no curly quotes.
 smartquotes = False
+
+
+def _literal_backslashes(_app: object, _ctx: object, lines: list[str]) -> None:
+    """A command's epilog (its examples) is read as reStructuredText: keep its backslashes."""
+    lines[:] = [line.replace("\\", "\\\\") for line in lines]
+
+
+def setup(app: object) -> None:
+    app.connect("sphinx-click-process-epilog", _literal_backslashes)  # type: ignore[attr-defined]
