@@ -81,7 +81,10 @@ def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
     hub_cfg = {**cfg, "name": "hub", "logging": HUB_LOGGING, "gilmsg_example": True,
                "gilmsg_example.output": str(record)}
     config_file = workdir / "hub.py"
-    config_file.write_text("config = " + pprint.pformat(hub_cfg) + "\n")
+    # fedmsg-hub runs its config files first: importing gilmsg there silences moksha's
+    # pkg_resources warning, which comes before any consumer is loaded (gilmsg/__init__.py).
+    config_file.write_text("import gilmsg  # noqa: F401\n\nconfig = " + pprint.pformat(hub_cfg)
+                           + "\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hub = Process([_command("fedmsg-hub"), "--config-filename", str(config_file)], env=env,
                   cwd=workdir)
