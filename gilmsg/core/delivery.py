@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from gilmsg.core.pacing import Pacer
 from gilmsg.core.wire import Ack, bound_reason, satisfies
 from gilmsg.errors import GilmsgError, Rejected, Timeout
 
@@ -120,6 +121,10 @@ class Delivery:
     rejected_at: dict[str, float] = field(default_factory=dict)
     #: recipient -> the status of its ACK that counted (``received`` or ``processed``).
     statuses: dict[str, str] = field(default_factory=dict)
+    #: when the last copy went out (on the caller's clock; 0 before the first).
+    last_sent: float = 0.0
+    #: a recipient answered later copies and not this one: re-send without waiting for quiet.
+    overtaken: bool = False
     _delays: Iterator[float] | None = field(default=None, repr=False)
 
     @property
@@ -141,6 +146,8 @@ class Delivery:
         if self._delays is None:
             self._delays = self.backoff.delays()
         self.sends += 1
+        self.last_sent = now
+        self.overtaken = False
         self.next_send = now + max(next(self._delays), floor)
 
     @property
@@ -464,6 +471,12 @@ class Machine:
     grow with the number of deliveries in flight; only :class:`SubscriberJoined` visits them
     all. Not thread-safe: the adapter serialises calls (and reads of the deliveries it hands
     in).
+
+    When to re-send is decided with a :class:`~gilmsg.core.pacing.Pacer` (see
+    :mod:`gilmsg.core.pacing`): a copy goes out again when a recipient that has not answered
+    it answered later copies (overtaken), or has answered nothing for its retransmission
+    timeout (quiet), or when a subscriber joins; never while that recipient keeps answering
+    the backlog ahead of it. Timer re-sends of one delivery also back off (:class:`Backoff`).
     """
 
     #: The longest wait between re-sends that the round trip time can impose.
@@ -473,9 +486,8 @@ class Machine:
         self._ledger = Ledger()
         self._frames: dict[str, Sequence[bytes]] = {}
         self._seq = itertools.count()
-        #: Smoothed time from a publish to an answer (None until one came): no message is
-        #: re-sent sooner than twice that, so a loaded bus is not flooded with copies.
-        self.round_trip: float | None = None
+        #: What is known of each recipient: round trips, last answer, order of the copies.
+        self.pacer = Pacer(ceiling=self.MAX_RESEND_FLOOR)
         self._resends: list[tuple[float, int, Delivery]] = []
         self._deadlines: list[tuple[float, int, Delivery]] = []
 
@@ -512,22 +524,53 @@ class Machine:
         return (self._live(delivery) and when == delivery.next_send
                 and bool(delivery.silent) and not delivery.expired(now))
 
-    def resend_floor(self) -> float:
-        """The least wait before a re-send: twice the smoothed round trip (bounded)."""
-        if self.round_trip is None:
-            return 0.0
-        return min(2 * self.round_trip, self.MAX_RESEND_FLOOR)
+    def resend_floor(self, recipients: Sequence[str]) -> float:
+        """The least wait before a timer re-send to ``recipients``: their largest RTO."""
+        return self.pacer.floor(recipients)
 
-    def _observe(self, delivery: Delivery, at: float, outcome: Outcome) -> None:
+    def _observe(self, delivery: Delivery, signer: str | None, at: float,
+                 outcome: Outcome) -> None:
+        """Tell the pacer what an ACK from ``signer`` showed; schedule overtaken copies."""
+        if signer is None or signer not in delivery.recipients:
+            return
+        if outcome is Outcome.REPEAT:
+            self.pacer.heard(signer, at)
+            return
         if outcome not in (Outcome.ACCEPTED, Outcome.RECEIVED, Outcome.REJECTED):
             return
-        sample = max(0.0, at - delivery.started)
-        rtt = self.round_trip
-        self.round_trip = sample if rtt is None else rtt + (sample - rtt) / 8
+        rtt = at - delivery.last_sent if delivery.sends == 1 else None  # Karn: sent once
+        for other in self.pacer.answered(signer, delivery, at, rtt, self._live_paced):
+            assert isinstance(other, Delivery)
+            if other.expired(at) or other.done:
+                continue
+            other.overtaken = True  # re-sent at the next Tick, once its first delay is over
+            other.next_send = max(at, other.last_sent + other.backoff.first)
+            heapq.heappush(self._resends, (other.next_send, next(self._seq), other))
+
+    def _live_paced(self, delivery: object) -> bool:
+        return isinstance(delivery, Delivery) and self._live(delivery)
 
     def _sent(self, delivery: Delivery, at: float) -> None:
-        delivery.sent(at, self.resend_floor())
+        silent = delivery.silent
+        delivery.sent(at, self.resend_floor(silent))
+        self.pacer.sent(delivery, silent)
         heapq.heappush(self._resends, (delivery.next_send, next(self._seq), delivery))
+
+    def _due(self, delivery: Delivery, at: float) -> bool:
+        """A timer re-send of ``delivery`` is due at ``at``, else it is put off: while every
+        recipient it waits for keeps answering older copies, its ACKs are plausibly on their
+        way behind that backlog."""
+        if delivery.overtaken:
+            return True
+        silent = delivery.silent
+        if self.pacer.quiet(silent, at):
+            return True
+        until = self.pacer.in_transit_until(silent)
+        if until is None or until <= at:  # pragma: no cover - quiet() said otherwise
+            return True
+        delivery.next_send = until
+        heapq.heappush(self._resends, (until, next(self._seq), delivery))
+        return False
 
     def handle(self, event: Event) -> list[Action]:
         """Apply one event; returns what the adapter must do, in order."""
@@ -543,7 +586,7 @@ class Machine:
             if delivery is not None:
                 outcome = delivery.on_ack(event.signer, event.ack, event.at, event.claimed,
                                           event.refusal)
-                self._observe(delivery, event.at, outcome)
+                self._observe(delivery, event.signer, event.at, outcome)
                 if outcome in SUSPICIOUS:
                     actions.append(IgnoredAck(event.ack, event.signer, outcome))
                 self._settle(delivery, actions)
@@ -556,7 +599,7 @@ class Machine:
                 if self._resend_entry_live(entry, event.at):
                     due.setdefault(entry[2].msg_id, entry[2])
             for delivery in due.values():
-                if delivery.resend_due(event.at):
+                if delivery.resend_due(event.at) and self._due(delivery, event.at):
                     self._sent(delivery, event.at)
                     actions.append(Send(delivery.msg_id, self._frames[delivery.msg_id]))
         elif isinstance(event, SubscriberJoined):
@@ -597,7 +640,7 @@ class Machine:
         for delivery, ack, outcome in judged:
             if delivery.state is State.PENDING:
                 delivery.record(event.signer, ack, event.at, outcome)
-                self._observe(delivery, event.at, outcome)
+                self._observe(delivery, event.signer, event.at, outcome)
                 self._settle(delivery, actions)
 
     def _settle(self, delivery: Delivery, actions: list[Action]) -> None:
@@ -613,5 +656,6 @@ class Machine:
                 result: Report | GilmsgError | None) -> Resolve:
         self._ledger.remove(delivery.msg_id)
         self._frames.pop(delivery.msg_id, None)
+        self.pacer.forget(delivery, delivery.recipients)
         delivery.state = state
         return Resolve(delivery, result)
