@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,24 @@ if TYPE_CHECKING:
     from gilmsg.link import Link
 
 log = logging.getLogger(__name__)
+
+#: How many digests a Recipient remembers as validly signed, and how many ACKs it keeps signed
+#: (a copy re-sent within the publisher's timeout is answered from these, with no RSA).
+REPEAT_CACHE = 10_000
+
+
+class _Bounded(OrderedDict):  # type: ignore[type-arg]
+    """An insertion-ordered dict that forgets its oldest entries beyond ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
 
 
 class Recipient:
@@ -49,6 +68,11 @@ class Recipient:
         self._seen_lock = threading.Lock()
         self._settled = Settled()
         self._settled_lock = threading.Lock()
+        # Repeat copies: digests whose signature held, and the ACK frames signed for each
+        # digest, as (status, reason, frames).
+        self._verified = _Bounded(REPEAT_CACHE)
+        self._signed = _Bounded(REPEAT_CACHE)
+        self._cache_lock = threading.Lock()
         self.common_name: str | None = None
         self._signer: signing.Signer | None = None
         self._validator: signing.Validator | None = None
@@ -101,9 +125,27 @@ class Recipient:
         message addressed to this identity is acknowledged before this returns (a copy of a
         message already settled, with its settlement), or, with ``batch``, its ACK is added to
         it for :meth:`flush` (when its publisher takes batched ACKs).
+
+        A copy of a gilmsg message (same digest: the same signed content) whose signature held
+        before is not checked again, and is answered with the very ACK bytes signed the first
+        time for that digest and status (the last :data:`REPEAT_CACHE` of each are kept): a
+        re-send costs no RSA operation here.
         """
-        if not self.check(envelope):
-            return False
+        digest = None
+        if self._validator is not None:
+            if (topic != self.ack_topic and message.is_gilmsg(envelope)
+                    and isinstance(envelope.get("msg_id"), str)):
+                digest = message.digest(envelope)
+                with self._cache_lock:
+                    known = digest in self._verified
+            else:
+                known = False
+            if not known:
+                if not self.check(envelope):
+                    return False
+                if digest is not None:
+                    with self._cache_lock:
+                        self._verified.put(digest, None)
         receipt = receive(topic, envelope, self.ack_topic,
                           self.common_name or "" if self.ack else None)
         if receipt.drop:
@@ -145,7 +187,11 @@ class Recipient:
         if self._link is None or self._signer is None:
             raise GilmsgError("this Recipient was created with ack=False: it sends no ACKs")
         body = message.ack_body(envelope, status, reason, content_digest=digest)
-        if batch is not None and message.speaks_batches(envelope):
+        with self._cache_lock:
+            cached = self._signed.get(body["ack_digest"])
+        if cached is not None and cached[:2] == (status, body.get("reason")):
+            self._link.send(cached[2])  # a repeat: the bytes signed the first time
+        elif batch is not None and message.speaks_batches(envelope):
             batch.append(body)
         else:
             self._send_ack(body)
@@ -160,13 +206,20 @@ class Recipient:
         bodies = list(unique.values())
         for start in range(0, len(bodies), message.MAX_BATCH):
             chunk = bodies[start:start + message.MAX_BATCH]
-            self._send_ack(chunk[0] if len(chunk) == 1 else message.batch_body(chunk))
+            self._send_ack(chunk[0] if len(chunk) == 1 else message.batch_body(chunk), chunk)
 
-    def _send_ack(self, body: dict[str, Any]) -> None:
+    def _send_ack(self, body: dict[str, Any],
+                  entries: list[dict[str, Any]] | None = None) -> None:
+        """Sign and send one ACK body; remember its frames for the digests it answers."""
         assert self._link is not None and self._signer is not None
         ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
         signed = self._signer.sign(ack)
-        self._link.send(message.encode(self.ack_topic, signed))
+        frames = message.encode(self.ack_topic, signed)
+        self._link.send(frames)
+        with self._cache_lock:
+            for entry in entries if entries is not None else [body]:
+                self._signed.put(entry["ack_digest"], (entry["status"], entry.get("reason"),
+                                                       frames))
 
     def settlement(self, topic: str, envelope: Mapping[str, Any]) -> Settlement | None:
         """The :class:`Settlement` of a message :meth:`handle` delivered, if it acknowledged
