@@ -231,10 +231,12 @@ class Recipient:
             return None
         return Settlement(self, envelope, receipt.digest)
 
-    def _settle(self, settlement: Settlement, status: str, reason: str | None) -> None:
+    def _settle(self, settlement: Settlement, status: str, reason: str | None,
+                batch: list[dict[str, Any]] | None = None) -> None:
         with self._settled_lock:
             self._settled.remember(settlement.digest, status, reason)
-        self.acknowledge(settlement.envelope, status, reason, digest=settlement.digest)
+        self.acknowledge(settlement.envelope, status, reason, digest=settlement.digest,
+                         batch=batch)
 
 
 class Settlement:
@@ -251,23 +253,28 @@ class Settlement:
         self.status: str | None = None  #: ``processed`` or ``rejected`` once settled
         self._lock = threading.Lock()
 
-    def processed(self) -> bool:
-        """Send the ``processed`` ACK. False if the message was settled already."""
-        return self._send("processed", None)
+    def processed(self, batch: list[dict[str, Any]] | None = None) -> bool:
+        """Send the ``processed`` ACK (or, with ``batch``, add it there for
+        :meth:`Recipient.flush`, when its publisher takes batches). False if the message was
+        settled already."""
+        return self._send("processed", None, batch)
 
-    def reject(self, reason: BaseException | str) -> bool:
+    def reject(self, reason: BaseException | str,
+               batch: list[dict[str, Any]] | None = None) -> bool:
         """Send a ``rejected`` ACK carrying ``reason`` (an exception gives its type and message,
-        bounded, never a traceback). False if the message was settled already."""
+        bounded, never a traceback); ``batch`` as for :meth:`processed`. False if the message
+        was settled already."""
         text = describe_failure(reason) if isinstance(reason, BaseException) else \
             message.bound_reason(reason)
-        return self._send("rejected", text)
+        return self._send("rejected", text, batch)
 
-    def _send(self, status: str, reason: str | None) -> bool:
+    def _send(self, status: str, reason: str | None,
+              batch: list[dict[str, Any]] | None = None) -> bool:
         with self._lock:
             if self.status is not None:
                 return False
             self.status = status
-        self._recipient._settle(self, status, reason)
+        self._recipient._settle(self, status, reason, batch)
         return True
 
 

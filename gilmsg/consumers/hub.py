@@ -10,6 +10,15 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   A publisher's Report therefore means "the hub validated and queued it", not "consume()
   finished": a slow or busy ``consume()`` does not delay ACKs, and the hub consumes what it
   acknowledged unless the process dies first (a stop by signal drains the queue);
+* ACKs that are ready together are batched (for publishers that take batched ACKs; others
+  get one signed ACK per message): the receipt ACKs of the messages the hub reads in one go,
+  sent once they are all validated and queued, and, with ``processed``, the settlements that
+  workers finish while the last batch is being sent. One signature then answers up to 64
+  messages. Set ``gilmsg_batch_acks = False`` (the class attribute, or the config key
+  ``<config_key>.gilmsg_batch_acks``) for one signed ACK per message. Unlike a
+  ``tail_messages`` loop, which may stop early and leave acknowledged messages unyielded,
+  the hub queues each message it acknowledges before the batch goes out, so batching costs
+  no guarantee here;
 * every copy of a gilmsg message that arrives again (the publisher re-sends until it has every
   ACK) is acknowledged again, but is queued, hence passed to ``consume()``, once per
   ``msg_id``, content and consumer (remembered for the hub's lifetime, last 100 000);
@@ -79,7 +88,8 @@ from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
 from gilmsg.recipient import Recipient, own_certificate_problem
 
 __all__ = [
-    "ACK_MODE_KEY_SUFFIX", "ALLOW_FAILED_KEY", "EXIT_CONSUMER_FAILED", "GilmsgConsumer",
+    "ACK_MODE_KEY_SUFFIX", "ALLOW_FAILED_KEY", "BATCH_KEY_SUFFIX", "EXIT_CONSUMER_FAILED",
+    "GilmsgConsumer",
     "NAME_KEY_SUFFIX", "READY_LOG", "resolve_identity",
 ]
 
@@ -89,6 +99,8 @@ log = logging.getLogger(__name__)
 NAME_KEY_SUFFIX = ".gilmsg_name"
 #: ``<config_key>`` + this is the config key choosing when it acknowledges.
 ACK_MODE_KEY_SUFFIX = ".gilmsg_ack_mode"
+#: ``<config_key>`` + this is the config key turning batched ACKs off (False) or on.
+BATCH_KEY_SUFFIX = ".gilmsg_batch_acks"
 Message = dict[str, Any]
 
 #: Exit status of ``fedmsg-hub`` when a gilmsg consumer cannot start (the CLIs' "bad
@@ -175,6 +187,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     #: ``"received"`` (ACK on receipt only) or ``"processed"`` (also settle after consume());
     #: ``<config_key>.gilmsg_ack_mode`` overrides it.
     gilmsg_ack_mode: str = "received"
+    #: Batch the ACKs that are ready together (for publishers that take batches);
+    #: ``<config_key>.gilmsg_batch_acks`` overrides it.
+    gilmsg_batch_acks: bool = True
 
     identity: str
     common_name: str
@@ -186,6 +201,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         self._settlements_lock = threading.Lock()
         self._acks_wanted = False
         self._stopping = False
+        self._batch: list[dict[str, Any]] = []  # ACK entries waiting for _flush_batch
+        self._batch_lock = threading.Lock()
+        self._flush_pending = False
         config = hub.config
         if self.config_key and config.get(self.config_key, False):
             # Everything that can fail, and the socket bind, happen before moksha subscribes
@@ -227,6 +245,8 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             self.gilmsg_ack_mode = check_ack_mode(config.get(key, self.gilmsg_ack_mode), key)
         except InvalidInput as exc:
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
+        self.gilmsg_batch_acks = bool(config.get(self.config_key + BATCH_KEY_SUFFIX,
+                                                 self.gilmsg_batch_acks))
         if self.gilmsg_ack_mode == "processed":
             self.consume = self._settling(self.consume)  # type: ignore[method-assign]
         self._consumed = None
@@ -258,7 +278,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
 
     def _consume(self, message: Message) -> Any:
         """Reactor thread, on receipt: check, ACK, dedup; queue first-time messages only."""
-        if self._stopping or not self._receive(message):
+        if self._stopping or not self._receive(message, batched=self.gilmsg_batch_acks):
             return None
         message[_RECEIVED] = True  # on the moksha wrapper only; removed before consume()
         return self._skipping_validate(message, super()._consume)
@@ -286,22 +306,46 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                 result = consume(message)
             except Exception as exc:
                 if settlement is not None:
-                    self._settle(settlement.reject, exc)
+                    self._settle_batched(settlement.reject, exc)
                 raise  # moksha logs it and counts it, as for any consumer
             if settlement is not None:
-                self._settle(settlement.processed)
+                self._settle_batched(settlement.processed)
             return result
 
         return settling_consume
 
     @staticmethod
-    def _settle(call: Callable[..., Any], *args: Any) -> None:
+    def _settle(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         try:
-            call(*args)
+            call(*args, **kwargs)
         except GilmsgError as exc:  # link closed at shutdown: the publisher times out
             log.error("gilmsg could not settle a message: %s", exc)
 
-    def _receive(self, message: Message) -> bool:
+    def _settle_batched(self, call: Callable[..., Any], *args: Any) -> None:
+        """A worker's settlement: into the batch the reactor sends next, unless batching is
+        off, the hub is stopping, or the reactor is not running (then sent at once)."""
+        if not self.gilmsg_batch_acks or self._stopping or not reactor.running:
+            self._settle(call, *args)
+            return
+        with self._batch_lock:
+            self._settle(call, *args, batch=self._batch)
+            schedule = bool(self._batch) and not self._flush_pending
+            self._flush_pending = self._flush_pending or schedule
+        if schedule:
+            reactor.callFromThread(self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        """Sign and send the ACKs gathered so far (reactor thread, or at stop)."""
+        with self._batch_lock:
+            entries, self._batch = self._batch, []
+            self._flush_pending = False
+        if entries:
+            try:
+                self.recipient.flush(entries)
+            except GilmsgError as exc:  # link closed at shutdown: the publishers re-send
+                log.error("gilmsg could not send %d ACKs: %s", len(entries), exc)
+
+    def _receive(self, message: Message, batched: bool = False) -> bool:
         """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
         try:
             topic, envelope = self._unwrap(message)
@@ -312,7 +356,16 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
             # False: forged (logged by the recipient) or a repeat (acknowledged again).
-            if not self.recipient.handle(topic, envelope):
+            if batched:  # reactor thread: the ACK goes out with the others read in this go
+                with self._batch_lock:
+                    keep = self.recipient.handle(topic, envelope, self._batch)
+                    schedule = bool(self._batch) and not self._flush_pending
+                    self._flush_pending = self._flush_pending or schedule
+                if schedule:
+                    reactor.callLater(0, self._flush_batch)
+                if not keep:
+                    return False
+            elif not self.recipient.handle(topic, envelope):
                 return False
             if self.gilmsg_ack_mode == "processed":
                 settlement = self.recipient.settlement(topic, envelope)
@@ -340,6 +393,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         was for a message queued ahead of the workers' stop marker.
         """
         self._stopping = True
+        self._flush_batch()
         super().stop()
 
     def validate(self, message: Message) -> None:

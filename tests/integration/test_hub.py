@@ -130,13 +130,17 @@ class AckWatcher:
         self.sock.connect(bus.config["endpoints"][name][0])
         self.acked: list[str] = []  # acknowledged msg_ids, in arrival order
         self.signers: list[str | None] = []
+        self.sizes: list[int] = []  # entries in each ACK received
 
     def _recv(self, timeout: float) -> bool:
         if not self.sock.poll(int(timeout * 1000)):
             return False
         _topic, envelope = wire.decode(self.sock.recv_multipart())
-        self.acked.append(envelope["msg"]["ack_msg_id"])
-        self.signers.append(signing.validate(envelope, **self.bus_cfg).signer)
+        signer = signing.validate(envelope, **self.bus_cfg).signer
+        for ack in wire.parse_acks(envelope) or []:  # a batched ACK answers several
+            self.acked.append(ack.msg_id)
+            self.signers.append(signer)
+        self.sizes.append(len(wire.parse_acks(envelope) or []))
         return True
 
     def until(self, msg_id: str, count: int = 1, timeout: float = DEFAULT_WAIT) -> list[str]:
@@ -385,9 +389,9 @@ def test_redelivered_duplicates_are_consumed_once_and_acknowledged_each_time(
     raw.wait_subscriber()
     acks.sync(raw_probe(raw))
     env = raw.signed(msg={"dup": True})
-    for _ in range(10):
+    for n in range(1, 11):  # one at a time: copies read together share one (batched) ACK
         raw.send(env)
-    acks.until(env["msg_id"], count=10)  # every copy went through the recipient
+        acks.until(env["msg_id"], count=n)  # every copy went through the recipient
     wait_consumed(hub, env["msg_id"])
     consumed = [r["msg_id"] for r in records(bus.root / "consumed.jsonl")]
     assert consumed.count(env["msg_id"]) == 1
@@ -602,3 +606,61 @@ def test_consumer_found_through_the_moksha_consumer_entry_point(bus, installed_e
     report = publish(bus, ["hub"])
     wait_consumed(hub, report.msg_id)
     assert [r["msg_id"] for r in records(bus.root / "consumed.jsonl")] == [report.msg_id]
+
+
+# --------------------------------------------------------------------------------------------
+# batched ACKs (on by default)
+
+
+def test_batching_is_on_by_default_in_the_hub_consumer(bus, raw, acks):
+    """Messages the hub reads in one go are answered by batched ACKs; each is consumed once."""
+    from gilmsg.consumers.hub import GilmsgConsumer
+
+    assert GilmsgConsumer.gilmsg_batch_acks is True
+    hub = start_hub(bus)
+    raw.wait_subscriber()
+    acks.sync(raw_probe(raw))
+    envs = [raw.signed(msg={"burst": n}) for n in range(40)]
+    hub.proc.send_signal(signal.SIGSTOP)  # they pile up unread, to be read in one go
+    try:
+        for env in envs:
+            raw.send(env)
+    finally:
+        hub.proc.send_signal(signal.SIGCONT)
+    for env in envs:
+        acks.until(env["msg_id"])
+    assert max(acks.sizes) > 1  # several messages under one signature
+    assert set(acks.signers) == {"hub"}
+    for env in envs:
+        wait_consumed(hub, env["msg_id"])
+    consumed = [r["msg_id"] for r in records(bus.root / "consumed.jsonl")]
+    assert sorted(m for m in consumed if m in {e["msg_id"] for e in envs}) == sorted(
+        e["msg_id"] for e in envs)
+
+
+def test_batching_can_be_turned_off_and_settlements_batch_too(bus, raw, acks):
+    hub = start_hub(bus, **{"gilmsg_example.gilmsg_batch_acks": False})
+    raw.wait_subscriber()
+    acks.sync(raw_probe(raw))
+    envs = [raw.signed(msg={"burst": n}) for n in range(20)]
+    hub.proc.send_signal(signal.SIGSTOP)
+    try:
+        for env in envs:
+            raw.send(env)
+    finally:
+        hub.proc.send_signal(signal.SIGCONT)
+    for env in envs:
+        acks.until(env["msg_id"])
+    assert set(acks.sizes) == {1}  # one signed ACK per message
+
+
+def test_a_publisher_requiring_processed_gets_batched_settlements(bus):
+    hub = start_hub(bus, **{"gilmsg_example.gilmsg_ack_mode": "processed"})
+    cfg = bus.config_for("pub")
+    pending = [gilmsg.publish_async(topic="test", msg={"n": n}, modname="hubtest",
+                                    recipients=["hub"], ack_timeout=DEFAULT_WAIT,
+                                    require="processed", **cfg) for n in range(30)]
+    reports = [p.result() for p in pending]
+    assert all(r.answers["hub"].status == "processed" for r in reports)
+    for report in reports:
+        wait_consumed(hub, report.msg_id)
