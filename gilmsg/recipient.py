@@ -147,7 +147,7 @@ class Recipient:
                     with self._cache_lock:
                         self._verified.put(digest, None)
         receipt = receive(topic, envelope, self.ack_topic,
-                          self.common_name or "" if self.ack else None)
+                          self.common_name or "" if self.ack else None, digest)
         if receipt.drop:
             log.warning("dropped gilmsg message on %s: no msg_id", envelope.get("topic"))
             return False

@@ -32,17 +32,19 @@ class Receipt(NamedTuple):
 
 
 def receive(topic: str, envelope: Mapping[str, Any], ack_topic: str,
-            common_name: str | None) -> Receipt:
+            common_name: str | None, digest: str | None = None) -> Receipt:
     """Decide for ``envelope`` received on ``topic`` by the holder of ``common_name``.
 
-    ``common_name`` None: this receiver sends no ACKs (it only watches).
+    ``common_name`` None: this receiver sends no ACKs (it only watches). ``digest``: the
+    envelope's :func:`gilmsg.core.wire.digest` if the caller computed it already.
     """
     if topic == ack_topic or not wire.is_gilmsg(envelope):
         return Receipt(False, None, False, None)
     msg_id = envelope.get("msg_id")
     if not isinstance(msg_id, str) or not msg_id:  # possible only unvalidated: fedmsg signs it
         return Receipt(True, None, False, None)
-    digest = wire.digest(envelope)
+    if digest is None:
+        digest = wire.digest(envelope)
     acknowledge = common_name is not None and wire.wants_ack_from(envelope, common_name)
     return Receipt(False, digest, acknowledge, digest)
 
