@@ -538,7 +538,15 @@ class Machine:
             return
         if outcome not in (Outcome.ACCEPTED, Outcome.RECEIVED, Outcome.REJECTED):
             return
-        rtt = at - delivery.last_sent if delivery.sends == 1 else None  # Karn: sent once
+        if delivery.sends == 1:
+            rtt: float | None = at - delivery.last_sent
+        elif not self.pacer.estimator(signer).samples:
+            # Karn's rule would leave a recipient that only ever answered re-sent messages
+            # without an estimate, hence "quiet" and re-sent to forever: until it has one,
+            # time from the first send (an overestimate: the safe side).
+            rtt = at - delivery.started
+        else:
+            rtt = None  # Karn: which copy was answered is unknown
         for other in self.pacer.answered(signer, delivery, at, rtt, self._live_paced):
             assert isinstance(other, Delivery)
             if other.expired(at) or other.done:

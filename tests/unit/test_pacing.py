@@ -119,18 +119,40 @@ def test_a_joining_subscriber_gets_every_unanswered_copy_at_once():
         d.msg_id for d in ds[1:])
 
 
-def test_only_messages_sent_once_give_round_trip_samples():
+def test_once_estimated_only_messages_sent_once_give_round_trip_samples():
     machine = Machine()
+    first = make(0)
+    machine.handle(Sent(first, FRAMES, 99.0))
+    machine.handle(ack(first, "r1", 99.004))
     d = make(1)
     machine.handle(Sent(d, FRAMES, 100.0))
-    machine.handle(Tick(100.02))  # no sample yet: re-sent on the first back-off delay
+    machine.handle(Tick(100.02))  # r1 quiet for its RTO: re-sent
     assert d.sends == 2
     machine.handle(ack(d, "r1", 100.5))
-    assert machine.pacer.estimator("r1").samples == 0  # Karn: whose copy was answered?
+    assert machine.pacer.estimator("r1").samples == 1  # Karn: whose copy was answered?
     e = make(2)
     machine.handle(Sent(e, FRAMES, 101.0))
     machine.handle(ack(e, "r1", 101.004))
-    assert machine.pacer.estimator("r1").srtt == pytest.approx(0.004)
+    assert machine.pacer.estimator("r1").samples == 2
+
+
+def test_a_recipient_that_only_answered_resent_copies_still_gets_an_estimate():
+    """Without one it would count as quiet forever, and every message would be re-sent to it
+    on the back-off schedule (a storm under load): its first answers are timed from the first
+    send, an overestimate."""
+    machine = Machine()
+    d = make(1)
+    machine.handle(Sent(d, FRAMES, 100.0))
+    machine.handle(Tick(100.02))
+    machine.handle(Tick(100.06))
+    assert d.sends == 3
+    machine.handle(ack(d, "r1", 100.5))
+    assert machine.pacer.estimator("r1").srtt == pytest.approx(0.5)
+    e = make(2)
+    machine.handle(Sent(e, FRAMES, 101.0))
+    assert e.next_send >= 101.5  # not 101.02
+    machine.handle(ack(make(3), "r1", 101.2))  # (unknown message: ignored)
+    assert sends(machine.handle(Tick(101.1))) == []
 
 
 def test_finished_deliveries_are_forgotten_by_the_pacer():
