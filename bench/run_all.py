@@ -83,6 +83,10 @@ for _name, _ep, topic, msg in fedmsg.tail_messages(topic=prefix, **config):
 OTHERS = [  # (script, short arguments, needs root)
     ("bench_signing.py", ["--n", "500", "--fedmsg-n", "30"], False),
     ("bench_protocol.py", ["--n", "100"], False),
+    ("bench_scale.py", ["--curve", "1,3,10", "--n", "600", "--rt", "60", "--rounds", "2"],
+     False),
+    ("bench_scale.py", ["--curve", "3", "--n", "600", "--rt", "20", "--rounds", "2",
+                        "--batch-acks"], False),
     ("bench_hub.py", ["--n", "100", "--warmup", "20"], False),
     ("bench_startup.py", ["--n", "10"], False),
     ("bench_hostile.py", ["--big", "30", "--small", "300"], False),
