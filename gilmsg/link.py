@@ -73,6 +73,9 @@ class Link:
         self._ack_endpoints: list[str] = list(ack_endpoints)
         self._listening = False
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        #: A wake-up was sent and the thread has not drained the commands since: the next
+        #: command needs none (one write per batch of commands, not one per publish).
+        self._wake_pending = False
         self._i = 0
         self._plain_sent = False  # the first plain publish waits post_init_sleep
         self._joins = threading.Condition()  # counts new subscribers, for wait_join()
@@ -214,8 +217,9 @@ class Link:
     def _command(self, kind: str, payload: Any) -> None:
         if self.closed:
             raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
-        self._queue.put((kind, payload))
-        if self._pub is not None:
+        self._queue.put((kind, payload))  # before the flag is read: see _drain_commands
+        if self._pub is not None and not self._wake_pending:
+            self._wake_pending = True
             self._pub.wake()
 
     def _feed(self, event: Event, verdict: Any = None) -> None:
@@ -287,6 +291,7 @@ class Link:
             _resolve(future, error)
 
     def _drain_commands(self, pub: Publisher) -> bool:
+        self._wake_pending = False  # before draining: a command queued after this wakes us
         while True:
             try:
                 kind, payload = self._queue.get_nowait()
