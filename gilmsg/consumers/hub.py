@@ -71,6 +71,7 @@ from typing import Any
 import fedmsg.consumers
 from moksha.hub.reactor import reactor
 
+from gilmsg.config import registry
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
 from gilmsg.core import wire
@@ -206,6 +207,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         reactor.callWhenRunning(signals.install_stop_handlers)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
+        registry.check(config)  # the hub's config never went through gilmsg.config.load
         validate = self.validate_signatures
         if validate is None:
             validate = config.get("validate_signatures", True)

@@ -106,6 +106,31 @@ def test_missing_certificate_is_exit_4(quiet_bus):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+def config_with(bus: DevBus, path: Path, **keys: object) -> Path:
+    """A config file: ``bus``'s, with ``keys`` (dotted names) set over it."""
+    lines = [f"exec(open({str(bus.config_file)!r}).read())"]
+    lines += [f"config[{key.replace('__', '.')!r}] = {value!r}" for key, value in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_misspelt_gilmsg_key_is_a_warning_or_in_strict_mode_exit_4(quiet_bus, tmp_path):
+    typo = config_with(quiet_bus, tmp_path / "typo.py", gilmsg__strict_recipents=True)
+    result = invoke("--config-filename", str(typo), "--name", "nokey", "-r", "r1",
+                    "--message", "hi")
+    assert result.exit_code == _common.EXIT_CONFIG  # nokey has no key: stops before sending
+    assert ("unknown config key 'gilmsg.strict_recipents' (did you mean "
+            "'gilmsg.strict_recipients'?)") in result.stderr
+    strict = config_with(quiet_bus, tmp_path / "strict.py", gilmsg__strict_recipents=True,
+                         gilmsg__strict_config=True)
+    result = invoke("--config-filename", str(strict), "--name", "pub", "-r", "r1",
+                    "--message", "hi")
+    assert result.exit_code == _common.EXIT_CONFIG == 4
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("gilmsg-logger: error: unknown config key "
+                                    "'gilmsg.strict_recipents' (did you mean")
+
+
 def test_unknown_name_is_exit_4(quiet_bus):
     result = invoke(*cfg_args(quiet_bus, "ghost"), "-r", "r1", "--message", "hi")
     assert result.exit_code == _common.EXIT_CONFIG
