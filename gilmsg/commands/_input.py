@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 
 @dataclass
@@ -59,7 +59,8 @@ def stdin_bytes() -> BinaryIO:
     stream = sys.stdin
     if stream is None:  # started with fd 0 closed: same as empty input
         return io.BytesIO()
-    return getattr(stream, "buffer", stream)
+    buffer = getattr(stream, "buffer", None)
+    return cast(BinaryIO, stream if buffer is None else buffer)
 
 
 def isatty(stream: Any) -> bool:

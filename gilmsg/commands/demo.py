@@ -127,6 +127,7 @@ def main(config_filename: str) -> None:
         started = time.monotonic()
         report = gilmsg.publish(topic="hello", msg={"n": 0}, modname="demo",
                                 recipients=RECIPIENTS, ack_timeout=15, **pub_cfg)
+        assert report is not None  # with recipients, publish returns a Report or raises
         say(f"  delivered {report.msg_id} in {time.monotonic() - started:.3f}s, "
             f"{report.sends} send(s) (the tails may still have been connecting)")
         for name, seconds in report.acks.items():
@@ -135,6 +136,7 @@ def main(config_filename: str) -> None:
         for n in range(1, 21):
             report = gilmsg.publish(topic="hello", msg={"n": n}, modname="demo",
                                     recipients=RECIPIENTS, ack_timeout=5, **pub_cfg)
+            assert report is not None
             times.append(report.elapsed * 1000)
         times.sort()
         say(f"  20 more: median round trip {times[10]:.2f} ms, slowest {times[-1]:.2f} ms")

@@ -130,7 +130,8 @@ def _recipients(_ctx: click.Context, _param: click.Parameter,
 
 
 def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, seq: int,
-          topic: str) -> tuple[str | None, dict[str, float], dict[str, str], tuple[str, ...]]:
+          topic: str
+          ) -> tuple[str | None, Mapping[str, float], Mapping[str, str], Sequence[str]]:
     """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing)``.
 
     Raises:
@@ -329,6 +330,7 @@ def summarise(options: Options, all_stats: list[RecipientStats]) -> None:
 def run_nagios(options: Options, debug: bool) -> int:
     """``--nagios``: run, print one status line, and return 0/1/2/3; anything unexpected is
     UNKNOWN (3) with one line, never a traceback."""
+    text: str | None = None
     try:  # a monitoring system wants one status line and exit 3 for anything unexpected
         with _common.handle_signals():
             code = body(options, debug)
@@ -341,8 +343,6 @@ def run_nagios(options: Options, debug: bool) -> int:
         code, text = NAGIOS_UNKNOWN, f"{exc} ({hint})" if hint else str(exc)
     except Exception as exc:
         code, text = NAGIOS_UNKNOWN, f"unexpected {type(exc).__name__}: {exc}"
-    else:
-        text = None
     finally:
         _common.teardown_logging()
     if text is not None:

@@ -150,8 +150,9 @@ class GilmsgCallback:
             raise
         if not first:
             return
-        digest = wire.digest(envelope) if self.consumed is not None else None
-        if digest is not None and self.consumed.done(digest):  # consumed before a restart
+        consumed = self.consumed
+        digest = wire.digest(envelope) if consumed is not None else None
+        if consumed is not None and digest is not None and consumed.done(digest):  # restarted
             return
         try:
             self.consume(message)
@@ -159,11 +160,11 @@ class GilmsgCallback:
             if type(exc).__name__ != "Drop":  # fedora_messaging.exceptions.Drop: gone for good
                 self.recipient.forget(envelope)  # its redelivery must be consumed
                 raise
-            if digest is not None:
-                self.consumed.record(digest, envelope.get("msg_id"))
+            if consumed is not None and digest is not None:
+                consumed.record(digest, envelope.get("msg_id"))
             raise
-        if digest is not None:
-            self.consumed.record(digest, envelope.get("msg_id"))
+        if consumed is not None and digest is not None:
+            consumed.record(digest, envelope.get("msg_id"))
 
     def consume(self, message: Any) -> None:
         """Handle one message (fedora-messaging ``Message``); subclasses implement this."""

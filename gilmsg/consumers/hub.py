@@ -180,6 +180,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     identity: str
     common_name: str
     recipient: Recipient
+    #: (FedmsgConsumer's) True, False or None: the config key ``validate_signatures`` decides
+    validate_signatures: bool | None
+    consume: Callable[[Message], Any]
 
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
@@ -230,7 +233,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         except InvalidInput as exc:
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
         if self.gilmsg_ack_mode == "processed":
-            self.consume = self._settling(self.consume)  # type: ignore[method-assign]
+            self.consume = self._settling(self.consume)
         self._consumed = None
         dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
         if dedup_path:
