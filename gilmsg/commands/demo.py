@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pprint
 import shutil
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from gilmsg.commands import _common
 from gilmsg.core import wire
 from gilmsg.crypto import certs, signing
 from gilmsg.testing import HUB_LOGGING, HUB_READY_LOG, Process
+from gilmsg.testing.bus import write_config_file
 
 TAILS = ("recipient-a", "recipient-b")
 #: The example consumer (examples/gilmsg_example) in a real fedmsg-hub acknowledges as "hub".
@@ -80,8 +80,7 @@ def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
     record = workdir / "consumed.jsonl"
     hub_cfg = {**cfg, "name": "hub", "logging": HUB_LOGGING, "gilmsg_example": True,
                "gilmsg_example.output": str(record)}
-    config_file = workdir / "hub.py"
-    config_file.write_text("config = " + pprint.pformat(hub_cfg) + "\n")
+    config_file = write_config_file(workdir / "hub.py", hub_cfg)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hub = Process([_command("fedmsg-hub"), "--config-filename", str(config_file)], env=env,
                   cwd=workdir)
