@@ -189,28 +189,44 @@ def suffix_key(config_key: str, suffix: str) -> str:
 def unknown(config: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     """``(key, suggestion or None)`` for each key of ``config`` in gilmsg's namespaces that is
     not declared; a ``gilmsg_<x>`` key only when it is close to a gilmsg key."""
-    import difflib
-
-    names = [k.name for k in KEYS]
-    everything = names + list(BY_OLD_NAME)
     out: list[tuple[str, str | None]] = []
     for key in config:
-        if not isinstance(key, str) or key in BY_NAME or key in BY_OLD_NAME:
+        if not isinstance(key, str) or "gilmsg" not in key:
             continue
-        if key.startswith(PREFIX):
-            close = difflib.get_close_matches(key, names, 1, 0.6)
-            out.append((key, close[0] if close else None))
-        elif key.startswith(OLD_PREFIX) and "." not in key:
-            close = difflib.get_close_matches(key, everything, 1, TYPO_CUTOFF)
-            if close:
-                hit = close[0]
-                out.append((key, BY_OLD_NAME[hit].name if hit in BY_OLD_NAME else hit))
-        elif "." in key:
-            head, _, tail = key.rpartition(".")
-            if tail.startswith(OLD_PREFIX) and tail not in _SUFFIX_NAMES:
-                close = difflib.get_close_matches(tail, sorted(_SUFFIX_NAMES), 1, 0.6)
-                out.append((key, f"{head}.{close[0]}" if close else None))
+        verdict = _verdicts.get(key)
+        if verdict is None:
+            verdict = _judge(key)
+            if len(_verdicts) < _VERDICTS_MAX:
+                _verdicts[key] = verdict
+        if verdict[0]:
+            out.append((key, verdict[1]))
     return out
+
+
+#: key -> (unknown?, suggestion): judged once per process (difflib is slow), bounded.
+_verdicts: dict[str, tuple[bool, str | None]] = {}
+_VERDICTS_MAX = 4096
+
+
+def _judge(key: str) -> tuple[bool, str | None]:
+    import difflib
+
+    if key in BY_NAME or key in BY_OLD_NAME:
+        return False, None
+    names = [k.name for k in KEYS]
+    if key.startswith(PREFIX):
+        close = difflib.get_close_matches(key, names, 1, 0.6)
+        return True, close[0] if close else None
+    if key.startswith(OLD_PREFIX) and "." not in key:
+        close = difflib.get_close_matches(key, names + list(BY_OLD_NAME), 1, TYPO_CUTOFF)
+        if not close:
+            return False, None  # another program's key (a consumer's config_key ...)
+        return True, BY_OLD_NAME[close[0]].name if close[0] in BY_OLD_NAME else close[0]
+    head, _, tail = key.rpartition(".")
+    if head and tail.startswith(OLD_PREFIX) and tail not in _SUFFIX_NAMES:
+        close = difflib.get_close_matches(tail, sorted(_SUFFIX_NAMES), 1, 0.6)
+        return True, f"{head}.{close[0]}" if close else None
+    return False, None
 
 
 def check(config: Mapping[str, Any]) -> None:
