@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gilmsg.errors import ConfigError
 
@@ -40,8 +39,7 @@ OLD_PREFIX = "gilmsg_"
 TYPO_CUTOFF = 0.8
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One configuration key.
 
     ``name`` is the spelling to use (a per-consumer key's starts with ``.``: it follows the
