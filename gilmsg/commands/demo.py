@@ -80,7 +80,10 @@ def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
     record = workdir / "consumed.jsonl"
     hub_cfg = {**cfg, "name": "hub", "logging": HUB_LOGGING, "gilmsg_example": True,
                "gilmsg_example.output": str(record)}
-    config_file = write_config_file(workdir / "hub.py", hub_cfg)
+    # fedmsg-hub runs its config files first: importing gilmsg there silences moksha's
+    # pkg_resources warning, which comes before any consumer is loaded (gilmsg/__init__.py).
+    config_file = write_config_file(workdir / "hub.py", hub_cfg,
+                                    preamble="import gilmsg  # noqa: F401\n\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hub = Process([_command("fedmsg-hub"), "--config-filename", str(config_file)], env=env,
                   cwd=workdir)

@@ -164,6 +164,13 @@ def _read_files(filenames: list[str]) -> dict[str, Any]:
         except OSError as exc:
             warnings.warn(str(exc), stacklevel=2)
             continue
+        if not isinstance(variables.get("config"), dict):
+            found = "sets no 'config'" if "config" not in variables else (
+                f"sets 'config' to something other than a dict "
+                f"({type(variables['config']).__name__})")
+            raise ConfigError(
+                f"{filename} {found}: a fedmsg config file must define config = dict(...) "
+                f"(endpoints=..., ...)")
         _merge(config, variables["config"])
     return config
 
@@ -219,11 +226,19 @@ def process_name(config: Mapping[str, Any]) -> str:
     if not name and config.get("active"):
         return "relay_inbound"
     if not name or not isinstance(name, str):
-        known = ", ".join(sorted(config.get("endpoints") or {})) or "none configured"
         raise ConfigError(
-            f"config key 'name' is not set: pass name=<one of the endpoints: {known}>"
+            f"no identity: config key 'name' is not set: give this process's fedmsg name with "
+            f"--name NAME (in Python: name=NAME), {_identities(config)}"
         )
     return name
+
+
+def _identities(config: Mapping[str, Any]) -> str:
+    """The end of an error message that lists the identities of the bus a process can be."""
+    names = [n for n in sorted(config.get("endpoints") or {}) if not n.startswith("relay_")]
+    if not names:
+        return "and add its endpoints entry (no identity is configured)"
+    return "one of: " + ", ".join(names)
 
 
 def certname(config: Mapping[str, Any]) -> str:
@@ -289,7 +304,9 @@ def publishing(config: Mapping[str, Any]) -> Publishing:
         addresses = [addresses]
     if not addresses:
         raise ConfigError(
-            f"config key endpoints[{name!r}] is missing: this process publishes there"
+            f"{name!r} is not an identity of this bus: config key endpoints[{name!r}] (where it "
+            f"would publish) is missing: use --name NAME (in Python: name=NAME), "
+            f"{_identities(config)}; or add endpoints[{name!r}] and certnames[{name!r}]"
         )
     return Publishing(name, "bind", tuple(addresses))
 

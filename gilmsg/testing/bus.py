@@ -66,14 +66,16 @@ _ports_lock = threading.Lock()
 CONFIG_NAME = "gilmsg.py"
 
 
-def render_config(cfg: Mapping[str, Any], comment: str = "") -> str:
-    """A fedmsg.d file defining ``config``, with ``comment`` lines on top."""
+def render_config(cfg: Mapping[str, Any], comment: str = "", preamble: str = "") -> str:
+    """A fedmsg.d file defining ``config``, with ``comment`` lines on top, then the Python code
+    ``preamble`` (run by fedmsg's loader before ``config`` is read)."""
     head = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
-    return head + "config = " + pprint.pformat(dict(cfg), width=100, sort_dicts=True) + "\n"
+    return (head + preamble + "config = " + pprint.pformat(dict(cfg), width=100, sort_dicts=True)
+            + "\n")
 
 
 def write_config_file(path: str | os.PathLike[str], cfg: Mapping[str, Any],
-                      comment: str = "") -> Path:
+                      comment: str = "", preamble: str = "") -> Path:
     """Write the fedmsg config file ``path`` defining ``cfg``, atomically; returns the path.
 
     The one writer of bus configurations (DevBus's, its hubs', the sandbox's): a process that
@@ -82,7 +84,7 @@ def write_config_file(path: str | os.PathLike[str], cfg: Mapping[str, Any],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_config(cfg, comment), encoding="utf-8")
+    tmp.write_text(render_config(cfg, comment, preamble), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
