@@ -88,7 +88,7 @@ def main() -> None:
     if reason:
         sys.exit(f"bench_amqp: {reason}")
     with tempfile.TemporaryDirectory() as tmp, LocalRabbitMQ(Path(tmp) / "rabbitmq") as broker:
-        amqp_bus = DevBus(Path(tmp) / "amqp", ["pub", "r1"], extra={"gilmsg_transport": "amqp"})
+        amqp_bus = DevBus(Path(tmp) / "amqp", ["pub", "r1"], extra={"gilmsg.transport": "amqp"})
         amqp_bus.config["endpoints"] = {n: [broker.url] for n in amqp_bus.services}
         amqp_bus.write_config()
         zmq_bus = DevBus(Path(tmp) / "zmq", ["pub", "r1"])

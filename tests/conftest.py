@@ -92,7 +92,7 @@ def make_amqp_bus(make_bus, rabbitmq):
     """Factory: ``make_amqp_bus(["pub", "r1"])``: a bus whose every endpoint is the broker."""
 
     def make(services, extra=None):
-        bus = make_bus(services, extra={"gilmsg_transport": "amqp", **(extra or {})})
+        bus = make_bus(services, extra={"gilmsg.transport": "amqp", **(extra or {})})
         bus.config["endpoints"] = {name: [rabbitmq.url] for name in bus.services}
         bus.write_config()
         return bus

@@ -17,7 +17,7 @@ or ``fedora_messaging.api.consume(MyCallback())`` / ``twisted_consume``. Needs
   ``reply_to``);
 * ``consume()`` gets each gilmsg message once per msg_id and content, however many copies
   arrive: gilmsg's re-sends and AMQP's redeliveries alike (remembered for this process's
-  lifetime, last 100 000; with the config key ``gilmsg_dedup_path``, in that SQLite record
+  lifetime, last 100 000; with the config key ``gilmsg.dedup_path``, in that SQLite record
   across restarts too, see :mod:`gilmsg.outbox.dedup`: a consumer that died after
   ``consume()`` returned but before fedora-messaging acked the message to the broker does not
   consume the copy AMQP redelivers). A message whose ``consume()`` did not finish (it raised
@@ -37,7 +37,7 @@ Configuration is gilmsg's usual fedmsg configuration (``/etc/fedmsg.d`` ...) wit
 table ``[consumer_config.gilmsg]`` of fedora-messaging's config file (``name``,
 ``config_filename`` or any fedmsg key), then the class attribute ``gilmsg_config`` and the
 constructor's ``config``; ``gilmsg_name`` / ``name`` says which identity acknowledges. Its
-``gilmsg_transport`` must name the broker in ``endpoints[name]`` (``"amqp"``); the ACKs of a
+``gilmsg.transport`` must name the broker in ``endpoints[name]`` (``"amqp"``); the ACKs of a
 ``"zmq"`` identity would go to the fedmsg bus instead, which is the bridge's business.
 """
 
@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
+from gilmsg.config import registry
 from gilmsg.core import wire
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 #: Config key: the SQLite record of consumed messages (:class:`gilmsg.outbox.dedup.Consumed`,
 #: as ``GilmsgConsumer``'s ``<config_key>.gilmsg_dedup_path``), kept across restarts.
-DEDUP_KEY = "gilmsg_dedup_path"
+DEDUP_KEY = "gilmsg.dedup_path"
 
 #: The table of fedora-messaging's ``consumer_config`` read by :class:`GilmsgCallback`.
 CONSUMER_CONFIG_KEY = "gilmsg"
@@ -109,9 +110,9 @@ class GilmsgCallback:
             validate = cfg.get("validate_signatures", True)
         cfg["validate_signatures"] = self.validate_signatures = bool(validate)
         self.recipient = Recipient(cfg, ack=True)
-        path = cfg.get(DEDUP_KEY)
+        key, path = registry.lookup(cfg, DEDUP_KEY)
         if path is not None and (not isinstance(path, str) or not path):
-            raise ConfigError(f"config key {DEDUP_KEY!r} must be a file path, not {path!r}")
+            raise ConfigError(f"config key {key!r} must be a file path, not {path!r}")
         self.consumed: Consumed | None = None
         if path:
             from gilmsg.outbox.dedup import Consumed
@@ -149,8 +150,9 @@ class GilmsgCallback:
             raise
         if not first:
             return
-        digest = wire.digest(envelope) if self.consumed is not None else None
-        if digest is not None and self.consumed.done(digest):  # consumed before a restart
+        consumed = self.consumed
+        digest = wire.digest(envelope) if consumed is not None else None
+        if consumed is not None and digest is not None and consumed.done(digest):  # restarted
             return
         try:
             self.consume(message)
@@ -158,11 +160,11 @@ class GilmsgCallback:
             if type(exc).__name__ != "Drop":  # fedora_messaging.exceptions.Drop: gone for good
                 self.recipient.forget(envelope)  # its redelivery must be consumed
                 raise
-            if digest is not None:
-                self.consumed.record(digest, envelope.get("msg_id"))
+            if consumed is not None and digest is not None:
+                consumed.record(digest, envelope.get("msg_id"))
             raise
-        if digest is not None:
-            self.consumed.record(digest, envelope.get("msg_id"))
+        if consumed is not None and digest is not None:
+            consumed.record(digest, envelope.get("msg_id"))
 
     def consume(self, message: Any) -> None:
         """Handle one message (fedora-messaging ``Message``); subclasses implement this."""

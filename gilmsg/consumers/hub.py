@@ -71,6 +71,7 @@ from typing import Any
 import fedmsg.consumers
 from moksha.hub.reactor import reactor
 
+from gilmsg.config import registry
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
 from gilmsg.core import wire
@@ -179,6 +180,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     identity: str
     common_name: str
     recipient: Recipient
+    #: (FedmsgConsumer's) True, False or None: the config key ``validate_signatures`` decides
+    validate_signatures: bool | None
+    consume: Callable[[Message], Any]
 
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
@@ -206,6 +210,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         reactor.callWhenRunning(signals.install_stop_handlers)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
+        registry.check(config)  # the hub's config never went through gilmsg.config.load
         validate = self.validate_signatures
         if validate is None:
             validate = config.get("validate_signatures", True)
@@ -228,7 +233,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         except InvalidInput as exc:
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
         if self.gilmsg_ack_mode == "processed":
-            self.consume = self._settling(self.consume)  # type: ignore[method-assign]
+            self.consume = self._settling(self.consume)
         self._consumed = None
         dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
         if dedup_path:

@@ -2,7 +2,7 @@
 
 :mod:`gilmsg.transport.base` is the interface; :mod:`gilmsg.transport.zmq` (the default, the
 only module that imports ``zmq``) and :mod:`gilmsg.transport.memory` (in-process, for tests)
-implement it. The config key ``gilmsg_transport`` picks one: ``"zmq"``, ``"memory"`` or the
+implement it. The config key ``gilmsg.transport`` picks one: ``"zmq"``, ``"memory"`` or the
 dotted name of any module with the same two functions. Nothing is imported until used.
 """
 
@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from gilmsg.config import registry
 from gilmsg.errors import ConfigError
 
 #: Config key naming the transport, and its default.
-CONFIG_KEY = "gilmsg_transport"
+CONFIG_KEY = "gilmsg.transport"
 DEFAULT = "zmq"
 
 
@@ -26,14 +27,15 @@ def module_for(config: Mapping[str, Any]) -> ModuleType:
     Raises:
         ConfigError: the name is not a string or no such module can be imported.
     """
-    name = config.get(CONFIG_KEY) or DEFAULT
+    key, name = registry.lookup(config, CONFIG_KEY)
+    name = name or DEFAULT
     if not isinstance(name, str):
-        raise ConfigError(f"config key {CONFIG_KEY!r} must be a transport name, not {name!r}")
+        raise ConfigError(f"config key {key!r} must be a transport name, not {name!r}")
     path = name if "." in name else f"{__name__}.{name}"
     try:
         return importlib.import_module(path)
     except ImportError as exc:
-        raise ConfigError(f"config key {CONFIG_KEY!r}: no transport {name!r} ({exc})") from None
+        raise ConfigError(f"config key {key!r}: no transport {name!r} ({exc})") from None
 
 
 def link_for(config: Mapping[str, Any]) -> Any:

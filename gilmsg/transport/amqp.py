@@ -1,4 +1,4 @@
-"""The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg_transport = "amqp"``.
+"""The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg.transport = "amqp"``.
 
 Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus is the URL of
 the broker that identity connects to (``amqp://user:password@host:port/vhost``, pika's URL
@@ -6,7 +6,7 @@ syntax); the bus is one broker (or cluster): a Subscription connects once per di
 
 What travels, and how it maps onto fedora-messaging's message format (``docs/amqp.rst``):
 
-* a message (gilmsg or plain) is published on the topic exchange ``gilmsg_amqp_exchange``
+* a message (gilmsg or plain) is published on the topic exchange ``gilmsg.amqp_exchange``
   (default ``amq.topic``, fedora-messaging's) with the fedmsg topic as routing key and the
   signed fedmsg envelope, byte for byte the JSON of the ZeroMQ frame, as the body. The
   properties are fedora-messaging's (``application/json``, ``utf-8``, persistent, headers
@@ -68,7 +68,7 @@ if logging.getLogger("pika").level == logging.NOTSET:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 #: Config keys of this transport.
-EXCHANGE_KEY = "gilmsg_amqp_exchange"
+EXCHANGE_KEY = "gilmsg.amqp_exchange"
 DEFAULT_EXCHANGE = "amq.topic"
 
 #: Seconds between attempts to connect again after the broker went away.
@@ -134,9 +134,11 @@ def _parameters(url: str) -> pika.URLParameters:
 
 
 def _exchange(config: Mapping[str, Any]) -> str:
-    value = config.get(EXCHANGE_KEY, DEFAULT_EXCHANGE)
+    from gilmsg.config import registry
+
+    key, value = registry.lookup(config, EXCHANGE_KEY)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"config key {EXCHANGE_KEY!r} must be an exchange name, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be an exchange name, not {value!r}")
     return value
 
 

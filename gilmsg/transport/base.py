@@ -1,7 +1,7 @@
 """The interface between gilmsg and whatever moves its bytes.
 
 A transport is one module (``gilmsg/transport/<name>.py``, or any importable module named by the
-``gilmsg_transport`` config key) providing two functions:
+``gilmsg.transport`` config key) providing two functions:
 
 ``open_publisher(publishing: gilmsg.config.Publishing, config: Mapping) -> Publisher``
     Bind (or, ``method == "connect"``, connect) this identity's publishing endpoint; raise

@@ -63,7 +63,7 @@ class Env:
 
     def __init__(self, root) -> None:
         self.bus = DevBus(root, ["pub", "r1", "mallory"],
-                          extra={"gilmsg_transport": "memory", "validate_signatures": True})
+                          extra={"gilmsg.transport": "memory", "validate_signatures": True})
         self.pub_config = self.bus.config_for("pub")
         self.ack_topic = gilmsg.config.ack_topic(self.pub_config)
         self.r1 = signing.Signer(str(self.bus.ssldir / "r1.key"), str(self.bus.ssldir / "r1.crt"))

@@ -53,7 +53,7 @@ routing_keys = ["org.gilmsg.test.#"]
 [consumer_config.gilmsg]
 config_filename = "{bus.config_file}"
 name = "r1"
-{f'gilmsg_dedup_path = "{dedup_path}"' if dedup_path else ""}
+{f'"gilmsg.dedup_path" = "{dedup_path}"' if dedup_path else ""}
 
 [log_config]
 version = 1
@@ -158,7 +158,7 @@ def test_fedora_messaging_consume_acknowledges_and_consumes_each_message_once(
 def test_a_consumer_that_dies_before_its_broker_ack_consumes_the_redelivery_once(
         make_amqp_bus, rabbitmq, dedup_path):
     """consume() finished, the process died before fedora-messaging acked the message to the
-    broker: AMQP redelivers it to the restarted consumer. With gilmsg_dedup_path it is not
+    broker: AMQP redelivers it to the restarted consumer. With gilmsg.dedup_path it is not
     consumed again; without (the fedmsg hub's de-dup, per process) it is: that is the gap."""
     bus = make_amqp_bus(["pub", "r1"])
     conf = write_fm_config(bus, rabbitmq.url, f"gilmsg-test-{uuid.uuid4().hex[:8]}",

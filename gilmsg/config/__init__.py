@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gilmsg.config import registry
 from gilmsg.errors import ConfigError
 
 #: Topic suffix of acknowledgements: ``<topic_prefix>.<environment>.gilmsg.ack``.
@@ -64,8 +65,12 @@ def load(
     keys the caller may set freely; nested values are shared with the sources and must be
     treated as read-only (gilmsg only reads them). fedmsg itself is not imported.
 
+    The gilmsg keys are checked (:func:`gilmsg.config.registry.check`): an old spelling or an
+    unknown key is logged once.
+
     Raises:
-        ConfigError: the file is missing or broken, or no configuration defines endpoints.
+        ConfigError: the file is missing or broken, no configuration defines endpoints, or
+            ``gilmsg.strict_config`` is true and a gilmsg key is unknown.
     """
     overrides = overrides or {}
     if filename is None:
@@ -74,6 +79,7 @@ def load(
     merged.update(overrides)
     if filename is not None:
         merged[FILENAME_KEY] = filename
+    registry.check(merged)
     return merged
 
 
