@@ -24,7 +24,7 @@ import gilmsg
 from gilmsg.crypto import certs
 from gilmsg.testing import DEFAULT_WAIT, DevBus
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_SRC = REPO / "examples" / "gilmsg_example"
 EXAMPLE = "gilmsg_example.consumers:ExampleConsumer"
 LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
