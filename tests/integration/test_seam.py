@@ -103,7 +103,7 @@ def test_only_the_zmq_transport_imports_zmq():
 
 def test_only_the_amqp_transport_imports_pika_and_only_its_callback_fedora_messaging():
     assert _importers("pika") == ["transport/amqp.py"]
-    assert _importers("fedora_messaging") == ["amqp_consumer.py"]
+    assert _importers("fedora_messaging") == ["consumers/amqp.py"]
 
 
 def test_a_transport_is_named_by_a_config_value_even_outside_gilmsg():
