@@ -180,6 +180,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     identity: str
     common_name: str
     recipient: Recipient
+    validate_signatures: bool | None  # fedmsg's class attribute; resolved by _setup()
 
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
@@ -233,7 +234,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             ) from None
         self.common_name = self.recipient.common_name or ""
         self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
-        self.consume = self._reporting(self.consume)  # type: ignore[method-assign]
+        self.consume = self._reporting(self.consume)  # type: ignore[method-assign,has-type]
         problem = own_certificate_problem(cfg)
         if problem:
             log.warning("%s: the certificate of %r will be refused by its peers (%s): every "

@@ -503,14 +503,14 @@ class Machine:
             self._sent(delivery, event.at)
             heapq.heappush(self._deadlines, (delivery.deadline, next(self._seq), delivery))
         elif isinstance(event, AckReceived):
-            delivery = self._ledger.get(event.ack.msg_id)
-            if delivery is not None:
-                outcome = delivery.on_ack(event.signer, event.ack, event.at, event.claimed,
-                                          event.refusal)
-                self._observe(delivery, event.at, outcome)
+            acked = self._ledger.get(event.ack.msg_id)
+            if acked is not None:
+                outcome = acked.on_ack(event.signer, event.ack, event.at, event.claimed,
+                                       event.refusal)
+                self._observe(acked, event.at, outcome)
                 if outcome in SUSPICIOUS:
                     actions.append(IgnoredAck(event.ack, event.signer, outcome))
-                self._settle(delivery, actions)
+                self._settle(acked, actions)
         elif isinstance(event, AcksReceived):
             self._batch(event, actions)
         elif isinstance(event, Tick):
@@ -530,10 +530,10 @@ class Machine:
                     self._sent(delivery, event.at)
                     actions.append(Send(delivery.msg_id, self._frames[delivery.msg_id]))
         elif isinstance(event, Cancelled):
-            delivery = self._ledger.get(event.msg_id)
-            if delivery is not None:
+            cancelled = self._ledger.get(event.msg_id)
+            if cancelled is not None:
                 state = State.CANCELLED if event.error is None else State.FAILED
-                actions.append(self._finish(delivery, state, event.error))
+                actions.append(self._finish(cancelled, state, event.error))
         else:
             raise TypeError(f"not a delivery event: {event!r}")
         if not isinstance(event, Cancelled):  # the one place where a deadline is checked
