@@ -129,23 +129,38 @@ def test_a_processed_hub_records_before_it_acknowledges_and_never_a_raising_cons
 def test_a_processed_hub_killed_inside_consume_consumes_the_message_after_its_restart(
         make_bus, tmp_path):
     """Issue 23: SIGKILL while consume() runs: nothing was recorded, so the restarted hub
-    consumes the re-sent copy, settles it processed, and records it."""
+    consumes the copy a runner re-sends (a new attempt with the same signed bytes), settles it
+    processed, and records it."""
+    from gilmsg.core.delivery import Delivery
+    from gilmsg.core.wire import digest, encode
+    from gilmsg.crypto import signing
+    from gilmsg.link import link_for
+
     bus = make_bus(["pub", "hub"])
     seen = tmp_path / "hub-seen.db"
     keys = {"gilmsg_example.gilmsg_ack_mode": "processed",
             "gilmsg_example.gilmsg_dedup_path": str(seen)}
     hub = start_hub(bus, **keys)
     gate = tmp_path / "gate"
-    pending = publish_async(bus, ["hub"], {"gate": str(gate)}, timeout=120, require="processed")
+    sent: list[dict[str, Any]] = []
+    pending = publish_async(bus, ["hub"], {"gate": str(gate)}, timeout=120, require="processed",
+                            pre_fire_hook=sent.append)
     until(lambda: pending.answers["hub"].status == "received", what="the receipt ACK")
     hub.signal(signal.SIGKILL)  # consume() is blocked on the gate
     assert hub.wait() == -signal.SIGKILL
+    pending.cancel()  # a live publisher re-sends nothing once it heard "received"
     assert consumed(bus) == [] and recorded(seen) == []
     gate.touch()
-    start_hub(bus, **keys)  # the publisher re-sends to it as soon as it subscribes
-    report = pending.result()
+    start_hub(bus, **keys)
+    [envelope] = sent
+    cfg = bus.config_for("pub")
+    now = time.monotonic()
+    attempt = Delivery(envelope["msg_id"], digest(envelope), envelope["topic"], ("hub",), now,
+                       now + 60, require="processed")
+    report = link_for(cfg).start(attempt, encode(envelope["topic"], envelope),
+                                 signing.validator_for(cfg).validate).result(DEFAULT_WAIT * 3)
     assert report.answers["hub"].status == "processed"
-    assert consumed(bus) == [report.msg_id] and recorded(seen) == [report.msg_id]
+    assert consumed(bus) == [pending.msg_id] and recorded(seen) == [pending.msg_id]
 
 
 def test_an_unknown_ack_mode_is_a_configuration_error_of_the_consumer(make_bus):
