@@ -138,8 +138,9 @@ def tail_messages(
     resumed or closed after yielding it: the loop body that got it has ended (normally, by
     ``break``, or by an exception). A crash inside the loop body yields it again after the
     restart if it is re-sent; a crash after the body ended and before the record's commit
-    returned (the commit: tens of microseconds) does too. In ``processed`` mode the record is
-    committed before the ``processed`` / ``rejected`` ACK is sent.
+    returned (the commit: typically tens of microseconds, milliseconds at worst) does too. In
+    ``processed`` mode the record is committed before the ``processed`` / ``rejected`` ACK is
+    sent.
 
     ``batch_acks=True``: messages that arrive together (up to 64) are acknowledged with one
     signed, batched ACK (for publishers that take them) before the first of them is yielded:
