@@ -15,8 +15,9 @@ The record is committed before a ``processed`` / ``rejected`` ACK is sent
 after the application finished with it and before the record's commit returned (the commit
 itself: typically tens of microseconds, milliseconds at worst, see ``docs/outbox.rst``), and
 only if the message then arrives again (a runner re-sends it because its ACK was lost, or it
-was never acknowledged). The record is committed without fsync (``synchronous=NORMAL``): it survives the process being killed; a
-machine crash (power loss) may forget the last records, which may repeat those messages.
+was never acknowledged). The record is committed without fsync (``synchronous=NORMAL``): it
+survives the process being killed; a machine crash (power loss) may forget the last records,
+which may repeat those messages.
 """
 
 from __future__ import annotations
