@@ -1,8 +1,11 @@
 """What a receiving process does with each incoming envelope: check, acknowledge, deduplicate.
 
-Shared by :func:`gilmsg.tail_messages` and :class:`gilmsg.GilmsgConsumer`, so both behave the
-same way: a gilmsg message that names this process (or names nobody) is acknowledged every time
-it arrives, and handed to the application the first time only.
+Shared by :func:`gilmsg.tail_messages`, :class:`gilmsg.GilmsgConsumer` and
+:class:`gilmsg.consumers.amqp.GilmsgCallback`, so all behave the same way: a gilmsg message that
+names this process (or names nobody) is acknowledged every time it arrives, and handed to the
+application the first time only. The decisions are :class:`gilmsg.core.receiving.Receiver`'s;
+:class:`Recipient` verifies signatures (the core's input) and carries out the core's actions:
+signs and sends ACKs, asks and writes the durable de-duplication record, in the order given.
 """
 
 from __future__ import annotations
