@@ -25,6 +25,10 @@ Actions out:
   then feed :class:`Looked`;
 * :class:`Record`: commit the message as consumed in the durable record.
 
+Events and actions are :class:`~typing.NamedTuple` s, as :mod:`gilmsg.core.delivery`'s (a
+frozen dataclass costs ten times more to define, and this module loads with ``import gilmsg``):
+dispatch on their type, never on their equality alone.
+
 The orderings that matter are encoded in the order of the actions: the receipt ACK goes out
 before the message is delivered (or found consumed before); and once the application is over
 with a message, :class:`Record` comes **before** the ``processed`` / ``rejected``
@@ -38,7 +42,6 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from gilmsg.core import wire
@@ -170,8 +173,7 @@ class Settled:
 
 # -- events -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Handed:
+class Handed(NamedTuple):
     """A message handed to the application: what its outcome events name.
 
     ``key``: its deduplication key (its digest), None for what is delivered every time and
@@ -184,8 +186,7 @@ class Handed:
     settle: bool = False
 
 
-@dataclass(frozen=True)
-class Arrived:
+class Arrived(NamedTuple):
     """An envelope arrived on ``topic``. ``refusal``: why its signature (or its signer's
     right to the topic) does not hold; None when it held or was not checked. ``batch``: this
     receiver batches ACKs: the receipt ACK, if its publisher takes batches, waits for
@@ -197,23 +198,20 @@ class Arrived:
     batch: bool = False
 
 
-@dataclass(frozen=True)
-class Looked:
+class Looked(NamedTuple):
     """The durable record's answer to :class:`LookUp`: ``consumed`` before, or not."""
 
     handed: Handed
     consumed: bool
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """The application returned from the message (``processed``)."""
 
     key: str | None
 
 
-@dataclass(frozen=True)
-class Rejected:
+class Rejected(NamedTuple):
     """The application refused the message, for ``reason``: it handled it, and will not be
     handed it again (``rejected``)."""
 
@@ -221,8 +219,7 @@ class Rejected:
     reason: str
 
 
-@dataclass(frozen=True)
-class Failed:
+class Failed(NamedTuple):
     """The application did not finish with the message (it raised ``reason``).
 
     ``redelivered``: the transport hands the message over again (an AMQP nack), so it is
@@ -235,16 +232,14 @@ class Failed:
     redelivered: bool = False
 
 
-@dataclass(frozen=True)
-class Ended:
+class Ended(NamedTuple):
     """The application is over with the message, without a verdict (a ``tail_messages`` loop
     that stopped or was closed after getting it; an AMQP ``Drop``): recorded, not settled."""
 
     key: str | None
 
 
-@dataclass(frozen=True)
-class Tick:
+class Tick(NamedTuple):
     """The receive loop came round: what arrived together has been fed; batches go out."""
 
 
@@ -262,8 +257,7 @@ class Why(enum.Enum):
     CONSUMED = "consumed before"  #: in the durable record (acknowledged again)
 
 
-@dataclass(frozen=True)
-class SendAck:
+class SendAck(NamedTuple):
     """Sign and send one ACK with this ``body`` (:func:`~gilmsg.core.wire.ack_body`, or a
     :func:`~gilmsg.core.wire.batch_body`) on the ACK topic, fire-and-forget."""
 
@@ -276,16 +270,14 @@ class SendAck:
         return tuple(e["status"] for e in entries)
 
 
-@dataclass(frozen=True)
-class Deliver:
+class Deliver(NamedTuple):
     """Hand the message to the application; report on ``handed`` once it is over (unless its
     ``key`` is None)."""
 
     handed: Handed
 
 
-@dataclass(frozen=True)
-class Drop:
+class Drop(NamedTuple):
     """Hand the message to nobody: ``why``, and ``reason`` (the refusal) for REFUSED."""
 
     why: Why
@@ -293,15 +285,13 @@ class Drop:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class LookUp:
+class LookUp(NamedTuple):
     """Ask the durable record whether ``handed.key`` was consumed; feed :class:`Looked`."""
 
     handed: Handed
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """Commit ``key`` (of ``msg_id``) as consumed in the durable record."""
 
     key: str

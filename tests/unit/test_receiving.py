@@ -51,6 +51,12 @@ def kinds(actions) -> list[str]:
     return [type(a).__name__ for a in actions]
 
 
+def same(actions, expected) -> bool:
+    """Equal, type by type (events and actions are NamedTuples: equal tuples of two types
+    would compare equal)."""
+    return [type(a) for a in actions] == [type(e) for e in expected] and actions == expected
+
+
 def acks(actions) -> list[wire.Ack]:
     """Every ACK entry the SendAck actions carry, parsed as a publisher would."""
     out: list[wire.Ack] = []
@@ -81,7 +87,7 @@ def test_a_message_addressed_to_me_is_acknowledged_then_delivered_then_only_ackn
     [ack] = acks(first)
     assert (ack.msg_id, ack.digest, ack.status) == (env["msg_id"], wire.digest(env), "received")
     handed = first[1].handed
-    assert handed == Handed(wire.digest(env), env["msg_id"], False)
+    assert type(handed) is Handed and handed == Handed(wire.digest(env), env["msg_id"], False)
     again = core.handle(Arrived(TOPIC, dict(env)))
     assert kinds(again) == ["SendAck", "Drop"] and again[1].why is Why.REPEAT
     assert acks(again)[0].status == "received"
@@ -90,8 +96,8 @@ def test_a_message_addressed_to_me_is_acknowledged_then_delivered_then_only_ackn
 def test_a_refused_envelope_is_neither_acknowledged_nor_delivered_nor_remembered():
     core = receiver()
     env = envelope()
-    assert core.handle(Arrived(TOPIC, env, refusal="bad signature")) == [
-        Drop(Why.REFUSED, env["msg_id"], "bad signature")]
+    assert same(core.handle(Arrived(TOPIC, env, refusal="bad signature")),
+                [Drop(Why.REFUSED, env["msg_id"], "bad signature")])
     assert kinds(core.handle(Arrived(TOPIC, env))) == ["SendAck", "Deliver"]  # genuine copy
 
 
@@ -103,7 +109,7 @@ def test_plain_messages_and_acks_are_delivered_every_time_and_never_acknowledged
     core = receiver(settle=True, durable=True)
     for _ in range(3):
         actions = core.handle(Arrived(topic, env))
-        assert actions == [Deliver(Handed(None, env.get("msg_id")))]
+        assert same(actions, [Deliver(Handed(None, env.get("msg_id")))])
     assert core.handle(Finished(None)) == [] and len(core) == 0  # nothing is owed for them
 
 
@@ -162,7 +168,7 @@ def test_with_a_durable_record_the_ack_goes_out_before_the_lookup():
     assert kinds(actions) == ["SendAck", "LookUp"]
     handed = actions[1].handed
     assert handed.key == wire.digest(env)
-    assert core.handle(Looked(handed, True)) == [Drop(Why.CONSUMED, env["msg_id"])]
+    assert same(core.handle(Looked(handed, True)), [Drop(Why.CONSUMED, env["msg_id"])])
     assert len(core) == 0  # nothing owed for what was consumed before a restart
     assert kinds(core.handle(Arrived(TOPIC, env))) == ["SendAck", "Drop"]  # a repeat now
 
@@ -172,7 +178,7 @@ def test_a_message_not_in_the_durable_record_is_delivered_and_owed_a_record():
     env = envelope()
     handed = deliver(core, env)
     assert len(core) == 1
-    assert core.handle(Finished(handed.key)) == [Record(handed.key, env["msg_id"])]
+    assert same(core.handle(Finished(handed.key)), [Record(handed.key, env["msg_id"])])
     assert core.handle(Finished(handed.key)) == []  # reported twice: the first stands
     assert len(core) == 0
 
@@ -184,7 +190,7 @@ def test_messages_naming_others_are_recorded_too():
     assert kinds(actions) == ["LookUp"]  # no ACK: not mine to acknowledge
     [delivered] = core.handle(Looked(actions[0].handed, False))
     handed = delivered.handed
-    assert core.handle(Ended(handed.key)) == [Record(wire.digest(env), env["msg_id"])]
+    assert same(core.handle(Ended(handed.key)), [Record(wire.digest(env), env["msg_id"])])
 
 
 # -- outcomes: every mode, every outcome, the order of the actions ------------------------------
