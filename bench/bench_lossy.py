@@ -11,7 +11,7 @@ the other, each with ``--ack-timeout``. Modes, interleaved run by run so both se
 
 * ``before``: ``gilmsg.heartbeat_ivl``, ``gilmsg.connect_timeout``, ``gilmsg.tcp_user_timeout``
   and ``gilmsg.tcp_keepalive_idle`` set to 0 (the sockets as they were: no health options);
-* ``after``: the defaults of ``gilmsg.transport.LINK_DEFAULTS``.
+* ``after``: the defaults of ``gilmsg.transport.zmq.LINK_DEFAULTS``.
 
 Per mode it prints: the fraction of publishes acknowledged within the timeout, how many runs had
 a timeout, the slowest acknowledgement, how late the recipient got a message at worst (first

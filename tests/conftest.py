@@ -33,9 +33,9 @@ def make_bus(tmp_path):
 def _close_links():
     """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
     yield
-    from gilmsg import transport
+    from gilmsg import link
 
-    transport.close_all()
+    link.close_all()
 
 
 #: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from gilmsg import config as gconfig
 from gilmsg.config import registry
 from gilmsg.core import wire
+from gilmsg.core.receiving import Deliver
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.recipient import Recipient
 
@@ -109,7 +110,6 @@ class GilmsgCallback:
         if validate is None:
             validate = cfg.get("validate_signatures", True)
         cfg["validate_signatures"] = self.validate_signatures = bool(validate)
-        self.recipient = Recipient(cfg, ack=True)
         key, path = registry.lookup(cfg, DEDUP_KEY)
         if path is not None and (not isinstance(path, str) or not path):
             raise ConfigError(f"config key {key!r} must be a file path, not {path!r}")
@@ -118,6 +118,7 @@ class GilmsgCallback:
             from gilmsg.outbox.dedup import Consumed
 
             self.consumed = Consumed(path)
+        self.recipient = Recipient(cfg, ack=True, consumed=self.consumed)
         log.info("%s acknowledges as %s (name %r); signatures %s", type(self).__name__,
                  self.recipient.common_name, cfg.get("name"),
                  "validated" if self.validate_signatures else "NOT validated")
@@ -144,40 +145,34 @@ class GilmsgCallback:
             return
         self._remember_route(message)
         try:
-            first = self.recipient.handle(topic, envelope)
+            result = self.recipient.receive(topic, envelope)
         except GilmsgError as exc:  # CA/CRL unusable: neither ACK nor consume; AMQP retries
             log.error("gilmsg cannot handle %s: %s", envelope.get("msg_id"), exc)
             raise
-        if not first:
-            return
-        consumed = self.consumed
-        digest = wire.digest(envelope) if consumed is not None else None
-        if consumed is not None and digest is not None and consumed.done(digest):  # restarted
+        if not isinstance(result, Deliver):  # refused, a repeat, or consumed before a restart
             return
         try:
             self.consume(message)
         except BaseException as exc:
             if type(exc).__name__ != "Drop":  # fedora_messaging.exceptions.Drop: gone for good
-                self.recipient.forget(envelope)  # its redelivery must be consumed
+                self.recipient.failed(result.handed, exc, redelivered=True)  # consume the next
                 raise
-            if consumed is not None and digest is not None:
-                consumed.record(digest, envelope.get("msg_id"))
+            self.recipient.ended(result.handed)
             raise
-        if consumed is not None and digest is not None:
-            consumed.record(digest, envelope.get("msg_id"))
+        self.recipient.finished(result.handed)
 
     def consume(self, message: Any) -> None:
         """Handle one message (fedora-messaging ``Message``); subclasses implement this."""
         raise NotImplementedError(f"{type(self).__name__} must implement consume(message)")
 
-    @staticmethod
-    def _remember_route(message: Any) -> None:
+    def _remember_route(self, message: Any) -> None:
+        """Tell the transport where ACKs for this message go (its ``reply_to``)."""
         props = getattr(message, "_properties", None)
         if props is None:
             return
-        from gilmsg.transport import amqp
-
-        amqp.remember_route(getattr(props, "message_id", None), getattr(props, "reply_to", None))
+        msg_id, reply_to = getattr(props, "message_id", None), getattr(props, "reply_to", None)
+        if isinstance(msg_id, str) and isinstance(reply_to, str) and reply_to:
+            self.recipient.remember_route(msg_id, reply_to)
 
 
 def _fedora_messaging_table() -> dict[str, Any]:

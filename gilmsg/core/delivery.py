@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -25,7 +24,7 @@ from gilmsg.errors import GilmsgError, Rejected, Timeout
 __all__ = [
     "SUSPICIOUS", "AckReceived", "AcksReceived", "Action", "Answer", "Backoff", "Cancelled",
     "Delivery", "Event", "IgnoredAck", "Ledger", "Machine", "Outcome", "Report", "Resolve",
-    "Seen", "Send", "Sent", "State", "SubscriberJoined", "Tick",
+    "Send", "Sent", "State", "SubscriberJoined", "Tick",
 ]
 
 
@@ -295,41 +294,6 @@ class Ledger:
             if d.sends and not d.done and not d.expired(now)  # unsent: its command is queued
         ]
         return min(times) if times else None
-
-
-class Seen:
-    """A bounded memory of msg_ids already delivered to the application.
-
-    Remembers the ``capacity`` most recently seen ids; an id older than that would be delivered
-    again (redelivery stops after the publisher's timeout, so a capacity far above the message
-    rate times the timeout is enough).
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, msg_id: object) -> bool:
-        return msg_id in self._ids
-
-    def first_time(self, msg_id: str) -> bool:
-        """Record ``msg_id``; True if it was not remembered already."""
-        if msg_id in self._ids:
-            self._ids.move_to_end(msg_id)
-            return False
-        self._ids[msg_id] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return True
-
-    def forget(self, msg_id: str) -> None:
-        """Forget ``msg_id``: its next :meth:`first_time` is True again."""
-        self._ids.pop(msg_id, None)
 
 
 @dataclass(frozen=True)

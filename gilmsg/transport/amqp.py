@@ -92,13 +92,17 @@ _routes: OrderedDict[str, str] = OrderedDict()
 _routes_lock = threading.Lock()
 
 
-def remember_route(msg_id: Any, reply_to: Any) -> None:
-    """Remember that ACKs for ``msg_id`` go to the ACK route ``reply_to`` (both from a received
-    message's properties); the ACK this process sends for it is routed there."""
-    if not isinstance(msg_id, str) or not isinstance(reply_to, str) or not reply_to:
+def remember_route(msg_id: Any, route: Any) -> None:
+    """Remember that ACKs for ``msg_id`` go to the ACK route ``route`` (a received message's
+    ``message_id`` and ``reply_to`` properties); the ACK this process sends for it is routed
+    there. The seam's :meth:`~gilmsg.transport.base.Transport.remember_route`: this
+    transport's own subscriptions call it, other receivers (fedora-messaging's consumers) reach
+    it through :meth:`gilmsg.link.Link.remember_route`. Anything but two non-empty strings is
+    ignored."""
+    if not isinstance(msg_id, str) or not isinstance(route, str) or not route:
         return
     with _routes_lock:
-        _routes[msg_id] = reply_to
+        _routes[msg_id] = route
         _routes.move_to_end(msg_id)
         while len(_routes) > ROUTES_MAX:
             _routes.popitem(last=False)

@@ -180,6 +180,11 @@ class MemorySubscription:
             self._inbox.disconnect()
 
 
+def remember_route(msg_id: str, route: str) -> None:
+    """Ignored: the memory transport sends every ACK on the ACK topic, which the publisher hears
+    (:meth:`gilmsg.transport.base.Transport.remember_route`)."""
+
+
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
               config: Mapping[str, Any]) -> MemorySubscription:
     """Subscribe to ``topic`` on every ``(name, endpoint)``."""

@@ -466,6 +466,11 @@ class ZmqSubscription:
         self._ctx.term()
 
 
+def remember_route(msg_id: str, route: str) -> None:
+    """Ignored: ZeroMQ sends every ACK on the ACK topic, which the publisher hears
+    (:meth:`gilmsg.transport.base.Transport.remember_route`)."""
+
+
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
               config: Mapping[str, Any]) -> ZmqSubscription:
     """Subscribe to ``topic`` on every ``(name, endpoint)``."""

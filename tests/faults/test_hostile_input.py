@@ -108,10 +108,10 @@ class Env:
         assert not self.link.closed
 
     def close(self) -> None:
-        from gilmsg import transport
+        from gilmsg import link
 
         self.pending.cancel()
-        transport.close_all()
+        link.close_all()
         self.bus.close()
 
 
