@@ -23,6 +23,14 @@ or ``fedora_messaging.api.consume(MyCallback())`` / ``twisted_consume``. Needs
   consume the copy AMQP redelivers). A message whose ``consume()`` did not finish (it raised
   ``Nack``, or anything but ``Drop``) is forgotten again, so the copy AMQP redelivers is
   consumed;
+* with ``gilmsg_ack_mode = "processed"`` (the class attribute, or the config key
+  ``gilmsg_ack_mode``), each such message is also settled once ``consume()`` is over: returned,
+  a signed ``processed`` ACK; raised, a signed ``rejected`` ACK with the exception's type and
+  message, and the message is dropped from the queue (``Nack`` and ``HaltConsumer(requeue=True)``
+  settle nothing: the redelivery is consumed and settles it); ``docs/amqp.rst`` tabulates what
+  fedora-messaging then tells the broker;
+* ``GilmsgCallback`` itself, or a subclass without ``consume()``, exits 4 with one line as it
+  is created, before fedora-messaging connects;
 * copies and messages that must not be consumed return normally: fedora-messaging then acks
   them on the broker (removes them from the queue);
 * ACKs themselves never reach ``consume()``; with ``validate_signatures``, gilmsg messages
@@ -44,13 +52,15 @@ constructor's ``config``; ``gilmsg_name`` / ``name`` says which identity acknowl
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
 from gilmsg.core import wire
-from gilmsg.errors import ConfigError, GilmsgError
-from gilmsg.recipient import Recipient
+from gilmsg.core.receiving import check_ack_mode
+from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
+from gilmsg.recipient import Recipient, Settlement
 
 if TYPE_CHECKING:
     from gilmsg.outbox.dedup import Consumed
@@ -63,6 +73,16 @@ DEDUP_KEY = "gilmsg_dedup_path"
 
 #: The table of fedora-messaging's ``consumer_config`` read by :class:`GilmsgCallback`.
 CONSUMER_CONFIG_KEY = "gilmsg"
+
+#: Config key: ``"received"`` (the default: ACK on receipt only) or ``"processed"`` (also
+#: settle each message once ``consume()`` is over), as ``GilmsgConsumer``'s.
+ACK_MODE_KEY = "gilmsg_ack_mode"
+
+#: Exit status of a process that used :class:`GilmsgCallback` itself (not a subclass) as its
+#: callback: a configuration error, as the CLIs' (and ``fedmsg-hub``'s consumer) exit 4.
+EXIT_NOT_SUBCLASSED = 4
+#: The same status for a start failure when fedora-messaging makes the callback.
+EXIT_START_FAILED = 4
 
 
 def frame_topic(message: Any) -> str:
@@ -82,7 +102,11 @@ class GilmsgCallback:
 
     Args:
         config: fedmsg config keys over everything else (see the module docstring); None reads
-            fedora-messaging's ``consumer_config`` (importing fedora_messaging).
+            fedora-messaging's ``consumer_config`` (importing fedora_messaging), and then a
+            failure below is one line on stderr and ``SystemExit(4)`` instead.
+
+    A class that does not implement ``consume()`` (``GilmsgCallback`` itself) exits 4 with one
+    line on stderr before anything else (:func:`refuse_base_class`).
 
     Raises:
         ConfigError: no identity, ``endpoints``/``certnames`` entry, ``ssldir`` or CA.
@@ -92,10 +116,27 @@ class GilmsgCallback:
     gilmsg_name: str | None = None
     gilmsg_config: Mapping[str, Any] | None = None
     validate_signatures: bool | None = None
+    #: ``"received"`` (ACK on receipt only) or ``"processed"`` (also a ``processed`` or
+    #: ``rejected`` ACK once ``consume()`` is over); the config key ``gilmsg_ack_mode`` wins.
+    gilmsg_ack_mode: str = "received"
 
     recipient: Recipient
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        refuse_base_class(type(self))
+        if config is not None:
+            self._setup(config)
+            return
+        # Made by fedora-messaging (``consume --callback``, ``api.consume(MyCallback)``): a start
+        # failure is one line and exit 4 before it connects, as for fedmsg-hub's consumers.
+        try:
+            self._setup(None)
+        except GilmsgError as exc:
+            sys.stderr.write(f"gilmsg: {type(self).__name__} cannot start: {exc}\n")
+            sys.stderr.flush()
+            raise SystemExit(EXIT_START_FAILED) from None
+
+    def _setup(self, config: Mapping[str, Any] | None) -> None:
         overrides: dict[str, Any] = {}
         if config is None:
             overrides.update(_fedora_messaging_table())
@@ -108,6 +149,11 @@ class GilmsgCallback:
         if validate is None:
             validate = cfg.get("validate_signatures", True)
         cfg["validate_signatures"] = self.validate_signatures = bool(validate)
+        try:
+            self.gilmsg_ack_mode = check_ack_mode(cfg.get(ACK_MODE_KEY, self.gilmsg_ack_mode),
+                                                  ACK_MODE_KEY)
+        except InvalidInput as exc:
+            raise ConfigError(f"{type(self).__name__}: {exc}") from None
         self.recipient = Recipient(cfg, ack=True)
         path = cfg.get(DEDUP_KEY)
         if path is not None and (not isinstance(path, str) or not path):
@@ -117,8 +163,8 @@ class GilmsgCallback:
             from gilmsg.outbox.dedup import Consumed
 
             self.consumed = Consumed(path)
-        log.info("%s acknowledges as %s (name %r); signatures %s", type(self).__name__,
-                 self.recipient.common_name, cfg.get("name"),
+        log.info("%s acknowledges as %s (name %r, %s); signatures %s", type(self).__name__,
+                 self.recipient.common_name, cfg.get("name"), self.gilmsg_ack_mode,
                  "validated" if self.validate_signatures else "NOT validated")
 
     def __call__(self, message: Any) -> None:
@@ -152,9 +198,13 @@ class GilmsgCallback:
         digest = wire.digest(envelope) if self.consumed is not None else None
         if digest is not None and self.consumed.done(digest):  # consumed before a restart
             return
+        settlement = (self.recipient.settlement(topic, envelope)
+                      if self.gilmsg_ack_mode == "processed" else None)
         try:
             self.consume(message)
         except BaseException as exc:
+            if settlement is not None:
+                self._settle_failure(settlement, envelope, digest, exc)  # raises
             if type(exc).__name__ != "Drop":  # fedora_messaging.exceptions.Drop: gone for good
                 self.recipient.forget(envelope)  # its redelivery must be consumed
                 raise
@@ -163,6 +213,39 @@ class GilmsgCallback:
             raise
         if digest is not None:
             self.consumed.record(digest, envelope.get("msg_id"))
+        if settlement is not None:
+            _settle(settlement.processed)
+
+    def _settle_failure(self, settlement: Settlement, envelope: Any, digest: str | None,
+                        exc: BaseException) -> None:
+        """``processed`` mode, ``consume()`` raised ``exc``: settle (or not) and tell
+        fedora-messaging what to do with the message, as ``docs/amqp.rst`` tabulates.
+
+        Always raises: ``exc`` itself, or ``Drop`` for an unexpected exception (rejected for
+        good: fedora-messaging's default, requeue and halt, would consume it again and again
+        after the publisher was told ``rejected``).
+        """
+        from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
+
+        if isinstance(exc, Nack) or (isinstance(exc, HaltConsumer) and exc.requeue) or \
+                not isinstance(exc, Exception):
+            # Back to the queue (or the process is going away): not settled, the copy AMQP
+            # redelivers is consumed and settles it. The receipt ACK stands.
+            self.recipient.forget(envelope)
+            raise exc
+        if isinstance(exc, HaltConsumer):  # requeue=False: fedora-messaging acks it, done
+            if digest is not None:
+                self.consumed.record(digest, envelope.get("msg_id"))  # type: ignore[union-attr]
+            _settle(settlement.processed)
+            raise exc
+        if digest is not None:
+            self.consumed.record(digest, envelope.get("msg_id"))  # type: ignore[union-attr]
+        _settle(settlement.reject, exc)
+        if isinstance(exc, Drop):
+            raise exc
+        log.error("%s: consume() raised on %s; rejected, and dropped from the queue",
+                  type(self).__name__, envelope.get("msg_id"), exc_info=exc)
+        raise Drop() from exc
 
     def consume(self, message: Any) -> None:
         """Handle one message (fedora-messaging ``Message``); subclasses implement this."""
@@ -178,6 +261,30 @@ class GilmsgCallback:
         amqp.remember_route(getattr(props, "message_id", None), getattr(props, "reply_to", None))
 
 
+def _settle(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except GilmsgError as exc:  # link closed at shutdown: the publisher times out
+        log.error("gilmsg could not settle a message: %s", exc)
+
+
+def refuse_base_class(cls: type) -> None:
+    """Exit (status :data:`EXIT_NOT_SUBCLASSED`, one line on stderr) if ``cls`` does not
+    implement ``consume()``: called first thing in :class:`GilmsgCallback`'s constructor, which
+    fedora-messaging calls before it connects, so nothing is consumed or acknowledged."""
+    if getattr(cls, "consume", None) is not GilmsgCallback.consume:
+        return
+    if cls is GilmsgCallback:
+        line = (f"gilmsg: {cls.__module__}:GilmsgCallback is a base class: subclass it and "
+                f"implement consume(self, message), then use that subclass as the callback")
+    else:
+        line = (f"gilmsg: {cls.__module__}:{cls.__qualname__} does not implement "
+                f"consume(self, message): a GilmsgCallback subclass must")
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    raise SystemExit(EXIT_NOT_SUBCLASSED)
+
+
 def _fedora_messaging_table() -> dict[str, Any]:
     try:
         from fedora_messaging import config as fm_config
@@ -190,4 +297,5 @@ def _fedora_messaging_table() -> dict[str, Any]:
     return dict(table)
 
 
-__all__ = ["DEDUP_KEY", "GilmsgCallback", "frame_topic"]
+__all__ = ["ACK_MODE_KEY", "DEDUP_KEY", "EXIT_NOT_SUBCLASSED", "GilmsgCallback", "frame_topic",
+           "refuse_base_class"]
