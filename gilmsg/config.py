@@ -64,6 +64,9 @@ def load(
     keys the caller may set freely; nested values are shared with the sources and must be
     treated as read-only (gilmsg only reads them). fedmsg itself is not imported.
 
+    With ``gilmsg.fedora_messaging_config``, the broker URL and TLS settings of that
+    fedora-messaging file fill in what is not set (:mod:`gilmsg.fm_config`).
+
     Raises:
         ConfigError: the file is missing or broken, or no configuration defines endpoints.
     """
@@ -74,6 +77,10 @@ def load(
     merged.update(overrides)
     if filename is not None:
         merged[FILENAME_KEY] = filename
+    if merged.get("gilmsg.fedora_messaging_config"):  # broker URL and TLS from its config.toml
+        from gilmsg import fm_config
+
+        merged = fm_config.apply(merged)
     return merged
 
 

@@ -52,6 +52,7 @@ constructor's ``config``; ``gilmsg_name`` / ``name`` says which identity acknowl
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -294,7 +295,15 @@ def _fedora_messaging_table() -> dict[str, Any]:
     if not isinstance(table, Mapping):
         raise ConfigError(f"fedora-messaging consumer_config.{CONSUMER_CONFIG_KEY} must be a "
                           f"table of fedmsg config keys")
-    return dict(table)
+    table = dict(table)
+    # The file fedora-messaging itself read: its amqp_url and [tls] serve the identities whose
+    # endpoints are empty (gilmsg.fm_config), unless the table names another file.
+    own = os.environ.get("FEDORA_MESSAGING_CONF")
+    if own and os.path.isfile(own):
+        from gilmsg import fm_config as gilmsg_fm_config
+
+        table.setdefault(gilmsg_fm_config.CONFIG_KEY, own)
+    return table
 
 
 __all__ = ["ACK_MODE_KEY", "DEDUP_KEY", "EXIT_NOT_SUBCLASSED", "GilmsgCallback", "frame_topic",

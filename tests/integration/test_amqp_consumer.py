@@ -19,7 +19,9 @@ pytest.importorskip("fedora_messaging", reason="fedora-messaging is not installe
                                                "(pip install 'gilmsg[amqp]')")
 
 import gilmsg  # noqa: E402
+from gilmsg import config as gconfig  # noqa: E402
 from gilmsg.publish import publish_async  # noqa: E402
+from gilmsg.transport import amqp  # noqa: E402
 
 TESTS = Path(__file__).parent
 READY = "Successfully registered AMQP consumer"
@@ -141,8 +143,6 @@ def test_fedora_messaging_consume_acknowledges_and_consumes_each_message_once(
 
     # fedora-messaging's own (unsigned, no gilmsg fields) messages reach consume() as they are.
     import pika
-
-    from gilmsg.transport import amqp
 
     conn = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
     try:
@@ -280,3 +280,22 @@ def test_the_base_class_refuses_to_run_before_consuming_anything(make_amqp_bus, 
             conn.channel().queue_declare(queue, passive=True)
     finally:
         conn.close()
+
+
+def test_one_fedora_messaging_config_toml_configures_both(make_amqp_bus, rabbitmq):
+    """gilmsg.fedora_messaging_config: empty endpoints get fedora-messaging's amqp_url, for the
+    publisher (gilmsg.publish) and the GilmsgCallback in fedora-messaging consume alike."""
+    bus = make_amqp_bus(["pub", "r1"])
+    conf = write_fm_config(bus, rabbitmq.url, f"gilmsg-test-{uuid.uuid4().hex[:8]}")
+    bus.config["endpoints"] = {"pub": [], "r1": []}
+    bus.config["gilmsg.fedora_messaging_config"] = str(conf)
+    bus.write_config()
+    consumer = spawn_consumer(bus, conf)
+    cfg = bus.config_for("pub")
+    report = gilmsg.publish(topic="t", msg={"n": 1}, modname="fm", recipients=["r1"],
+                            ack_timeout=30, **cfg)
+    assert set(report.acks) == {"r1"}
+    consumed(consumer, report.msg_id)
+    from gilmsg.link import link_for
+
+    assert link_for(gconfig.load(cfg))._pub.address == amqp.redacted(rabbitmq.url)
