@@ -11,6 +11,8 @@ port picked free at run time. Everything it starts is stopped by pid in :meth:`s
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from gilmsg.testing.bus import free_port
@@ -48,6 +51,63 @@ def _erlang_epmd() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, a broker certificate for 127.0.0.1/localhost and a client certificate (PEM)."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def client_settings(self) -> dict[str, str]:
+        """The ``gilmsg_amqp_tls`` table (fedora-messaging's ``[tls]`` names) for the client."""
+        return {"ca_cert": str(self.ca_cert), "certfile": str(self.client_cert),
+                "keyfile": str(self.client_key)}
+
+
+def make_tls_files(root: str | os.PathLike, client: str = "client") -> TlsFiles:
+    """A new CA under ``root`` (:func:`gilmsg.crypto.certs.init_ca`), a broker certificate it
+    signs naming 127.0.0.1 and localhost (subjectAltName, server auth), and a client
+    certificate ``client`` (:func:`gilmsg.crypto.certs.issue`)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from gilmsg.crypto import certs
+
+    base = Path(root)
+    ca_cert = certs.init_ca(base)
+    client_key, client_cert = certs.issue(base, client)
+    ca_key = serialization.load_pem_private_key((base / certs.CA_KEY).read_bytes(), None)
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    server_cert, server_key = base / "broker.crt", base / "broker.key"
+    server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.TraditionalOpenSSL,
+                                             serialization.NoEncryption()))
+    server_key.chmod(0o600)
+    return TlsFiles(ca_cert, server_cert, server_key, client_cert, client_key)
+
+
 class BrokerError(RuntimeError):
     """The broker did not start (or stop) within its bound; the message has its log's tail."""
 
@@ -55,14 +115,23 @@ class BrokerError(RuntimeError):
 class LocalRabbitMQ:
     """One RabbitMQ node on 127.0.0.1; :meth:`start` / :meth:`stop` (again, for restarts).
 
+    Args:
+        root: its directory (data, logs, config).
+        tls: also a TLS listener with these certificates, requiring a client certificate from
+            the same CA (mutual TLS).
+
     Attributes:
         url: ``amqp://guest:guest@127.0.0.1:<port>/%2F`` (guest may log in from loopback).
         port: its AMQP port.
+        tls_url, tls_port: ``amqps://guest:guest@127.0.0.1:<tls_port>/%2F`` (with ``tls``).
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, tls: TlsFiles | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+        self.tls_url = f"amqps://guest:guest@127.0.0.1:{self.tls_port}/%2F" if tls else None
         self.port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
@@ -76,6 +145,12 @@ class LocalRabbitMQ:
             "log.file.level = info\n"
             # A test machine may have little free disk: the default 50 MB floor would block.
             "disk_free_limit.absolute = 1MB\n"
+            + (f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+               f"ssl_options.cacertfile = {tls.ca_cert}\n"
+               f"ssl_options.certfile = {tls.server_cert}\n"
+               f"ssl_options.keyfile = {tls.server_key}\n"
+               "ssl_options.verify = verify_peer\n"
+               "ssl_options.fail_if_no_peer_cert = true\n" if tls else "")
         )
         (self.root / "enabled_plugins").write_text("[].\n")
         self.log = self.root / "server.out"
