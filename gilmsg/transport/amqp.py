@@ -10,7 +10,8 @@ What travels, and how it maps onto fedora-messaging's message format (``docs/amq
   (default ``amq.topic``, fedora-messaging's) with the fedmsg topic as routing key and the
   signed fedmsg envelope, byte for byte the JSON of the ZeroMQ frame, as the body. The
   properties are fedora-messaging's (``application/json``, ``utf-8``, persistent, headers
-  ``fedora_messaging_schema = "base.message"``, ``fedora_messaging_severity``, ``sent-at``),
+  ``fedora_messaging_schema = "base.message"``, ``fedora_messaging_schema_package =
+  "fedora_messaging"``, ``fedora_messaging_severity``, ``sent-at``, ``priority``),
   so ``fedora-messaging consume`` sees a ``Message`` whose ``body`` is the envelope and whose
   ``topic`` is the fedmsg topic; ``message_id`` is the gilmsg msg_id, ``reply_to`` the
   publisher's ACK route, and the headers ``gilmsg_topic`` / ``gilmsg_sender`` carry the
@@ -89,8 +90,10 @@ OUTBOX_MAX = 100_000
 #: msg_id -> reply_to remembered from received messages (to route their ACKs).
 ROUTES_MAX = 100_000
 
-#: fedora-messaging's header values for a plain ``fedora_messaging.message.Message``.
+#: fedora-messaging's header values for a plain ``fedora_messaging.message.Message``
+#: (``fedora_messaging_schema_package`` names the distribution that provides the schema).
 FM_SCHEMA = "base.message"
+FM_SCHEMA_PACKAGE = "fedora_messaging"
 FM_INFO = 20
 
 _routes: OrderedDict[str, str] = OrderedDict()
@@ -268,8 +271,9 @@ def properties(topic: str, msg_id: str | None, reply_to: str | None, sender: str
     """The AMQP properties of one gilmsg frame pair, as fedora-messaging sets them."""
     headers = {
         "fedora_messaging_schema": FM_SCHEMA,
+        "fedora_messaging_schema_package": FM_SCHEMA_PACKAGE,
         "fedora_messaging_severity": FM_INFO,
-        "sent-at": datetime.now(UTC).isoformat(),
+        "sent-at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "priority": 0,
         "gilmsg_topic": topic,
         "gilmsg_sender": sender,

@@ -299,3 +299,48 @@ def test_one_fedora_messaging_config_toml_configures_both(make_amqp_bus, rabbitm
     from gilmsg.link import link_for
 
     assert link_for(gconfig.load(cfg))._pub.address == amqp.redacted(rabbitmq.url)
+
+
+def test_gilmsg_messages_carry_fedora_messaging_headers_and_record_stores_them(
+        make_amqp_bus, rabbitmq):
+    """``fedora-messaging record`` takes a gilmsg message and fedora-messaging's own one; the
+    gilmsg one has every header fedora-messaging's has, with the same values."""
+    import pika
+    from fedora_messaging import message as fm_message
+
+    bus = make_amqp_bus(["pub", "r1"])
+    conf = write_fm_config(bus, rabbitmq.url, f"gilmsg-test-{uuid.uuid4().hex[:8]}")
+    out_file = bus.root / "recorded.jsonl"
+    env = bus.env()
+    env["FEDORA_MESSAGING_CONF"] = str(conf)
+    exe = str(Path(sys.executable).parent / "fedora-messaging")
+    recorder = bus.spawn([exe, "--conf", str(conf), "record", "--limit", "2",
+                          "--routing-key", "org.gilmsg.test.#", str(out_file)], env=env)
+    recorder.wait_for(lambda line: READY in line)
+    own = fm_message.Message(topic="org.gilmsg.test.fm.own", body={"own": True})
+    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq.url))
+    try:  # first: the gilmsg message is re-sent, and --limit 2 stops at its first copy
+        conn.channel().basic_publish("amq.topic", own.topic, json.dumps(own.body).encode(),
+                                     own._properties)
+    finally:
+        conn.close()
+    pending = publish_async(topic="t", msg={"record": True}, modname="fm", recipients=["r1"],
+                            ack_timeout=2, **bus.config_for("pub"))
+    assert recorder.wait(30) == 0, recorder.stderr
+    with pytest.raises(gilmsg.Timeout):
+        pending.result()  # nobody acknowledges: record is not a gilmsg recipient
+    recorded = {}
+    for line in out_file.read_text().splitlines():
+        fm_message.loads(line)  # what fedora-messaging replay reads: valid, known schema
+        data = json.loads(line)
+        recorded[data["topic"]] = data
+    ours, theirs = recorded["org.gilmsg.test.fm.t"], recorded["org.gilmsg.test.fm.own"]
+    assert ours["body"]["msg_id"] == pending.msg_id and ours["body"]["msg"] == {"record": True}
+    missing = set(theirs["headers"]) - set(ours["headers"])
+    assert not missing, missing
+    for key in ("fedora_messaging_schema", "fedora_messaging_schema_package",
+                "fedora_messaging_severity", "priority"):
+        assert ours["headers"][key] == theirs["headers"][key], key
+    assert ours["headers"]["fedora_messaging_schema_package"] == "fedora_messaging"
+    assert len(ours["headers"]["sent-at"]) == len(theirs["headers"]["sent-at"])
+    assert ours["id"] == pending.msg_id
