@@ -1,8 +1,12 @@
 """The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg_transport = "amqp"``.
 
-Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus is the URL of
-the broker that identity connects to (``amqp://user:password@host:port/vhost``, pika's URL
-syntax); the bus is one broker (or cluster): a Subscription connects once per distinct URL.
+Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus lists the URLs
+of the broker that identity connects to (``amqp://user:password@host:port/vhost`` or
+``amqps://``, pika's URL syntax): several URLs are the nodes of one cluster, tried in order
+(the first that answers; again in order after a failure). A Subscription connects once per
+distinct broker or cluster (set of URLs). ``amqps://`` uses the ``gilmsg_amqp_tls`` table
+(``ca_cert``, ``certfile``, ``keyfile``: fedora-messaging's ``[tls]`` names); a broker
+certificate TLS refuses is a ConfigError at once (:func:`tls_refusal`).
 
 What travels, and how it maps onto fedora-messaging's message format (``docs/amqp.rst``):
 
