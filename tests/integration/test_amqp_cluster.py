@@ -8,6 +8,7 @@ namespace); every process it starts is stopped by pid at the end of the module.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -34,7 +35,11 @@ def cluster(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     with testing_amqp.LocalRabbitCluster(tmp_path_factory.mktemp("cluster")) as running:
+        pids = [node._server.pid for node in running.nodes] + [running._epmd.pid]
         yield running
+    for pid in pids:  # every node (killed or not) and epmd stopped and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_the_cluster_has_three_members_on_loopback_only(cluster):
@@ -107,3 +112,53 @@ def test_publisher_node_killed_mid_stream_every_message_acknowledged_once_consum
             assert printed[name] <= 1, (msg_id, name, printed)
     not_acked = [o for o in outcomes if o[2]]
     assert not not_acked, f"expected delivery after the failover: {not_acked}"
+
+
+def test_bridge_node_killed_mid_stream_fedmsg_publisher_still_gets_each_ack(make_bus, cluster):
+    """zpub (fedmsg) -> gilmsg-bridge -> the cluster -> ar1 (gilmsg-tail on AMQP). Every AMQP
+    identity lists node 2 first, so the bridge and ar1 are on node 2 (node 1 may be down after
+    the test above); node 2 is killed after the 5th of 20 publishes."""
+    import json
+    import pprint
+    import sys
+    from pathlib import Path
+
+    from .test_bridge import SERVICES, spawn_bridge, wait_ready
+
+    bus = make_bus(SERVICES)
+    node2 = cluster.nodes[1]
+    order = [cluster.urls[1], cluster.urls[2], cluster.urls[0]]
+    amqp_cfg = json.loads(json.dumps(bus.config))
+    amqp_cfg["gilmsg_transport"] = "amqp"
+    amqp_cfg["endpoints"] = {name: list(order) for name in SERVICES}
+    amqp_file = bus.root / "amqp.d" / "gilmsg.py"
+    amqp_file.parent.mkdir()
+    amqp_file.write_text("config = " + pprint.pformat(amqp_cfg) + "\n")
+    bridge = spawn_bridge(bus, amqp_file)
+    wait_ready(bridge)
+    exe = str(Path(sys.executable).parent / "gilmsg-tail")
+    ar1 = bus.spawn([exe, "--config-filename", str(amqp_file), "--name", "ar1", "--json"])
+    cfg = bus.config_for("zpub")
+
+    def publish(i):
+        return gilmsg.publish(topic="t", msg={"i": i}, modname="bridged", recipients=["ar1"],
+                              ack_timeout=30, **cfg)
+
+    assert set(publish(-1).acks) == {"ar1"}
+    outcomes = []
+    for i in range(20):
+        if i == 5:
+            node2.stop(kill=True)
+        try:
+            outcomes.append((publish(i).msg_id, True))
+        except gilmsg.Timeout as exc:
+            outcomes.append((exc.msg_id, False))
+    marker = publish("marker")
+    ar1.wait_for(lambda line: marker.msg_id in line, 30)
+    for msg_id, acked in outcomes:
+        printed = sum(msg_id in line for line in ar1.seen)
+        assert printed == 1 if acked else printed <= 1, (msg_id, acked, printed)
+    assert all(acked for _msg_id, acked in outcomes), outcomes
+    assert "made again" in bridge.stderr and "made again" in ar1.stderr  # they did fail over
+    bridge.signal()
+    assert bridge.wait() == 130
