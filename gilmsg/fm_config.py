@@ -5,7 +5,8 @@ file, as its ``--conf`` / ``FEDORA_MESSAGING_CONF`` name it), :func:`gilmsg.conf
 that file and:
 
 * every identity whose ``endpoints[name]`` is empty (``[]``, ``None`` or ``""``), and the
-  process's own ``name`` when ``endpoints`` has no entry for it, gets ``[amqp_url]``; non-empty
+  process's own ``name`` when ``endpoints`` has no entry for it, gets ``[amqp_url]`` (without
+  one, fedora-messaging's default ``amqp://``, localhost); non-empty
   entries (several URLs of a cluster, say) are kept as written;
 * ``gilmsg_transport`` becomes ``"amqp"`` unless it is set;
 * its ``[tls]`` table (``ca_cert``, ``certfile``, ``keyfile``) becomes the config key
@@ -28,6 +29,8 @@ from gilmsg.errors import ConfigError
 CONFIG_KEY = "gilmsg.fedora_messaging_config"
 #: Config key the ``[tls]`` table becomes (read by the AMQP transport).
 TLS_KEY = "gilmsg_amqp_tls"
+#: fedora-messaging's own default when its file has no ``amqp_url`` (localhost:5672, guest).
+DEFAULT_AMQP_URL = "amqp://"
 #: The ``[tls]`` keys, as fedora-messaging names them.
 TLS_FIELDS = ("ca_cert", "certfile", "keyfile")
 
@@ -56,7 +59,7 @@ def read(path: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: cannot read it ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not a TOML file ({exc})") from None
-    url = data.get("amqp_url")
+    url = data.get("amqp_url", DEFAULT_AMQP_URL)
     if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
         raise ConfigError(f"{where}: amqp_url must be an amqp:// or amqps:// URL, not {url!r}")
     table = data.get("tls") or {}

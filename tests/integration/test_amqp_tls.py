@@ -110,3 +110,21 @@ def test_unreadable_tls_files_are_config_errors(tls_bus, tmp_path):
     bus = tls_bus(["pub", "r1"], tls={"ca_cart": "typo"})
     with pytest.raises(gilmsg.ConfigError, match="unknown field 'ca_cart'"):
         publish(bus, timeout=5)
+
+
+def test_a_pika_ssl_options_url_parameter_is_the_alternative(tls_bus, tls_broker):
+    """``amqps://...?ssl_options={...}`` goes to pika as it is; gilmsg_amqp_tls is not used
+    for that URL (here it names a CA file that does not exist: used, it would be an error)."""
+    from urllib.parse import quote
+
+    files = tls_broker.tls
+    options = {"ca_certs": str(files.ca_cert), "certfile": str(files.client_cert),
+               "keyfile": str(files.client_key), "server_hostname": "localhost"}
+    url = f"{tls_broker.tls_url}?ssl_options={quote(repr(options))}"
+    bus = tls_bus(["pub", "r1"], tls={"ca_cert": "/nonexistent/ca.pem"})
+    bus.config["endpoints"] = {name: [url] for name in bus.services}
+    bus.write_config()
+    tail = bus.spawn_tail("r1")
+    report = publish(bus)
+    assert set(report.acks) == {"r1"}
+    tail.wait_for(lambda line: report.msg_id in line)

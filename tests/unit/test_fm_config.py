@@ -54,7 +54,6 @@ def test_the_process_own_name_gets_the_url_when_endpoints_lack_it(tmp_path):
 
 @pytest.mark.parametrize("text, error", [
     ("amqp_url = 'http://nope'\n", "amqp_url must be an amqp:// or amqps:// URL"),
-    ("callback = 'x:y'\n", "amqp_url must be"),
     ("amqp_url = \n", "not a TOML file"),
     ("amqp_url = 'amqp://'\ntls = 3\n", "[tls] must be a table"),
     ("amqp_url = 'amqp://'\n[tls]\nca_cert = 1\n", "tls.ca_cert must be a file path"),
@@ -70,3 +69,8 @@ def test_a_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read it"):
         gconfig.load({"endpoints": {"pub": []},
                       fm_config.CONFIG_KEY: str(tmp_path / "absent.toml")})
+
+
+def test_without_amqp_url_fedora_messaging_default_is_used(tmp_path):
+    cfg = load(tmp_path, "callback = 'x:y'\n")
+    assert cfg["endpoints"]["pub"] == ["amqp://"] and fm_config.TLS_KEY not in cfg
