@@ -282,13 +282,18 @@ def test_the_base_class_refuses_to_run_before_consuming_anything(make_amqp_bus, 
         conn.close()
 
 
-def test_one_fedora_messaging_config_toml_configures_both(make_amqp_bus, rabbitmq):
+@pytest.mark.parametrize("where", ["fedmsg_config", "fedora_messaging_conf"])
+def test_one_fedora_messaging_config_toml_configures_both(make_amqp_bus, rabbitmq, where):
     """gilmsg.fedora_messaging_config: empty endpoints get fedora-messaging's amqp_url, for the
-    publisher (gilmsg.publish) and the GilmsgCallback in fedora-messaging consume alike."""
+    publisher (gilmsg.publish) and the GilmsgCallback in fedora-messaging consume alike; the
+    callback, unless told otherwise, reads the file fedora-messaging itself read."""
     bus = make_amqp_bus(["pub", "r1"])
     conf = write_fm_config(bus, rabbitmq.url, f"gilmsg-test-{uuid.uuid4().hex[:8]}")
-    bus.config["endpoints"] = {"pub": [], "r1": []}
-    bus.config["gilmsg.fedora_messaging_config"] = str(conf)
+    if where == "fedmsg_config":
+        bus.config["endpoints"] = {"pub": [], "r1": []}
+        bus.config["gilmsg.fedora_messaging_config"] = str(conf)
+    else:  # only the consumer's r1 is left to fedora-messaging's own file
+        bus.config["endpoints"] = {"pub": [rabbitmq.url], "r1": []}
     bus.write_config()
     consumer = spawn_consumer(bus, conf)
     cfg = bus.config_for("pub")
