@@ -197,7 +197,8 @@ class GilmsgCallback:
         if not first:
             return
         digest = wire.digest(envelope) if self.consumed is not None else None
-        if digest is not None and self.consumed.done(digest):  # consumed before a restart
+        if digest is not None and self.consumed is not None and self.consumed.done(digest):
+            # consumed before a restart
             return
         settlement = (self.recipient.settlement(topic, envelope)
                       if self.gilmsg_ack_mode == "processed" else None)
@@ -209,13 +210,16 @@ class GilmsgCallback:
             if type(exc).__name__ != "Drop":  # fedora_messaging.exceptions.Drop: gone for good
                 self.recipient.forget(envelope)  # its redelivery must be consumed
                 raise
-            if digest is not None:
-                self.consumed.record(digest, envelope.get("msg_id"))
+            self._record(digest, envelope)
             raise
-        if digest is not None:
-            self.consumed.record(digest, envelope.get("msg_id"))
+        self._record(digest, envelope)
         if settlement is not None:
             _settle(settlement.processed)
+
+    def _record(self, digest: str | None, envelope: Any) -> None:
+        """Record in ``gilmsg_dedup_path`` (if configured) that this message is done with."""
+        if digest is not None and self.consumed is not None:
+            self.consumed.record(digest, envelope.get("msg_id"))
 
     def _settle_failure(self, settlement: Settlement, envelope: Any, digest: str | None,
                         exc: BaseException) -> None:
@@ -235,12 +239,10 @@ class GilmsgCallback:
             self.recipient.forget(envelope)
             raise exc
         if isinstance(exc, HaltConsumer):  # requeue=False: fedora-messaging acks it, done
-            if digest is not None:
-                self.consumed.record(digest, envelope.get("msg_id"))  # type: ignore[union-attr]
+            self._record(digest, envelope)
             _settle(settlement.processed)
             raise exc
-        if digest is not None:
-            self.consumed.record(digest, envelope.get("msg_id"))  # type: ignore[union-attr]
+        self._record(digest, envelope)
         _settle(settlement.reject, exc)
         if isinstance(exc, Drop):
             raise exc
