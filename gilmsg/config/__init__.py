@@ -67,6 +67,8 @@ def load(
 
     The gilmsg keys are checked (:func:`gilmsg.config.registry.check`): an old spelling or an
     unknown key is logged once.
+    With ``gilmsg.fedora_messaging_config``, the broker URL and TLS settings of that
+    fedora-messaging file fill in what is not set (:mod:`gilmsg.config.fedora_messaging`).
 
     Raises:
         ConfigError: the file is missing or broken, no configuration defines endpoints, or
@@ -80,6 +82,10 @@ def load(
     if filename is not None:
         merged[FILENAME_KEY] = filename
     registry.check(merged)
+    if merged.get("gilmsg.fedora_messaging_config"):  # broker URL and TLS from its config.toml
+        from gilmsg.config import fedora_messaging as fm_config
+
+        merged = fm_config.apply(merged)
     return merged
 
 

@@ -28,7 +28,7 @@ NOT_CONFIG_KEYS = {
     "gilmsg_example", "gilmsg_example.output",  # the example consumer's own config keys
     "gilmsg_outbox",  # the moksha producer's entry-point name
     "gilmsg.py",  # the bus configuration file's name
-    "_gilmsg_received", "_gilmsg_dedup_key", "_gilmsg_cli",  # private attributes
+    "_gilmsg_received", "_gilmsg_dedup_key", "_gilmsg_handed", "_gilmsg_cli",  # private attributes
 }
 
 
