@@ -92,7 +92,7 @@ def bench_bus(bus: DevBus, n: int, count: int) -> dict:
 
 
 def amqp_bus(root: Path, urls: list[str], extra: dict | None = None) -> DevBus:
-    bus = DevBus(root, ["pub", "r1"], extra={"gilmsg_transport": "amqp", **(extra or {})})
+    bus = DevBus(root, ["pub", "r1"], extra={"gilmsg.transport": "amqp", **(extra or {})})
     bus.config["endpoints"] = {n: list(urls) for n in bus.services}
     bus.write_config()
     return bus

@@ -57,7 +57,7 @@ def test_publisher_node_killed_mid_stream_every_message_acknowledged_once_consum
     GilmsgCallback in fedora-messaging consume on node 3. Node 1 is killed after the 10th of 40
     sequential publishes: every one must end acknowledged by both (no false positive: whoever
     counted printed it), each consumed exactly once by each."""
-    bus = make_bus(["pub", "r1", "r2"], extra={"gilmsg_transport": "amqp"})
+    bus = make_bus(["pub", "r1", "r2"], extra={"gilmsg.transport": "amqp"})
     bus.config["endpoints"] = {name: list(cluster.urls) for name in bus.services}
     bus.write_config()
     node1, node3 = cluster.nodes[0], cluster.nodes[2]
@@ -129,7 +129,7 @@ def test_bridge_node_killed_mid_stream_fedmsg_publisher_still_gets_each_ack(make
     node2 = cluster.nodes[1]
     order = [cluster.urls[1], cluster.urls[2], cluster.urls[0]]
     amqp_cfg = json.loads(json.dumps(bus.config))
-    amqp_cfg["gilmsg_transport"] = "amqp"
+    amqp_cfg["gilmsg.transport"] = "amqp"
     amqp_cfg["endpoints"] = {name: list(order) for name in SERVICES}
     amqp_file = bus.root / "amqp.d" / "gilmsg.py"
     amqp_file.parent.mkdir()

@@ -31,7 +31,7 @@ def tls_broker(tmp_path_factory):
 @pytest.fixture
 def tls_bus(make_bus, tls_broker):
     def make(services, tls=None, fm_toml=None):
-        extra = {"gilmsg_transport": "amqp"}
+        extra = {"gilmsg.transport": "amqp"}
         if fm_toml is None:
             extra["gilmsg.amqp_tls"] = tls or tls_broker.tls.client_settings()
         else:
