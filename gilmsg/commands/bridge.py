@@ -30,7 +30,7 @@ BRIDGE_CODES = {
 }
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, BRIDGE_CODES,
                                      omit=(_common.EXIT_NOT_ACKNOWLEDGED,
                                            _common.EXIT_BAD_INPUT)))

@@ -35,8 +35,9 @@ LOGGER_CODES = {
     _common.EXIT_OK: "every message was acknowledged by every recipient (without --recipients: "
                      "every message was sent while someone subscribed to its topic; nothing "
                      "confirms delivery)",
-    _common.EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time (without "
-                                   "--recipients: a message was not sent, nobody subscribed)",
+    _common.EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time or rejected "
+                                   "(without --recipients: a message was not sent, nobody "
+                                   "subscribed)",
     _common.EXIT_OUTBOX: "--outbox: the outbox file cannot be used (corrupt, read-only, disk "
                          "full, newer schema): the message named was not stored, not sent",
     _common.EXIT_STORED: "--outbox: every message is stored, some are not acknowledged yet: "
@@ -44,7 +45,8 @@ LOGGER_CODES = {
 }
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.SpreadingCommand,
+               context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, LOGGER_CODES))
 @click.option("-m", "--message", default=None, metavar="TEXT",
               help="Send this one message instead of reading stdin.")
@@ -119,6 +121,9 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
         cfg = _setup.prepare_config(config_filename, name, active, cert_prefix)
         names = _setup.expand_recipients(cfg, recipients, strict)
         _setup.preflight(cfg, names)
+        if outbox_path is not None and not names:
+            raise click.UsageError("--outbox needs --recipients: the outbox keeps a message "
+                                   "until each recipient has acknowledged it")
         if not names and not quiet:
             _common.note(PROG, "note: no --recipients: messages are published without "
                                "acknowledgement; delivery is not confirmed")
@@ -128,9 +133,6 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
                                "Ctrl-D")
         outbox = None
         if outbox_path is not None:
-            if not names:
-                raise click.UsageError("--outbox needs --recipients: the outbox keeps a message "
-                                       "until each recipient has acknowledged it")
             if require != "received":
                 raise click.UsageError("--outbox keeps a message until it is received: it "
                                        "cannot be combined with --require processed")

@@ -92,7 +92,7 @@ def _run(ctx: click.Context, body: Any) -> None:
     _common.run(PROG, body, obj.debug)
 
 
-@click.group(context_settings=_common.CONTEXT_SETTINGS,
+@click.group(cls=_common.Group, context_settings=_common.CONTEXT_SETTINGS,
              epilog=_common.epilog(EXAMPLES, CODES, omit=(_common.EXIT_BAD_INPUT,
                                                           _common.EXIT_NOT_ACKNOWLEDGED)))
 @click.option("--outbox", "outbox", default=None, metavar="PATH",

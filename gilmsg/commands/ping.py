@@ -32,6 +32,17 @@ PROG = "gilmsg-ping"
 #: modname and topic of probes: ``<topic_prefix>.<environment>.gilmsg.ping``.
 PROBE_MODNAME = "gilmsg"
 PROBE_TOPIC = "ping"
+#: ``--topic``'s default: what follows ``<topic_prefix>.<environment>.``.
+DEFAULT_TOPIC = f"{PROBE_MODNAME}.{PROBE_TOPIC}"
+
+
+def split_topic(topic: str) -> tuple[str, str]:
+    """``(modname, topic)`` for a ``--topic`` value: the part of the full topic after
+    ``<topic_prefix>.<environment>.``. ``compose.rawhide.complete`` -> ``("compose",
+    "rawhide.complete")``; a single word ``w`` -> ``("gilmsg", "w")`` (gilmsg's own namespace, as
+    before this option took whole topics)."""
+    modname, _, rest = topic.partition(".")
+    return (modname, rest) if rest else (PROBE_MODNAME, modname)
 
 #: Nagios/Icinga plugin exit codes.
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
@@ -138,8 +149,9 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
         GilmsgError: anything but a Timeout or a rejection (configuration, certificates).
     """
     body = {"gilmsg_ping": seq, "sent_at": time.time()}
+    modname, topic = split_topic(topic)
     try:
-        report = gilmsg.publish(topic=topic, msg=body, modname=PROBE_MODNAME,
+        report = gilmsg.publish(topic=topic, msg=body, modname=modname,
                                 recipients=recipients, ack_timeout=timeout, **config)
     except NotDelivered as exc:  # Timeout, or Rejected as soon as one recipient refused
         return exc.msg_id, exc.acked, exc.rejected, exc.missing
@@ -147,7 +159,7 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
     return report.msg_id, report.acks, {}, ()
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, PING_CODES, omit=(_common.EXIT_BAD_INPUT,))
                + "\n\n" + NAGIOS_HELP)
 @click.argument("recipients", nargs=-1, metavar="RECIPIENT...", callback=_recipients)
@@ -163,9 +175,10 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
               metavar="SECONDS", help="Pause between probes.")
 @click.option("-t", "--timeout", type=float, default=2.0, show_default=True, metavar="SECONDS",
               callback=_positive_seconds, help="How long each probe waits for every ACK.")
-@click.option("--topic", default=PROBE_TOPIC, show_default=True, metavar="TOPIC",
-              help="Probe topic, after '<topic_prefix>.<environment>.gilmsg.'; a hub consumer "
-                   "only hears its own topics.")
+@click.option("--topic", default=DEFAULT_TOPIC, show_default=True, metavar="TOPIC",
+              help="Probe topic, after '<topic_prefix>.<environment>.' (a single word W means "
+                   "gilmsg.W); a hub consumer only hears its own topics, e.g. "
+                   "compose.rawhide.complete.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per probe, then one summary object, on stdout.")
 @click.option("--nagios", is_flag=True,

@@ -32,6 +32,7 @@ this module is the supervisor that starts and watches them.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -59,6 +60,17 @@ from gilmsg.testing.sandbox.standin import CREDENTIALS, run_standin, standin_mai
 
 #: The identity ``gilmsg-sandbox`` adds for your code when ``--service`` is not given.
 DEFAULT_SERVICES = ("publisher",)
+#: The lock file that keeps a second sandbox off a directory in use.
+LOCK_NAME = ".gilmsg-sandbox.lock"
+#: ``python -c`` program run before each child's own command: the child gets SIGTERM when the
+#: sandbox process dies, however it dies (Linux PR_SET_PDEATHSIG survives the exec).
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 __all__ = [
     "CONFIG_NAME", "CREDENTIALS", "DEFAULT_SERVICES", "RESERVED_NAMES", "Sandbox", "StandIn",
@@ -174,6 +186,7 @@ class Sandbox:
         self.processes: dict[str, Process] = {}
         self.config: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
+        self._lock: int | None = None
 
     @property
     def names(self) -> list[str]:
@@ -191,6 +204,7 @@ class Sandbox:
         Raises:
             CertificateError: an existing CA in ``root/ssl`` cannot be used.
         """
+        self._lock_root()
         ensure_pki(self.ssldir, self.names, revoked=[s.name for s in self.specs if s.revoked],
                    log=log)
         self.config = bus_config(self.ssldir, self.names, relay=self.relay, extra=self.extra)
@@ -198,6 +212,28 @@ class Sandbox:
             "Written by gilmsg-sandbox: a local gilmsg bus on 127.0.0.1 (ports change on every\n"
             "start). Identities: " + ", ".join(self.names)))
         return self.config_file
+
+    def _lock_root(self) -> None:
+        """Hold ``root/.gilmsg-sandbox.lock`` until :meth:`stop`: a second sandbox on the same
+        directory would rewrite its ``fedmsg.d`` with new ports under the first one's clients.
+
+        Raises:
+            ConfigError: another live sandbox holds the directory (nothing was written).
+        """
+        if self._lock is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"{self.root} is in use by another gilmsg-sandbox (pid {holder}): "
+                              f"stop it, or give another --dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
 
     def config_for(self, name: str, **overrides: Any) -> dict[str, Any]:
         """The configuration of identity ``name`` (a fresh copy) to pass to gilmsg calls."""
@@ -211,7 +247,10 @@ class Sandbox:
         return child_env()
 
     def _spawn(self, source: str, argv: Sequence[str]) -> Process:
-        proc = Process(argv, cwd=self.root, env=self.env())
+        # Every child dies with this process, even a SIGKILLed one (the relay and the watcher
+        # have no --parent of their own): the guard sets PR_SET_PDEATHSIG, then execs argv.
+        guard = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
+        proc = Process([*guard, *argv], cwd=self.root, env=self.env())
         self.processes[source] = proc
         thread = threading.Thread(target=self._pump, args=(source, proc), daemon=True,
                                   name=f"sandbox-{source}")
@@ -317,6 +356,9 @@ class Sandbox:
         for thread in self._threads:
             thread.join(1.0)
         self._threads.clear()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the directory (the file stays, harmlessly)
+            self._lock = None
 
     def __enter__(self) -> Sandbox:
         return self
