@@ -43,15 +43,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 try:
     import pika
@@ -63,7 +61,21 @@ from gilmsg import config as gconfig
 from gilmsg.config import Publishing
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.errors import ConfigError, GilmsgError
+from gilmsg.transport.amqp.tls import (  # noqa: F401  (the transport's documented names)
+    BLOCKED_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    TLS_FIELDS,
+    TLS_KEY,
+    _parameters,
+    redacted,
+    tls_context,
+    tls_refusal,
+    tls_settings,
+)
 from gilmsg.transport.base import Heard
+
+if TYPE_CHECKING:
+    from gilmsg.transport.amqp.subscription import AmqpSubscription
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +88,9 @@ if logging.getLogger("pika").level == logging.NOTSET:
 #: Config keys of this transport.
 EXCHANGE_KEY = "gilmsg.amqp_exchange"
 DEFAULT_EXCHANGE = "amq.topic"
-#: TLS for ``amqps://`` URLs: ``{"ca_cert": ..., "certfile": ..., "keyfile": ...}`` (file
-#: paths, fedora-messaging's ``[tls]`` names; see :func:`tls_context`).
-TLS_KEY = "gilmsg.amqp_tls"
-TLS_FIELDS = ("ca_cert", "certfile", "keyfile")
 
 #: Seconds between attempts to connect again after the broker went away.
 RECONNECT_S = 0.5
-#: Bound on one connection attempt (TCP connect, AMQP handshake), in seconds.
-CONNECT_TIMEOUT_S = 3.0
-#: Seconds a connection the broker blocked (resource alarm) is kept before it is re-made.
-BLOCKED_TIMEOUT_S = 5.0
 #: ACKs the broker keeps for a publisher that reads them too slowly (oldest dropped first).
 ACK_QUEUE_MAX = 10_000
 #: Messages queued for sending by other threads before the oldest are dropped.
@@ -124,136 +128,6 @@ def route_of(msg_id: Any) -> str | None:
     """The ACK route of a received message, if this process saw one."""
     with _routes_lock:
         return _routes.get(msg_id) if isinstance(msg_id, str) else None
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password (for logs and ``Publisher.address``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-# -- TLS ----------------------------------------------------------------------------------
-
-def tls_settings(config: Mapping[str, Any]) -> dict[str, str] | None:
-    """The ``gilmsg.amqp_tls`` table of ``config`` (None when unset), checked.
-
-    Raises:
-        ConfigError: not a table of file paths, an unknown field, or a key without a cert.
-    """
-    value = config.get(TLS_KEY)
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"config key {TLS_KEY!r} must be a table ({', '.join(TLS_FIELDS)}), "
-                          f"not {value!r}")
-    out = {}
-    for field, path in value.items():
-        if field not in TLS_FIELDS:
-            raise ConfigError(f"config key {TLS_KEY!r}: unknown field {field!r} (known: "
-                              f"{', '.join(TLS_FIELDS)})")
-        if path is None or path == "":
-            continue
-        if not isinstance(path, str):
-            raise ConfigError(f"config key {TLS_KEY}.{field} must be a file path, not {path!r}")
-        out[field] = path
-    if "keyfile" in out and "certfile" not in out:
-        raise ConfigError(f"config key {TLS_KEY!r}: keyfile without certfile")
-    return out
-
-
-_contexts: dict[tuple[tuple[str, str], ...], ssl.SSLContext] = {}
-_contexts_lock = threading.Lock()
-
-
-def tls_context(tls: Mapping[str, str] | None) -> ssl.SSLContext:
-    """The client TLS context for ``amqps://``: the broker's certificate must chain to
-    ``ca_cert`` (the system's CAs when unset) and name the URL's host; ``certfile`` /
-    ``keyfile`` (optional) is the client certificate for mutual TLS. One context per setting.
-
-    Raises:
-        ConfigError: a file cannot be read or is not a certificate / key (one line).
-    """
-    tls = dict(tls or {})
-    key = tuple(sorted(tls.items()))
-    with _contexts_lock:
-        ctx = _contexts.get(key)
-        if ctx is not None:
-            return ctx
-        try:
-            ctx = ssl.create_default_context(cafile=tls.get("ca_cert"))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{TLS_KEY}.ca_cert {tls.get('ca_cert')!r}: cannot load it as a "
-                              f"CA certificate ({_ssl_reason(exc)})") from None
-        if tls.get("certfile"):
-            try:
-                ctx.load_cert_chain(tls["certfile"], tls.get("keyfile"))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"{TLS_KEY}.certfile/keyfile {tls['certfile']!r}: cannot load "
-                                  f"the client certificate and key ({_ssl_reason(exc)})") from None
-        _contexts[key] = ctx
-        return ctx
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or \
-        getattr(exc, "strerror", None) or str(exc)
-    return str(reason).splitlines()[0] if str(reason) else type(exc).__name__
-
-
-def tls_refusal(exc: BaseException) -> str | None:
-    """If ``exc`` (from a connection attempt) is a TLS verification failure (the broker's
-    certificate is not from the configured CA, or does not name the host), one line saying so;
-    else None. pika wraps the ``ssl`` error in its own exceptions' args."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        item = todo.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {item.verify_message}"
-        if isinstance(item, ssl.SSLError):
-            return f"TLS handshake failed: {_ssl_reason(item)}"
-        for arg in item.args:
-            if isinstance(arg, BaseException):
-                todo.append(arg)
-            elif isinstance(arg, str):  # pika's StreamLostError carries the ssl error as text
-                found = _SSL_TEXT.search(arg)
-                if found:
-                    return f"TLS handshake failed: {found.group(2).strip()} ({found.group(1)})"
-                found = _SSL_ERROR_TEXT.search(arg)
-                if found:
-                    return (f"TLS handshake failed: {found.group(1)}: {found.group(2)} (the "
-                            f"broker closed it: does it want a client certificate?)")
-        todo.extend(e for e in (item.__cause__, item.__context__) if e is not None)
-    return None
-
-
-_SSL_TEXT = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^(\]'\"]+)")
-_SSL_ERROR_TEXT = re.compile(r"(SSL\w*Error)\(\d+, '([^'(]+)")
-
-
-def _parameters(url: str, tls: Mapping[str, str] | None = None) -> pika.URLParameters:
-    try:
-        params = pika.URLParameters(url)
-    except Exception as exc:  # pika raises assorted types for a bad URL
-        raise ConfigError(f"not an AMQP URL: {redacted(url)!r} ({exc})") from None
-    parts = urlsplit(url)
-    if parts.scheme.lower() == "amqps" and "ssl_options" not in parse_qs(parts.query):
-        # gilmsg's (or fedora-messaging's [tls]) settings; a pika ssl_options URL parameter,
-        # the alternative, is left to pika.
-        params.ssl_options = pika.SSLOptions(tls_context(tls), server_hostname=parts.hostname)
-    params.connection_attempts = 1
-    params.socket_timeout = CONNECT_TIMEOUT_S
-    params.stack_timeout = CONNECT_TIMEOUT_S * 2
-    # A broker short of memory or disk stops reading ("blocked"): after this long the connection
-    # is dropped and made again, so the link's thread is never stuck in a send for long.
-    params.blocked_connection_timeout = BLOCKED_TIMEOUT_S
-    return params
 
 
 def _exchange(config: Mapping[str, Any]) -> str:
@@ -559,127 +433,6 @@ def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> AmqpPub
     return AmqpPublisher(publishing, config)
 
 
-class AmqpSubscription:
-    """:class:`gilmsg.transport.base.Subscription` over AMQP: one connection per broker (or
-    cluster), each with a server-named exclusive queue bound to the topic; used from one thread.
-
-    The URLs of one identity's ``endpoints`` entry are one broker or cluster: the connection goes
-    to the first of them that answers and, when that node goes away, to the first that answers
-    again, in order. Identities listing the same URLs (in any order) share one connection, so a
-    cluster is never subscribed to twice (which would deliver every message twice).
-    """
-
-    def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
-                 config: Mapping[str, Any]) -> None:
-        self.exchange = _exchange(config)
-        self.topic = topic
-        self._prefix = topic.encode("utf-8")
-        self._tls = tls_settings(config)
-        by_name: dict[str, list[str]] = {}
-        for name, url in endpoints:
-            _parameters(url, self._tls)
-            urls = by_name.setdefault(name, [])
-            if url not in urls:
-                urls.append(url)
-        self._clusters: list[tuple[str, ...]] = []
-        self._default: dict[tuple[str, ...], str] = {}  # cluster -> first name using it
-        for name, urls in by_name.items():
-            if not any(set(c) == set(urls) for c in self._clusters):
-                self._clusters.append(tuple(urls))
-                self._default[tuple(urls)] = name
-        self._names = set(by_name)
-        self._conns: dict[tuple[str, ...], Any] = {}
-        self._shown: dict[tuple[str, ...], str] = {}  # cluster -> the URL connected to
-        self._next_attempt: dict[tuple[str, ...], float] = {}
-        self._got: list[tuple[str, str, list[bytes]]] = []
-        errors = []
-        for cluster in self._clusters:
-            try:
-                self._open(cluster)
-            except ConfigError:
-                self.close()
-                raise
-            except Exception as exc:
-                errors.append(str(exc))
-                self._next_attempt[cluster] = time.monotonic() + RECONNECT_S
-        if errors and not self._conns:
-            raise ConfigError("cannot subscribe: " + "; ".join(errors))
-
-    def _open(self, cluster: tuple[str, ...]) -> None:
-        conn, url = _connect(cluster, self._tls)
-        try:
-            ch = conn.channel()
-            ch.exchange_declare(self.exchange, passive=True)
-            queue = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            ch.queue_bind(queue, self.exchange, binding_key(self.topic))
-            ch.basic_consume(queue, self._receiver(cluster, url), auto_ack=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            _close_quietly(conn)
-            raise ConfigError(f"AMQP broker {redacted(url)}: {exc}") from None
-        except Exception:
-            _close_quietly(conn)
-            raise
-        self._conns[cluster] = conn
-        self._shown[cluster] = redacted(url)
-
-    def _receiver(self, cluster: tuple[str, ...], url: str) -> Callable[..., None]:
-        default_name = self._default[cluster]
-        shown = redacted(url)
-
-        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-            headers = props.headers or {}
-            topic = headers.get("gilmsg_topic")
-            if not isinstance(topic, str):
-                topic = method.routing_key
-            frame_topic = topic.encode("utf-8")
-            if not frame_topic.startswith(self._prefix):
-                return
-            remember_route(props.message_id, props.reply_to)
-            sender = headers.get("gilmsg_sender")
-            name = sender if isinstance(sender, str) and sender in self._names else default_name
-            self._got.append((name, shown, [frame_topic, body]))
-
-        return on_message
-
-    def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
-        """What arrived, waiting up to ``timeout`` seconds for something."""
-        deadline = time.monotonic() + timeout
-        while not self._got:
-            now = time.monotonic()
-            for cluster in self._clusters:
-                if cluster not in self._conns and now >= self._next_attempt.get(cluster, 0.0):
-                    try:
-                        self._open(cluster)
-                        log.warning("gilmsg: AMQP subscription made again, to %s",
-                                    self._shown[cluster])
-                    except Exception:
-                        self._next_attempt[cluster] = now + RECONNECT_S
-            remaining = deadline - now
-            if not self._conns:
-                time.sleep(max(0.0, min(remaining, RECONNECT_S)))
-            else:
-                share = max(0.0, remaining) / len(self._conns)
-                for cluster, conn in list(self._conns.items()):
-                    try:
-                        conn.process_data_events(time_limit=share)
-                    except Exception as exc:
-                        log.warning("gilmsg: AMQP subscription to %s lost (%s: %s)",
-                                    self._shown.get(cluster), type(exc).__name__, exc)
-                        del self._conns[cluster]
-                        _close_quietly(conn)
-                        self._next_attempt[cluster] = time.monotonic() + RECONNECT_S
-            if time.monotonic() >= deadline:
-                break
-        got, self._got = self._got, []
-        return got
-
-    def close(self) -> None:
-        """Close every connection (the broker deletes the queues)."""
-        for conn in self._conns.values():
-            _close_quietly(conn)
-        self._conns = {}
-
-
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
               config: Mapping[str, Any]) -> AmqpSubscription:
     """Receive every message whose topic starts with ``topic`` from the bus's broker(s).
@@ -688,4 +441,6 @@ def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
         ConfigError: a URL or the TLS setting is malformed, a broker's certificate is refused,
             or no broker is reachable.
     """
+    from gilmsg.transport.amqp.subscription import AmqpSubscription
+
     return AmqpSubscription(endpoints, topic, config)
