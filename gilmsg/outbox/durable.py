@@ -173,7 +173,9 @@ class Outbox:
                              wire.encode(full_topic, envelope), names))
         wall = time.time()
         self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE)
-        started = time.monotonic()
+        # ACK times are recorded as wall + (monotonic offset from ``started``): take both clocks
+        # together, after the commit, or every ACK is recorded that commit's duration early.
+        started, wall = time.monotonic(), time.time()
         out = []
         for msg_id, digest, frames, _names in prepared:
             delivery = Delivery(msg_id, digest, frames[0].decode("utf-8"), names, started,
