@@ -39,7 +39,9 @@ def _close_links():
 
 
 #: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
-FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load")}
+FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load"),
+             "chaos": ("chaos", "-m chaos"), "chaos_planted": ("chaos_planted",
+                                                              "-m chaos_planted")}
 
 
 def full_run(config) -> bool:

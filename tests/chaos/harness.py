@@ -170,6 +170,7 @@ class System:
         self.o = options
         self.t0 = 0.0
         self.procs: dict[str, Process] = {}
+        self.started: list[tuple[Process, str]] = []
         self.down: set[str] = set()
         self.lock = threading.RLock()
         self.link: LossyLink | None = None
@@ -281,6 +282,7 @@ class System:
             ns = self.link.ns_a if name in NS_A else self.link.ns_b
             argv = self.link.wrap(ns, argv)
         proc = self.bus.spawn(argv, env=env)  # type: ignore[union-attr]
+        self.started.append((proc, name))
         with self.lock:
             self.procs[name] = proc
             self.down.discard(name)
@@ -357,6 +359,17 @@ class System:
                 self.result.crashes.append(text)
                 self._event(f"restart {name} (it exited by itself)")
                 self.start(name)
+
+    def _save_output(self) -> None:
+        """Every process's stdout and stderr, in ``logs/<name>.<n>.out`` (n: its incarnation)."""
+        count: dict[str, int] = {}
+        for proc, name in self.started:
+            count[name] = count.get(name, 0) + 1
+            lines = list(proc.seen)
+            while not proc.lines.empty():
+                lines.append(proc.lines.get_nowait())
+            path = self.root / "logs" / f"{name}.{count[name]}.out"
+            path.write_text("\n".join(lines) + "\n--- stderr\n" + proc.stderr + "\n")
 
     def _heal(self) -> None:
         if self.link is not None:
@@ -457,10 +470,14 @@ class System:
                     except (ProcessLookupError, PermissionError):
                         pass
                 self.bus.close()
+                self._save_output()
             if self.link is not None:
                 self.link.close()
             try:
                 self.result.history = self.history()
+                for pub in PUBLISHERS:  # kept beside the logs (the tmpfs goes)
+                    if self.outbox.get(pub) is not None and self.outbox[pub].exists():
+                        copy_db(self.outbox[pub], self.root / "logs" / f"{pub}-outbox.db")
             finally:
                 for disk in self.mounts:
                     subprocess.run(["umount", "-l", str(disk)], capture_output=True,
@@ -484,6 +501,16 @@ def read_outbox(path: Path) -> tuple[dict[tuple[str, str], float], int]:
     finally:
         conn.close()
     return acks, pending
+
+
+def copy_db(source: Path, target: Path) -> None:
+    """A consistent copy of an SQLite file (WAL included)."""
+    src, dst = sqlite3.connect(source, timeout=10), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
 
 
 def run(root: Path, options: Options) -> Run:
