@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config, items):
     markexpr = config.option.markexpr or ""
     for item in items:
         for marker, (word, how) in FULL_ONLY.items():
-            if marker in item.keywords and word not in markexpr:
+            if item.get_closest_marker(marker) is not None and word not in markexpr:
                 item.add_marker(pytest.mark.skip(
                     reason=f"{marker}: not in the default run; run it with ./run tests {how}"))
 
