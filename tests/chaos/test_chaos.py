@@ -49,10 +49,10 @@ def test_chaos_30_seconds_fixed_seed(tmp_path):
 #: planted bug -> (seed, duration, the violation the checker must report). Found by hand
 #: (see the report of issue 23); the nemesis must land a fault where the bug shows.
 PLANTED = {
-    "no-dedup-record": (5, 60.0, "duplicate"),
-    "early-record": (5, 60.0, "lost"),
-    "early-ack": (5, 30.0, "early ack"),
-    "delete-on-send": (5, 60.0, "lost"),
+    "no-dedup-record": (26, 60.0, "duplicate"),
+    "early-record": (26, 60.0, "lost"),
+    "early-ack": (26, 60.0, "early ack"),
+    "delete-on-send": (26, 60.0, "lost"),
 }
 
 
