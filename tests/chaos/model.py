@@ -17,7 +17,8 @@ The promises checked (``docs/outbox.rst``):
 * no message a publisher was told was **not** stored (``OutboxError``) reached anyone;
 * no ACK recorded for recipient R (``processed`` is required) predates R's application logging
   the message;
-* the outboxes end with nothing pending and nothing expired.
+* the outboxes end with nothing pending and nothing expired (a row owed only because of the
+  open bug :data:`KNOWN_GAP` is named as such; it fails unless ``allow_known_gaps``).
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class History:
         acks: (msg_id, recipient) -> time the ACK that settled it was recorded (outbox row).
         kills: recipient -> times its process was SIGKILLed.
         pending: outbox -> rows still pending or expired at the end.
+        owed: (msg_id, recipient) of every ACK those rows still wait for.
+        recorded: recipient -> msg_ids in its durable consumed-message record at the end.
         recipients: every required recipient.
         faults: the faults injected (for the figures).
     """
@@ -156,12 +159,19 @@ class History:
     acks: dict[tuple[str, str], float] = field(default_factory=dict)
     kills: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)
+    owed: list[tuple[str, str]] = field(default_factory=list)
+    recorded: dict[str, set[str]] = field(default_factory=dict)
     recipients: tuple[str, ...] = ()
     faults: list[Fault] = field(default_factory=list)
 
 
 #: The documented duplicate class (``docs/outbox.rst``, crash window 2).
 WINDOW_2 = "killed after the application finished, before the record (window 2)"
+#: A known open bug (issue 23's report): a recipient restarted with a durable record answers a
+#: re-sent copy of a message it recorded with ``received`` only, never ``processed``, so an
+#: outbox that requires ``processed`` keeps it owed (until its expiry). Delivered exactly once
+#: all the same. Listed in ``Verdict.known_gaps``, and a violation unless ``allow_known_gaps``.
+KNOWN_GAP = "recorded before a restart, re-sent, answered 'received' only: owed for ever"
 
 
 @dataclass
@@ -174,6 +184,7 @@ class Verdict:
     duplicates: Counter[str] = field(default_factory=Counter)
     max_latency: float = 0.0
     faults: Counter[str] = field(default_factory=Counter)
+    known_gaps: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -183,9 +194,10 @@ class Verdict:
         """The closing figures of a run, on a few lines."""
         dup = ", ".join(f"{n} {k}" for k, n in sorted(self.duplicates.items())) or "none"
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.faults.items())) or "none"
+        gaps = f"; known gap ({KNOWN_GAP}): {len(self.known_gaps)}" if self.known_gaps else ""
         return (f"stored {self.stored}; delivered {dict(sorted(self.delivered.items()))}; "
                 f"duplicates: {dup}; max store-to-delivery {self.max_latency:.3f} s; "
-                f"faults: {kinds}")
+                f"faults: {kinds}{gaps}")
 
 
 def _explained(recipient_log: Sequence[tuple[str, float]], first: int, second: int,
@@ -199,8 +211,12 @@ def _explained(recipient_log: Sequence[tuple[str, float]], first: int, second: i
     return False
 
 
-def check(history: History, *, limit: int = 20) -> Verdict:
-    """Check every promise over ``history``; at most ``limit`` violations of each kind listed."""
+def check(history: History, *, limit: int = 20, allow_known_gaps: bool = False) -> Verdict:
+    """Check every promise over ``history``; at most ``limit`` violations of each kind listed.
+
+    ``allow_known_gaps``: rows owed only because of :data:`KNOWN_GAP` are listed in
+    ``known_gaps`` and not counted as violations.
+    """
     v = Verdict(stored=len(history.stored), faults=Counter(f.kind for f in history.faults))
     found: dict[str, list[str]] = defaultdict(list)
     for recipient in history.recipients:
@@ -238,8 +254,16 @@ def check(history: History, *, limit: int = 20) -> Verdict:
             if who == recipient and msg_id not in where:
                 found["early ack"].append(f"{msg_id}: ACK of {recipient} recorded at "
                                           f"{t_ack:.6f}; its application never logged it")
+    logged = {r: {m for m, _t in history.deliveries.get(r, [])} for r in history.recipients}
+    for msg_id, who in history.owed:
+        if msg_id in history.recorded.get(who, ()) and msg_id in logged.get(who, ()):
+            v.known_gaps.append(f"{msg_id} still owed to {who}")
+        else:
+            found["pending"].append(f"{msg_id} still owed to {who}")
+    if allow_known_gaps is False:
+        found["pending"] += [f"{x} ({KNOWN_GAP})" for x in v.known_gaps]
     for outbox, n in sorted(history.pending.items()):
-        if n:
+        if n and not history.owed:
             found["pending"].append(f"outbox {outbox}: {n} message(s) still pending or expired")
     for kind, items in found.items():
         more = f" (and {len(items) - limit} more)" if len(items) > limit else ""

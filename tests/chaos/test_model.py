@@ -128,3 +128,21 @@ def test_violations_are_bounded_per_kind():
     verdict = check(h, limit=5)
     lost = [x for x in verdict.violations if x.startswith("lost")]
     assert len(lost) == 6 and "more" in lost[-1]
+
+
+def test_a_row_owed_by_a_recipient_that_recorded_and_logged_it_is_the_known_gap():
+    h = good()
+    h.pending["pub1"] = 1
+    h.owed = [("m1", "a")]
+    h.recorded = {"a": {"m1"}}
+    strict = check(h)
+    assert [x for x in strict.violations if x.startswith("pending: m1 still owed to a")]
+    lenient = check(h, allow_known_gaps=True)
+    assert lenient.ok and lenient.known_gaps == ["m1 still owed to a"]
+
+
+def test_a_row_owed_by_a_recipient_without_a_record_of_it_always_fails():
+    h = good()
+    h.pending["pub1"] = 1
+    h.owed = [("m1", "a")]
+    assert not check(h, allow_known_gaps=True).ok
