@@ -356,7 +356,9 @@ class System:
 
         The ``syn`` lines it printed meanwhile are skipped unread (thousands in a partition).
         """
-        forwarder = self.link.forwarder  # type: ignore[union-attr]
+        assert self.link is not None and self.link.forwarder is not None
+        forwarder = self.link.forwarder
+        assert forwarder.proc.stdin is not None
         while not forwarder.lines.empty():
             forwarder.lines.get_nowait()
         forwarder.proc.stdin.write(command + "\n")
