@@ -364,12 +364,27 @@ class System:
         forwarder.proc.stdin.write(command + "\n")
         forwarder.proc.stdin.flush()
         deadline = time.monotonic() + timeout
+        resend = time.monotonic() + 5.0
         while True:
+            if time.monotonic() > resend:  # seen under load: a command never answered
+                self._event(f"lossy link: {command!r} not answered within 5 s: sent again")
+                forwarder.proc.stdin.write(command + "\n")
+                forwarder.proc.stdin.flush()
+                resend = time.monotonic() + 5.0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"lossy link: {command!r} not in effect within {timeout} s")
+                pid = forwarder.proc.pid
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text().splitlines()[2]
+                    wchan = Path(f"/proc/{pid}/wchan").read_text()
+                except OSError as exc:
+                    status, wchan = f"gone ({exc})", ""
+                raise AssertionError(
+                    f"lossy link: {command!r} not in effect within {timeout} s; forwarder "
+                    f"exit {forwarder.proc.poll()}, {status}, wchan {wchan}, stderr "
+                    f"{forwarder.stderr[-500:]!r}, last lines {forwarder.seen[-3:]}")
             try:
-                line = forwarder.lines.get(timeout=remaining)
+                line = forwarder.lines.get(timeout=min(remaining, 1.0))
             except queue.Empty:
                 continue
             if line == f"set {command}":
