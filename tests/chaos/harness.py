@@ -396,6 +396,8 @@ class System:
             for name, proc in list(self.procs.items()):
                 if name in self.down or proc.proc.poll() is None:
                     continue
+                if name in self.kills:  # died: the same crash windows as a SIGKILL
+                    self.kills[name].append(time.time())
                 tail = " | ".join(proc.stderr_lines[-3:])
                 text = (f"{time.time() - self.t0:7.2f} {name} exited by itself with status "
                         f"{proc.proc.returncode}: {tail}")

@@ -145,7 +145,7 @@ class History:
         not_stored: msg_ids (or nonces) whose publish raised OutboxError (told: not stored).
         deliveries: recipient -> [(msg_id, time its application logged it)], in log order.
         acks: (msg_id, recipient) -> time the ACK that settled it was recorded (outbox row).
-        kills: recipient -> times its process was SIGKILLed.
+        kills: recipient -> times its process was SIGKILLed (or found dead by itself).
         pending: outbox -> rows still pending or expired at the end.
         owed: (msg_id, recipient) of every ACK those rows still wait for.
         recorded: recipient -> msg_ids in its durable consumed-message record at the end.
