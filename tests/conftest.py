@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from gilmsg.testing import DevBus
+from tests.chaos.options import pytest_addoption  # noqa: F401  (--seed, --duration)
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # Started as a background job (`./run tests &`): SIGINT arrives ignored and children would

@@ -1,20 +1,9 @@
-"""Options of the chaos suite: ``./run tests -m chaos --seed N --duration SECONDS``."""
+"""The chaos suite: ``./run tests -m chaos --seed N --duration SECONDS`` (options in
+``tests/chaos/options.py``, registered by ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import pytest
-
-#: The default run of ``-m chaos`` (seconds, faults then a quiet period).
-DEFAULT_DURATION = 180.0
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("chaos", "the chaos suite (tests/chaos)")
-    group.addoption("--seed", type=int, default=None,
-                    help="seed of the -m chaos run (default: a random one, printed)")
-    group.addoption("--duration", type=float, default=DEFAULT_DURATION,
-                    help="seconds of the -m chaos run (faults, then a quiet period; "
-                         f"default {DEFAULT_DURATION:.0f})")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
