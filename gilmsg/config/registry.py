@@ -120,6 +120,12 @@ KEYS: tuple[Key, ...] = (
     Key("gilmsg.amqp_tls", "table: ca_cert, certfile, keyfile", None,
         "TLS files for amqps:// endpoints (fedora-messaging's [tls] names).",
         "every process using the AMQP transport"),
+    Key("gilmsg.receive_backlog_bytes", "whole number of bytes", 32 << 20,
+        "Most bytes a receiver queues per peer before it stops reading from it (32 MiB).",
+        _ZMQ),
+    Key("gilmsg.outbox.require", '"received" or "processed"', "received",
+        "What the outbox's runner waits for, for messages stored without their own require.",
+        _OUTBOX),
     Key("gilmsg.strict_config", "bool", False,
         "An unknown key in gilmsg's namespaces is a ConfigError (exit 4), not a warning.", _ALL),
 )

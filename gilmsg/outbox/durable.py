@@ -37,6 +37,23 @@ PATH_KEY = "gilmsg.outbox"
 EXPIRY_KEY = "gilmsg.outbox.expiry"
 #: fedmsg.d key: ``"full"`` (fsync every commit; default) or ``"normal"`` (see Store).
 DURABILITY_KEY = "gilmsg.outbox.durability"
+#: fedmsg.d key: the ACK status that settles a recipient, ``"received"`` (default) or
+#: ``"processed"``; read by ``Outbox`` and by every runner of the file.
+REQUIRE_KEY = "gilmsg.outbox.require"
+
+
+def required_status(config: dict[str, Any] | Any) -> str:
+    """The ``gilmsg.outbox.require`` level of ``config`` (default ``"received"``).
+
+    Raises:
+        ConfigError: it is neither ``"received"`` nor ``"processed"``.
+    """
+    value = config.get(REQUIRE_KEY, "received")
+    try:
+        return wire.check_require(value)
+    except InvalidInput:
+        raise ConfigError(f"{REQUIRE_KEY} must be 'received' or 'processed', not {value!r}"
+                          ) from None
 
 
 def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
@@ -80,6 +97,7 @@ class Outbox:
                  durability: str | None = None, **config: Any) -> None:
         self.config = gconfig.load(config)
         self.path, self.expiry, durability = settings(self.config, path, expiry, durability)
+        self.require = required_status(self.config)
         self.store = Store(self.path, durability=durability)
         self._runner: Any = None
         self._runner_thread: threading.Thread | None = None
@@ -156,11 +174,13 @@ class Outbox:
                              wire.encode(full_topic, envelope), names))
         wall = time.time()
         self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE)
-        started = time.monotonic()
+        # ACK times are recorded as wall + (monotonic offset from ``started``): take both clocks
+        # together, after the commit, or every ACK is recorded that commit's duration early.
+        started, wall = time.monotonic(), time.time()
         out = []
         for msg_id, digest, frames, _names in prepared:
             delivery = Delivery(msg_id, digest, frames[0].decode("utf-8"), names, started,
-                                started + ack_timeout)
+                                started + ack_timeout, require=self.require)
             future = link.start(delivery, frames, validator.validate)
             pending = DurableDelivery(link, delivery, future, self.store, wall)
             if not pending.settled.is_set():

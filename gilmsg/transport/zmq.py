@@ -50,6 +50,28 @@ MAX_ACK_FRAME_BYTES = 64 << 10
 ACK_RCVHWM = 1000
 
 
+#: fedmsg.d key: the most bytes a receiver (``tail_messages``, ``gilmsg-tail``) queues per
+#: peer before it stops reading from that peer, and its default (32 MiB). ZeroMQ counts its
+#: queue in messages, so the queue is ``backlog // MAX_FRAME_BYTES`` messages deep: every frame
+#: is at most MAX_FRAME_BYTES (larger ones are cut off unread), hence the bound holds in bytes.
+RECEIVE_BACKLOG_KEY = "gilmsg.receive_backlog_bytes"
+RECEIVE_BACKLOG_DEFAULT = 32 << 20
+
+
+def receive_hwm(config: Mapping[str, Any]) -> int:
+    """The RCVHWM (messages) of a receiving socket: :data:`RECEIVE_BACKLOG_KEY` bytes' worth.
+
+    Raises:
+        ConfigError: the value is not a whole number of bytes from MAX_FRAME_BYTES to 16 GiB.
+    """
+    key, value = registry.lookup(config, RECEIVE_BACKLOG_KEY)
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            MAX_FRAME_BYTES <= value <= 16 << 30):
+        raise ConfigError(f"config key {key!r} must be a whole number of bytes "
+                          f"from {MAX_FRAME_BYTES} (one frame) to {16 << 30}, not {value!r}")
+    return value // MAX_FRAME_BYTES
+
+
 #: Connection-health settings: config key -> default, in seconds (0 switches one off); each
 #: declared (with its meaning) in :mod:`gilmsg.config.registry`. ZeroMQ heartbeats (ZMTP
 #: PING/PONG) make a connection that stalls, e.g. behind TCP retransmissions growing to a minute
@@ -411,11 +433,19 @@ class ZmqSubscription:
 
     Frames over 1 MiB are cut off unread (they would be dropped anyway) and the connection is
     made again at once; the sockets use the connection-health keys of :class:`LinkOptions`.
+
+    Each socket queues at most ``gilmsg.receive_backlog_bytes`` (:func:`receive_hwm`) from its
+    peer. A reader slower than its peers fills that queue; ZeroMQ then stops reading from the
+    connection (TCP backpressure): the peer's own queue for it grows up to its high-water mark,
+    beyond which the peer drops what it sends, and heartbeats unanswered meanwhile make either
+    side re-make the connection. What was dropped is not acknowledged, so its publisher sends
+    it again (within ``ack_timeout``; an outbox until delivered).
     """
 
     def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
                  config: Mapping[str, Any]) -> None:
         options = LinkOptions.from_config(config)
+        hwm = receive_hwm(config)
         self._ctx = zmq.Context()
         self._poller = zmq.Poller()
         self._subs: dict[zmq.Socket, tuple[str, str]] = {}
@@ -427,6 +457,7 @@ class ZmqSubscription:
                 tune(sub, options)
                 sub.setsockopt(zmq.LINGER, 0)
                 sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+                sub.setsockopt(zmq.RCVHWM, hwm)
                 sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
                 watcher = Reconnector(sub)
                 self._watchers[watcher.monitor] = watcher
