@@ -340,3 +340,84 @@ def routing_allows(topic: str, signer: str, config: Mapping[str, Any]) -> bool:
     if topic in policy:
         return signer in policy[topic]
     return not config.get("routing_nitpicky", False)
+
+
+# -- protocol version 4: signature hashes and freshness (issue 19) ----------------------------
+# Read only through these helpers; the names are the interface.
+
+#: Hash an identity signs its *messages* with: ``"sha1"`` (fedmsg's; stock fedmsg validates it)
+#: or ``"sha256"`` (for buses without stock fedmsg validators). ACKs are SHA-256 whatever this
+#: says, for every message of protocol version 4 or later.
+SIGNATURE_HASH_KEY = "gilmsg.signature_hash"
+SIGNATURE_HASHES = ("sha1", "sha256")
+DEFAULT_SIGNATURE_HASH = "sha1"
+#: False: a publisher refuses SHA-1 ACKs and a recipient SHA-1 messages.
+ACCEPT_SHA1_KEY = "gilmsg.accept_sha1"
+DEFAULT_ACCEPT_SHA1 = True
+#: A recipient refuses a gilmsg message whose timestamp is older than this (seconds) ...
+MAX_MESSAGE_AGE_KEY = "gilmsg.max_message_age"
+#: ... or ahead of its own clock by more than this (seconds).
+MAX_CLOCK_SKEW_KEY = "gilmsg.max_clock_skew"
+#: Defaults: the outbox's default expiry (three days, ``gilmsg.outbox.policy.DEFAULT_EXPIRY``)
+#: plus one hour, so a message the outbox still re-sends is never stale; five minutes of skew.
+DEFAULT_MAX_MESSAGE_AGE = 3 * 24 * 3600.0 + 3600.0
+DEFAULT_MAX_CLOCK_SKEW = 300.0
+
+
+def signature_hash(config: Mapping[str, Any]) -> str:
+    """``gilmsg.signature_hash``: the hash this identity signs its messages with.
+
+    Raises:
+        ConfigError: not one of :data:`SIGNATURE_HASHES`.
+    """
+    value = config.get(SIGNATURE_HASH_KEY, DEFAULT_SIGNATURE_HASH)
+    if value is None:
+        return DEFAULT_SIGNATURE_HASH
+    if not isinstance(value, str) or value.lower() not in SIGNATURE_HASHES:
+        raise ConfigError(f"config key {SIGNATURE_HASH_KEY!r} must be one of "
+                          f"{', '.join(SIGNATURE_HASHES)}, not {value!r}")
+    return value.lower()
+
+
+def accept_sha1(config: Mapping[str, Any]) -> bool:
+    """``gilmsg.accept_sha1``: are SHA-1 signatures (ACKs at a publisher, messages at a
+    recipient) accepted? Default True (mixed fleets; see docs/protocol.rst).
+
+    Raises:
+        ConfigError: not a boolean.
+    """
+    value = config.get(ACCEPT_SHA1_KEY, DEFAULT_ACCEPT_SHA1)
+    if value is None:
+        return DEFAULT_ACCEPT_SHA1
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key {ACCEPT_SHA1_KEY!r} must be True or False, not {value!r}")
+    return value
+
+
+def _seconds(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < float(value) < float("inf")):
+        raise ConfigError(f"config key {key!r} must be a positive number of seconds, "
+                          f"not {value!r}")
+    return float(value)
+
+
+def max_message_age(config: Mapping[str, Any]) -> float:
+    """``gilmsg.max_message_age`` in seconds (default :data:`DEFAULT_MAX_MESSAGE_AGE`).
+
+    Raises:
+        ConfigError: not a positive finite number.
+    """
+    return _seconds(config, MAX_MESSAGE_AGE_KEY, DEFAULT_MAX_MESSAGE_AGE)
+
+
+def max_clock_skew(config: Mapping[str, Any]) -> float:
+    """``gilmsg.max_clock_skew`` in seconds (default :data:`DEFAULT_MAX_CLOCK_SKEW`).
+
+    Raises:
+        ConfigError: not a positive finite number.
+    """
+    return _seconds(config, MAX_CLOCK_SKEW_KEY, DEFAULT_MAX_CLOCK_SKEW)

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
 from gilmsg.core import wire as message
+from gilmsg.core.admission import Admission, reason_kind, refusal
 from gilmsg.core.delivery import Seen
 from gilmsg.core.receiving import Settled, describe_failure, receive
 from gilmsg.errors import GilmsgError
+from gilmsg.logsummary import RefusalLog
 
 if TYPE_CHECKING:
     from gilmsg.crypto import signing
     from gilmsg.link import Link
 
 log = logging.getLogger(__name__)
+
+#: Every refused message of this process, summarised (see :mod:`gilmsg.logsummary`).
+refused_messages = RefusalLog(log, "messages")
 
 
 class Recipient:
@@ -45,6 +51,11 @@ class Recipient:
         self.ack = ack
         self.validate_signatures = bool(config.get("validate_signatures", False))
         self.ack_topic = gconfig.ack_topic(config)
+        #: Freshness and hash policy for gilmsg messages (see :mod:`gilmsg.core.admission`).
+        self.admission = Admission(gconfig.max_message_age(config),
+                                   gconfig.max_clock_skew(config), gconfig.accept_sha1(config))
+        #: Wall clock the freshness check reads; tests may replace it.
+        self.clock = time.time
         self._seen = Seen(seen_capacity)
         self._seen_lock = threading.Lock()
         self._settled = Settled()
@@ -88,9 +99,8 @@ class Recipient:
             return True
         else:
             reason = f"routing_policy does not allow {verdict.signer} on this topic"
-        log.warning(
-            "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"), reason
-        )
+        refused_messages.refused(reason_kind(reason), f"dropped message {envelope.get('msg_id')} "
+                                                      f"on {envelope.get('topic')}: {reason}")
         return False
 
     def handle(self, topic: str, envelope: Mapping[str, Any],
@@ -107,10 +117,19 @@ class Recipient:
         receipt = receive(topic, envelope, self.ack_topic,
                           self.common_name or "" if self.ack else None)
         if receipt.drop:
-            log.warning("dropped gilmsg message on %s: no msg_id", envelope.get("topic"))
+            refused_messages.refused("no msg_id", f"dropped gilmsg message on "
+                                                  f"{envelope.get('topic')}: no msg_id")
             return False
         if receipt.key is None:
             return True
+        refused = refusal(envelope, self.clock(), self.admission)
+        if refused is not None:  # authentic but stale, from the future or SHA-1: not delivered
+            refused_messages.refused(reason_kind(refused), f"message {envelope.get('msg_id')} "
+                                                           f"on {envelope.get('topic')}: {refused}")
+            if receipt.acknowledge:
+                self.acknowledge(envelope, "rejected", refused, digest=receipt.digest,
+                                 batch=batch)
+            return False
         if receipt.acknowledge:
             with self._settled_lock:
                 status, reason = self._settled.answer(receipt.digest)
@@ -144,11 +163,12 @@ class Recipient:
         """
         if self._link is None or self._signer is None:
             raise GilmsgError("this Recipient was created with ack=False: it sends no ACKs")
-        body = message.ack_body(envelope, status, reason, content_digest=digest)
+        body = _AckEntry(message.ack_body(envelope, status, reason, content_digest=digest))
+        body.hash = message.ack_hash(envelope)  # SHA-256 for protocol 4 messages
         if batch is not None and message.speaks_batches(envelope):
             batch.append(body)
         else:
-            self._send_ack(body)
+            self._send_ack(body, body.hash)
 
     def flush(self, batch: list[dict[str, Any]]) -> None:
         """Send the ACKs gathered in ``batch`` (see :meth:`handle`), as few signed ACKs as
@@ -157,15 +177,19 @@ class Recipient:
         unique: dict[str, dict[str, Any]] = {}
         for entry in entries:  # a msg_id twice would void the batch: the last word stands
             unique[entry["ack_msg_id"]] = entry
-        bodies = list(unique.values())
-        for start in range(0, len(bodies), message.MAX_BATCH):
-            chunk = bodies[start:start + message.MAX_BATCH]
-            self._send_ack(chunk[0] if len(chunk) == 1 else message.batch_body(chunk))
+        by_hash: dict[str, list[dict[str, Any]]] = {}
+        for entry in unique.values():  # one signature covers entries of one hash only
+            by_hash.setdefault(getattr(entry, "hash", "sha1"), []).append(entry)
+        for hash_name, bodies in by_hash.items():
+            for start in range(0, len(bodies), message.MAX_BATCH):
+                chunk = bodies[start:start + message.MAX_BATCH]
+                self._send_ack(dict(chunk[0]) if len(chunk) == 1
+                               else message.batch_body(chunk), hash_name)
 
-    def _send_ack(self, body: dict[str, Any]) -> None:
+    def _send_ack(self, body: dict[str, Any], hash_name: str = "sha1") -> None:
         assert self._link is not None and self._signer is not None
-        ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
-        signed = self._signer.sign(ack)
+        ack = message.new_envelope(self.ack_topic, dict(body), self._link.next_i())
+        signed = self._signer.sign(ack, hash_name)
         self._link.send(message.encode(self.ack_topic, signed))
 
     def settlement(self, topic: str, envelope: Mapping[str, Any]) -> Settlement | None:
@@ -182,6 +206,12 @@ class Recipient:
         with self._settled_lock:
             self._settled.remember(settlement.digest, status, reason)
         self.acknowledge(settlement.envelope, status, reason, digest=settlement.digest)
+
+
+class _AckEntry(dict):
+    """An ACK body, with the hash its signature must use (``hash``: not part of the body)."""
+
+    hash: str = "sha1"
 
 
 class Settlement:

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from gilmsg import config as gconfig
@@ -62,6 +62,9 @@ __all__ = [
     "MAX_SIGNATURE_FIELD",
     "CERT_CACHE_ENTRIES",
     "CERT_CACHE_BYTES",
+    "HASH_FIELD",
+    "SCHEMES",
+    "scheme_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,14 @@ log = logging.getLogger(__name__)
 CRYPTO = "x509"
 _WRAP = 76
 _PADDING = padding.PKCS1v15()
-_HASH = hashes.SHA1()  # fedmsg's choice; kept for wire compatibility
+#: The envelope field naming the signature scheme (inside the signed content). Absent: fedmsg's
+#: RSA PKCS#1 v1.5 over SHA-1 (every envelope of protocol versions up to 3, and stock fedmsg's).
+HASH_FIELD = "gilmsg_hash"
+#: Signature schemes: RSA PKCS#1 v1.5 over SHA-1 or SHA-256, and Ed25519 (whose hash is fixed).
+SCHEMES = ("sha1", "sha256", "ed25519")
+_RSA_HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
+#: Longest value of :data:`HASH_FIELD` quoted back in a refusal.
+_MAX_QUOTED = 40
 #: Longest ``certificate`` field accepted, in characters (base64 of the PEM, newlines included).
 #: A real service certificate is 1.5-4 KiB of base64 (RSA-2048 to RSA-4096 with the usual
 #: extensions); anything larger is refused before it is decoded or parsed.
@@ -149,13 +159,24 @@ def _spki(public_key: Any) -> bytes:
     )
 
 
+def scheme_of(envelope: Mapping[str, Any]) -> str | None:
+    """The signature scheme an envelope declares (:data:`HASH_FIELD`; absent: ``"sha1"``), or
+    None when the field holds something that names no scheme of :data:`SCHEMES`.
+
+    What an envelope declares is a claim: a validator checks it against its own policy and the
+    certificate's key type, and never widens what it accepts because of it.
+    """
+    value = envelope.get(HASH_FIELD, "sha1")
+    return value if isinstance(value, str) and value in SCHEMES else None
+
+
 # --------------------------------------------------------------------------------------------
 # signing
 
 
 class _KeyPair(NamedTuple):
     stamps: tuple[_Stamp, _Stamp]
-    key: rsa.RSAPrivateKey
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     certificate_field: str
     common_name: str
 
@@ -167,8 +188,8 @@ class Signer:
     rotation the next :meth:`sign` uses the new key and certificate. Thread-safe.
 
     Raises:
-        CertificateError: a file is missing, unreadable or not PEM, the key is not an RSA key,
-            the certificate has no Common Name, or the key does not match the certificate.
+        CertificateError: a file is missing, unreadable or not PEM, the key is neither RSA nor
+            Ed25519, the certificate has no Common Name, or the key does not match the certificate.
     """
 
     def __init__(self, key_path: str, cert_path: str) -> None:
@@ -196,9 +217,10 @@ class Signer:
             raise CertificateError(
                 f"private key {self.key_path} is not an unencrypted PEM private key: {exc}"
             ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
+        if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
             raise CertificateError(
-                f"private key {self.key_path} is not an RSA key (fedmsg's x509 format needs RSA)"
+                f"private key {self.key_path} is neither an RSA nor an Ed25519 key (fedmsg's "
+                "x509 format needs RSA; gilmsg also signs with Ed25519)"
             )
         cert = _load_cert(cert_data, self.cert_path, "certificate")
         if _spki(key.public_key()) != _spki(cert.public_key()):
@@ -237,24 +259,43 @@ class Signer:
         """Common Name of the current certificate (the name receivers see as the signer)."""
         return self._current().common_name
 
-    def sign(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+    @property
+    def key_type(self) -> str:
+        """``"rsa"`` or ``"ed25519"``: the type of the current key."""
+        return "ed25519" if isinstance(self._current().key, ed25519.Ed25519PrivateKey) else "rsa"
+
+    def sign(self, envelope: Mapping[str, Any], hash: str = "sha1") -> dict[str, Any]:
         """Return a new dict: ``envelope`` with ``crypto``, ``signature`` and ``certificate``.
 
+        ``hash`` is ``"sha1"`` (fedmsg's format, byte for byte: no :data:`HASH_FIELD`) or
+        ``"sha256"`` (:data:`HASH_FIELD` says so, inside the signed content). An Ed25519 key
+        always signs with Ed25519 (:data:`HASH_FIELD` ``"ed25519"``), whatever ``hash`` says.
         Any ``signature``/``certificate`` already present are replaced; ``envelope`` itself is
         not modified.
 
         Raises:
             CertificateError: the key or certificate on disk became unusable.
-            InvalidInput: the envelope is not JSON-serialisable.
+            InvalidInput: the envelope is not JSON-serialisable, or ``hash`` is unknown.
         """
+        if hash not in _RSA_HASHES:
+            raise InvalidInput(f"signature hash must be one of {', '.join(_RSA_HASHES)}, "
+                               f"not {hash!r}")
         pair = self._current()
         signed = dict(envelope)
         signed["crypto"] = CRYPTO
+        signed.pop(HASH_FIELD, None)
+        if isinstance(pair.key, ed25519.Ed25519PrivateKey):
+            signed[HASH_FIELD] = "ed25519"
+        elif hash != "sha1":
+            signed[HASH_FIELD] = hash
         try:
             data = canonical_bytes(signed)
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"envelope is not JSON-serialisable: {exc}") from None
-        signature = pair.key.sign(data, _PADDING, _HASH)
+        if isinstance(pair.key, ed25519.Ed25519PrivateKey):
+            signature = pair.key.sign(data)
+        else:
+            signature = pair.key.sign(data, _PADDING, _RSA_HASHES[hash])
         signed["signature"] = _b64(signature)
         signed["certificate"] = pair.certificate_field
         return signed
@@ -288,11 +329,12 @@ def signer_for(config: Mapping[str, Any]) -> Signer:
 
 
 def sign(envelope: Mapping[str, Any], **config: Any) -> dict[str, Any]:
-    """Sign ``envelope`` with the key configured by ``config`` (see :func:`signer_for`).
+    """Sign ``envelope`` with the key configured by ``config`` (see :func:`signer_for`), with
+    the hash of ``gilmsg.signature_hash`` (default SHA-1, fedmsg's).
 
     Returns a new dict; ``envelope`` is not modified.
     """
-    return signer_for(config).sign(envelope)
+    return signer_for(config).sign(envelope, gconfig.signature_hash(config))
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +343,7 @@ def sign(envelope: Mapping[str, Any], **config: Any) -> dict[str, Any]:
 
 class _CertInfo(NamedTuple):
     generation: int
-    public_key: rsa.RSAPublicKey | None
+    public_key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey | None
     common_name: str | None
     not_before: float
     not_after: float
@@ -407,8 +449,8 @@ class Validator:
             public_key = cert.public_key()
         except ValueError:
             return bad("certificate public key cannot be read", cn)
-        if not isinstance(public_key, rsa.RSAPublicKey):
-            return bad("certificate key is not RSA", cn)
+        if not isinstance(public_key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+            return bad("certificate key is neither RSA nor Ed25519", cn)
         return _CertInfo(
             trust.generation,
             public_key,
@@ -418,8 +460,14 @@ class Validator:
             "",
         )
 
-    def validate(self, envelope: Mapping[str, Any]) -> Verdict:
+    def validate(self, envelope: Mapping[str, Any], accept_sha1: bool = True) -> Verdict:
         """Check that ``envelope`` was signed by a valid certificate of the configured CA.
+
+        The scheme is the one :data:`HASH_FIELD` declares (absent: SHA-1), checked against this
+        call's policy before anything is decoded: an unknown name is refused, SHA-1 is refused
+        unless ``accept_sha1``, and the scheme must fit the certificate's key (RSA signs with
+        SHA-1 or SHA-256, Ed25519 with Ed25519). The envelope never chooses a scheme the
+        caller did not accept.
 
         In order: the credentials are well-formed and no larger than :data:`MAX_SIGNATURE_FIELD`
         and :data:`MAX_CERTIFICATE_FIELD` (checked before anything is decoded); the certificate
@@ -450,6 +498,16 @@ class Validator:
         if len(signature) > MAX_SIGNATURE_FIELD:
             return Verdict(False, None, f"signature field is longer than "
                                         f"{MAX_SIGNATURE_FIELD} characters")
+        scheme = scheme_of(envelope)
+        if scheme is None:
+            claimed = envelope.get(HASH_FIELD)
+            quoted = repr(claimed)[:_MAX_QUOTED] if isinstance(claimed, str) else \
+                type(claimed).__name__
+            return Verdict(False, None, f"unknown signature hash {quoted} in {HASH_FIELD} "
+                                        f"(known: {', '.join(SCHEMES)})")
+        if scheme == "sha1" and not accept_sha1:
+            return Verdict(False, certificate_cn(certificate),
+                           "signed with SHA-1, which gilmsg.accept_sha1 = False refuses")
 
         now = self._clock()
         trust = self.trust.current(now)
@@ -472,9 +530,19 @@ class Validator:
             data = canonical_bytes(envelope)
         except (TypeError, ValueError, RecursionError):
             return Verdict(False, cn, "envelope is not JSON-serialisable")
-        assert info.public_key is not None
+        key = info.public_key
+        assert key is not None
         try:
-            info.public_key.verify(raw, data, _PADDING, _HASH)
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                if scheme != "ed25519":
+                    return Verdict(False, cn, f"certificate key is Ed25519 but {HASH_FIELD} "
+                                              f"says {scheme}")
+                key.verify(raw, data)
+            else:
+                if scheme == "ed25519":
+                    return Verdict(False, cn, f"certificate key is RSA but {HASH_FIELD} "
+                                              "says ed25519")
+                key.verify(raw, data, _PADDING, _RSA_HASHES[scheme])
         except InvalidSignature:
             return Verdict(False, cn, "signature does not match the message")
         return Verdict(True, cn, "")

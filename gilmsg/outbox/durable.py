@@ -12,6 +12,7 @@ each has acknowledged, or it expires.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -146,11 +147,13 @@ class Outbox:
         signer = signing.signer_for(cfg)
         validator = signing.validator_for(cfg)
         validator.check()
+        verify = functools.partial(validator.validate, accept_sha1=gconfig.accept_sha1(cfg))
         prepared = []
         for topic, msg in items:
             body = wire.to_json_value(msg if msg is not None else {})
             full_topic = gconfig.full_topic(cfg, topic, modname)
-            envelope = signer.sign(wire.new_envelope(full_topic, body, link.next_i(), names))
+            envelope = signer.sign(wire.new_envelope(full_topic, body, link.next_i(), names),
+                                   gconfig.signature_hash(cfg))
             prepared.append((envelope["msg_id"], wire.digest(envelope),
                              wire.encode(full_topic, envelope), names))
         wall = time.time()
@@ -160,7 +163,7 @@ class Outbox:
         for msg_id, digest, frames, _names in prepared:
             delivery = Delivery(msg_id, digest, frames[0].decode("utf-8"), names, started,
                                 started + ack_timeout)
-            future = link.start(delivery, frames, validator.validate)
+            future = link.start(delivery, frames, verify)
             pending = DurableDelivery(link, delivery, future, self.store, wall)
             if not pending.settled.is_set():
                 self._unsettled.add(pending)

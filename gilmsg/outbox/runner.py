@@ -11,6 +11,7 @@ original publisher's signature, which the stored bytes carry unchanged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gilmsg import config as gconfig
 from gilmsg.core.delivery import Delivery
 from gilmsg.errors import GilmsgError, OutboxError, Timeout
 from gilmsg.outbox import policy
@@ -77,6 +79,8 @@ class Runner:
         self.link.listen_now()
         self._validator = signing.validator_for(config)
         self._validator.check()
+        self._verify = functools.partial(self._validator.validate,
+                                         accept_sha1=gconfig.accept_sha1(config))
         self._inflight: dict[str, tuple[Any, float, frozenset[str]]] = {}
         self.totals = Totals()
 
@@ -112,7 +116,7 @@ class Runner:
             delivery = Delivery(entry.msg_id, stored.digest, entry.topic, entry.recipients,
                                 started, started + self.window, acks=already)
             wall = time.time()
-            future = self.link.start(delivery, stored.frames, self._validator.validate)
+            future = self.link.start(delivery, stored.frames, self._verify)
             self._inflight[entry.msg_id] = (future, wall, frozenset(already))
             report.started.append(entry.msg_id)
             self.totals.attempts += 1
