@@ -354,6 +354,9 @@ DEFAULT_SIGNATURE_HASH = "sha1"
 #: False: a publisher refuses SHA-1 ACKs and a recipient SHA-1 messages.
 ACCEPT_SHA1_KEY = "gilmsg.accept_sha1"
 DEFAULT_ACCEPT_SHA1 = True
+#: True: accept service certificates a legacy CA signed with SHA-1 (default False: refused,
+#: with that reason).
+ACCEPT_SHA1_CERTIFICATES_KEY = "gilmsg.accept_sha1_certificates"
 #: A recipient refuses a gilmsg message whose timestamp is older than this (seconds) ...
 MAX_MESSAGE_AGE_KEY = "gilmsg.max_message_age"
 #: ... or ahead of its own clock by more than this (seconds).
@@ -391,6 +394,21 @@ def accept_sha1(config: Mapping[str, Any]) -> bool:
         return DEFAULT_ACCEPT_SHA1
     if not isinstance(value, bool):
         raise ConfigError(f"config key {ACCEPT_SHA1_KEY!r} must be True or False, not {value!r}")
+    return value
+
+
+def accept_sha1_certificates(config: Mapping[str, Any]) -> bool:
+    """``gilmsg.accept_sha1_certificates``: accept SHA-1-signed service certificates?
+
+    Raises:
+        ConfigError: not a boolean.
+    """
+    value = config.get(ACCEPT_SHA1_CERTIFICATES_KEY, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key {ACCEPT_SHA1_CERTIFICATES_KEY!r} must be True or False, "
+                          f"not {value!r}")
     return value
 
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 __all__ = ["RefusalLog", "DEFAULT_INTERVAL", "MAX_REASONS"]
@@ -24,6 +24,8 @@ __all__ = ["RefusalLog", "DEFAULT_INTERVAL", "MAX_REASONS"]
 DEFAULT_INTERVAL = 60.0
 #: Distinct reasons counted per interval; any more are counted as "other reasons".
 MAX_REASONS = 32
+#: Details of the latest refusals kept in memory (:attr:`RefusalLog.recent`), for diagnosis.
+RECENT = 1000
 _OTHER = "other reasons"
 
 _live: weakref.WeakSet[RefusalLog] = weakref.WeakSet()
@@ -49,12 +51,15 @@ class RefusalLog:
         self._counts: Counter[str] = Counter()
         self._timer: threading.Timer | None = None
         self.total = 0  #: every refusal counted, for tests and metrics
+        #: ``(kind, detail)`` of the latest :data:`RECENT` refusals, logged or not.
+        self.recent: deque[tuple[str, str]] = deque(maxlen=RECENT)
         _live.add(self)
 
     def refused(self, kind: str, detail: str) -> None:
         """Count one refusal of reason ``kind``; ``detail`` is logged only for the first one."""
         with self._lock:
             self.total += 1
+            self.recent.append((kind, detail))
             if kind not in self._announced and len(self._announced) < MAX_REASONS:
                 self._announced.add(kind)
                 first = True

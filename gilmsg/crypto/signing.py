@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
@@ -361,8 +361,11 @@ class Validator:
     Nothing is loaded by the constructor; :meth:`check` loads now.
     """
 
-    def __init__(self, ca_location: str, crl_location: str | None, **store: Any) -> None:
+    def __init__(self, ca_location: str, crl_location: str | None,
+                 accept_sha1_certificates: bool = False, **store: Any) -> None:
         self.trust = TrustStore(ca_location, crl_location, **store)
+        #: Accept service certificates the CA signed with SHA-1 (legacy CAs; off by default).
+        self.accept_sha1_certificates = accept_sha1_certificates
         self.ca_location = self.trust.ca_location
         self.crl_location = self.trust.crl_location
         self.cache_dir = self.trust.cache_dir
@@ -423,6 +426,13 @@ class Validator:
     # -- validating ---------------------------------------------------------------------------
 
     def _inspect(self, text: str, trust: _Trust) -> _CertInfo:
+        try:
+            return self._inspect_once(text, trust)
+        except Exception as exc:  # cryptography raises more than ValueError: fail closed
+            return _CertInfo(trust.generation, None, None, 0.0, 0.0,
+                             f"certificate cannot be checked: {type(exc).__name__}: {exc}")
+
+    def _inspect_once(self, text: str, trust: _Trust) -> _CertInfo:
         def bad(reason: str, cn: str | None = None) -> _CertInfo:
             return _CertInfo(trust.generation, None, cn, 0.0, 0.0, reason)
 
@@ -438,16 +448,27 @@ class Validator:
         if not cn:
             return bad("certificate has no Common Name")
         try:
-            cert.verify_directly_issued_by(trust.ca)
-        except (ValueError, TypeError, InvalidSignature):
-            return bad("certificate is not issued by the trusted CA", cn)
+            algorithm = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            algorithm = None
+        if isinstance(algorithm, hashes.SHA1):
+            if not self.accept_sha1_certificates:
+                return bad(f"certificate is signed with SHA-1 (a legacy CA); set "
+                           f"{gconfig.ACCEPT_SHA1_CERTIFICATES_KEY} = True to accept it", cn)
+            if not _sha1_issued_by(cert, trust.ca):
+                return bad("certificate is not issued by the trusted CA", cn)
+        else:
+            try:
+                cert.verify_directly_issued_by(trust.ca)
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                return bad("certificate is not issued by the trusted CA", cn)
         if _is_ca(cert):
             return bad("certificate is a CA certificate, not a service certificate", cn)
         if cert.serial_number in trust.revoked:
             return bad(f"certificate is revoked (serial {cert.serial_number:x})", cn)
         try:
             public_key = cert.public_key()
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):
             return bad("certificate public key cannot be read", cn)
         if not isinstance(public_key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
             return bad("certificate key is neither RSA nor Ed25519", cn)
@@ -553,6 +574,21 @@ def _entry_cost(certificate: str, info: _CertInfo) -> int:
             + _CERT_ENTRY_OVERHEAD)
 
 
+def _sha1_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Is ``cert`` signed by ``ca`` with RSA PKCS#1 v1.5 over SHA-1? (OpenSSL 3 no longer
+    checks such certificates itself; only with ``gilmsg.accept_sha1_certificates``.)"""
+    if cert.issuer != ca.subject:
+        return False
+    key = ca.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        return False
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, _PADDING, hashes.SHA1())
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -560,10 +596,10 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-_validators: dict[tuple[str, str | None], Validator] = {}
+_validators: dict[tuple[str, str | None, bool], Validator] = {}
 
 
-def _locations(config: Mapping[str, Any]) -> tuple[str, str | None]:
+def _locations(config: Mapping[str, Any]) -> tuple[str, str | None, bool]:
     ca = config.get("ca_cert_location")
     if not ca or not isinstance(ca, str):
         raise ConfigError(
@@ -573,7 +609,7 @@ def _locations(config: Mapping[str, Any]) -> tuple[str, str | None]:
     crl = config.get("crl_location")
     if crl is not None and not isinstance(crl, str):
         raise ConfigError("config key 'crl_location' must be a path, a URL or None")
-    return ca, crl or None
+    return ca, crl or None, gconfig.accept_sha1_certificates(config)
 
 
 def validator_for(config: Mapping[str, Any]) -> Validator:
@@ -586,6 +622,7 @@ def validator_for(config: Mapping[str, Any]) -> Validator:
 
 
 def validate(envelope: Mapping[str, Any], **config: Any) -> Verdict:
-    """Validate ``envelope`` with the CA/CRL configured by ``config`` (see :class:`Validator`)."""
-    return validator_for(config).validate(envelope)
+    """Validate ``envelope`` with the CA/CRL configured by ``config`` (see :class:`Validator`),
+    accepting SHA-1 as ``gilmsg.accept_sha1`` says."""
+    return validator_for(config).validate(envelope, accept_sha1=gconfig.accept_sha1(config))
 

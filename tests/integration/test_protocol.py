@@ -234,9 +234,14 @@ def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=1.5, sen
 
 
 def refusals(caplog, msg_id):
-    """The WARNING (or worse) lines logged in this process that mention ``msg_id``."""
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and msg_id in r.getMessage()]
+    """The WARNING (or worse) lines logged in this process that mention ``msg_id``, and the
+    refused ACKs that mention it (logged, or counted in a summary: see gilmsg.logsummary)."""
+    from gilmsg.link import refused_acks
+
+    logged = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and msg_id in r.getMessage()
+              and not r.getMessage().startswith("refused ACKs: ")]
+    return logged + [detail for _kind, detail in refused_acks.recent if msg_id in detail]
 
 
 def assert_refused(caplog, outcome, reason):
