@@ -653,8 +653,12 @@ def test_unvalidated_gilmsg_message_without_msg_id_is_dropped_quietly(make_bus, 
     envelope = {"topic": "org.gilmsg.test.t", "msg": {}, "gilmsg_version": 2}
     if msg_id is not None:
         envelope["msg_id"] = msg_id
+    from gilmsg.recipient import refused_messages
+
+    before = refused_messages.total
     assert recipient.handle("org.gilmsg.test.t", envelope) is False
-    assert "no msg_id" in caplog.text and "Traceback" not in caplog.text
+    assert refused_messages.total == before + 1  # logged at once the first time, then counted
+    assert "no msg_id" in refused_messages.recent[-1][1] and "Traceback" not in caplog.text
 
 
 def copies_sent(raw, cfg, msg_ids, during):
@@ -888,9 +892,9 @@ def test_acks_for_msg_ids_nobody_waits_for_cost_no_validation(make_bus, raw_fact
     validated: list[str] = []
     real_validate = signing.Validator.validate
 
-    def counting_validate(self, envelope):
+    def counting_validate(self, envelope, **kw):
         validated.append(envelope.get("msg", {}).get("ack_msg_id"))
-        return real_validate(self, envelope)
+        return real_validate(self, envelope, **kw)
 
     monkeypatch.setattr(signing.Validator, "validate", counting_validate)
     outcome = {}
