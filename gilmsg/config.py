@@ -19,6 +19,10 @@ from gilmsg.errors import ConfigError
 #: Topic suffix of acknowledgements: ``<topic_prefix>.<environment>.gilmsg.ack``.
 ACK_MODNAME = "gilmsg"
 ACK_TOPIC_SUFFIX = "ack"
+#: Topic suffix of batched ACKs for protocol 4 messages: ``<prefix>.<env>.gilmsg.batch``. It
+#: must not start with the single-ACK topic: a ZeroMQ subscription is a prefix, and a 0.1.2
+#: listener subscribed to ``...gilmsg.ack`` would receive ``...gilmsg.ack<anything>``.
+BATCH_TOPIC_SUFFIX = "batch"
 
 
 #: fedmsg 1.1.7's ``fedmsg.config.defaults``, the base of every configuration it loads (a test
@@ -319,6 +323,18 @@ def topic_base(config: Mapping[str, Any]) -> str:
 def ack_topic(config: Mapping[str, Any]) -> str:
     """The full topic ACKs travel on."""
     return f"{topic_base(config)}.{ACK_MODNAME}.{ACK_TOPIC_SUFFIX}"
+
+
+def batch_ack_topic(config: Mapping[str, Any]) -> str:
+    """The full topic batched ACKs for protocol 4 messages travel on (not a prefix-match of
+    :func:`ack_topic`, so single-ACK listeners never receive them)."""
+    return f"{topic_base(config)}.{ACK_MODNAME}.{BATCH_TOPIC_SUFFIX}"
+
+
+def ack_topics(config: Mapping[str, Any]) -> tuple[str, str]:
+    """Every topic an ACK may arrive on: single ACKs (and version 3 batches), version 4
+    batches."""
+    return ack_topic(config), batch_ack_topic(config)
 
 
 def full_topic(config: Mapping[str, Any], topic: str | None, modname: str) -> str:

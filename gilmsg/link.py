@@ -387,8 +387,8 @@ def link_for(config: Mapping[str, Any]) -> Link:
         if link is None or link.closed:
             link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints,
                                                config)
-            return link
     link.listen(ack_topic, ack_endpoints)
+    link.listen(gconfig.batch_ack_topic(config), ack_endpoints)  # version 4 batches
     return link
 
 

@@ -51,6 +51,8 @@ class Recipient:
         self.ack = ack
         self.validate_signatures = bool(config.get("validate_signatures", False))
         self.ack_topic = gconfig.ack_topic(config)
+        #: Where batched ACKs for protocol 4 messages go (version 3 batches: :attr:`ack_topic`).
+        self.batch_topic = gconfig.batch_ack_topic(config)
         #: Freshness and hash policy for gilmsg messages (see :mod:`gilmsg.core.admission`).
         self.admission = Admission(gconfig.max_message_age(config),
                                    gconfig.max_clock_skew(config), gconfig.accept_sha1(config))
@@ -82,7 +84,7 @@ class Recipient:
 
     def is_ack(self, topic: str) -> bool:
         """True for the topic ACKs travel on (never acknowledged, never deduplicated)."""
-        return topic == self.ack_topic
+        return topic in (self.ack_topic, self.batch_topic)
 
     def check(self, envelope: Mapping[str, Any]) -> bool:
         """False when signatures are validated and this envelope's does not hold.
@@ -188,9 +190,13 @@ class Recipient:
 
     def _send_ack(self, body: dict[str, Any], hash_name: str = "sha1") -> None:
         assert self._link is not None and self._signer is not None
-        ack = message.new_envelope(self.ack_topic, dict(body), self._link.next_i())
+        # A batch for protocol 4 messages goes where single-ACK (0.1.2) listeners never look;
+        # a version 3 publisher listens on the single-ACK topic only, and gets its batches there.
+        topic = (self.batch_topic if hash_name == "sha256" and message.BATCH_FIELD in body
+                 else self.ack_topic)
+        ack = message.new_envelope(topic, dict(body), self._link.next_i())
         signed = self._signer.sign(ack, hash_name)
-        self._link.send(message.encode(self.ack_topic, signed))
+        self._link.send(message.encode(topic, signed))
 
     def settlement(self, topic: str, envelope: Mapping[str, Any]) -> Settlement | None:
         """The :class:`Settlement` of a message :meth:`handle` delivered, if it acknowledged

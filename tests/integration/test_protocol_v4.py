@@ -235,3 +235,66 @@ def test_5000_refused_acks_are_a_few_summary_lines(make_bus):
     # ZeroMQ drops what exceeds the listener's receive high-water mark (1,000): at least that
     # many were refused, and said in at most three lines
     assert 1000 <= counted + 1 <= 5000, lines
+
+
+# -- 5. old peers on a mixed bus: batches elsewhere, 0.1.2 ACKs named --------------------------
+
+
+def test_a_single_ack_listener_never_receives_a_batched_ack(make_bus):
+    """A 0.1.2-style listener: a SUB subscribed to ``<prefix>.<env>.gilmsg.ack`` (ZeroMQ
+    prefix matching included) next to a ``gilmsg-tail --batch-acks`` answering a burst."""
+    bus = make_bus(["pub", "r1", "old"])
+    ack_topic = f"{bus.config['topic_prefix']}.{bus.config['environment']}.gilmsg.ack"
+    ctx = zmq.Context()
+    old = ctx.socket(zmq.SUB)
+    old.setsockopt(zmq.SUBSCRIBE, ack_topic.encode())
+    old.setsockopt(zmq.LINGER, 0)
+    old.connect(bus.config["endpoints"]["r1"][0])
+    try:
+        tail = bus.spawn_tail("r1", "--batch-acks")
+        pendings = [gilmsg.publish_async(topic="t", msg={"n": n}, modname="v4",
+                                         recipients=["r1"], ack_timeout=30,
+                                         **bus.config_for("pub")) for n in range(40)]
+        reports = [p.result() for p in pendings]
+        assert all(set(r.acks) == {"r1"} for r in reports)
+        for _ in reports:
+            tail.next_line()
+        # one more, answered singly, marks the end of what the old listener can be sent
+        last = gilmsg.publish(topic="t", msg={"n": "last"}, modname="v4", recipients=["r1"],
+                              ack_timeout=30, **bus.config_for("pub"))
+        bodies = []
+        while True:
+            assert old.poll(DEFAULT_WAIT * 1000), "the single ACK never reached the listener"
+            topic, body = old.recv_multipart()
+            msg = json.loads(body)["msg"]
+            bodies.append(msg)
+            assert "ack_msg_id" in msg, f"a body a 0.1.2 listener cannot read: {msg}"
+            if msg["ack_msg_id"] == last.msg_id:
+                break
+    finally:
+        old.close()
+        ctx.term()
+    # the burst went out batched (elsewhere): far fewer single ACKs than messages
+    assert len(bodies) < 41, len(bodies)
+
+
+def test_a_0_1_2_ack_is_refused_with_a_reason_that_names_it(make_bus):
+    bus = make_bus(["pub", "r1"])
+    raw = Raw(bus, "r1")  # speaks as r1 from r1's endpoint, as a gilmsg 0.1.2 recipient would
+    try:
+        pub = spawn_publisher(bus, "pub", timeout=3)
+        _topic, message = raw.recv(lambda t, e: e.get("gilmsg_recipients") == ["r1"],
+                                   timeout=DEFAULT_WAIT * 3)
+        raw.wait_subscriber()
+        r1 = signing.signer_for(bus.config_for("r1"))
+        ack_topic = f"{bus.config['topic_prefix']}.{bus.config['environment']}.gilmsg.ack"
+        old_ack = r1.sign(wire.new_envelope(ack_topic, {"ack_msg_id": message["msg_id"]}, 1))
+        for _ in range(3):
+            raw.pub.send_multipart(wire.encode(ack_topic, old_ack))
+        line = pub.next_line(timeout=60)
+    finally:
+        raw.close()
+    assert line.startswith("failed "), line
+    status, reason = json.loads(line.split(" ", 1)[1])["r1"]
+    assert status == "missing" and "0.1.2" in reason and "digest mismatch" not in reason
+    assert "0.1.2-format ACK" in pub.stderr
