@@ -276,7 +276,8 @@ class Session:
             if self.outbox is not None:
                 pending = self.outbox.publish_async(
                     topic=self.topic, msg=item.body, modname=self.modname,
-                    recipients=self.recipients, ack_timeout=self.ack_timeout)
+                    recipients=self.recipients, ack_timeout=self.ack_timeout,
+                    require=self.require)
             else:
                 pending = publish_async(
                     topic=self.topic, msg=item.body, modname=self.modname,
@@ -640,9 +641,6 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
             if not names:
                 raise click.UsageError("--outbox needs --recipients: the outbox keeps a message "
                                        "until each recipient has acknowledged it")
-            if require != "received":
-                raise click.UsageError("--outbox keeps a message until it is received: it "
-                                       "cannot be combined with --require processed")
             from gilmsg.outbox import Outbox
 
             outbox = Outbox(outbox_path, **cfg)
