@@ -298,3 +298,39 @@ def test_a_0_1_2_ack_is_refused_with_a_reason_that_names_it(make_bus):
     status, reason = json.loads(line.split(" ", 1)[1])["r1"]
     assert status == "missing" and "0.1.2" in reason and "digest mismatch" not in reason
     assert "0.1.2-format ACK" in pub.stderr
+
+
+# -- 8. Ed25519 identities ------------------------------------------------------------------
+
+
+def test_ed25519_identities_from_gilmsg_certs_sign_and_validate(make_bus):
+    bus = make_bus(["pub", "r1", "watch"])
+    for name in ("pub", "r1"):  # re-issued as Ed25519 by the real command
+        done = subprocess.run([str(Path(sys.executable).parent / "gilmsg-certs"), "issue",
+                               "--ssldir", str(bus.ssldir), "--force", "--key-type", "ed25519",
+                               name], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    raw = Raw(bus, "watch")
+    try:
+        tail = bus.spawn_tail("r1")
+        raw.wait_connected("r1")
+        report = gilmsg.publish(topic="t", msg={"ed": 1}, modname="v4", recipients=["r1"],
+                                ack_timeout=30, **bus.config_for("pub"))
+        _topic, ack = raw.recv(is_ack_of(report.msg_id))
+    finally:
+        raw.close()
+    got = json.loads(tail.next_line())
+    assert got["msg_id"] == report.msg_id and got[signing.HASH_FIELD] == "ed25519"
+    assert ack[signing.HASH_FIELD] == "ed25519"
+    validator = signing.Validator(bus.config["ca_cert_location"], bus.config["crl_location"])
+    assert validator.validate(ack, accept_sha1=False).ok
+    # the scheme must fit the key: an Ed25519 signature claimed as RSA-SHA256 fails
+    assert "Ed25519" in validator.validate({**ack, signing.HASH_FIELD: "sha256"}).reason
+
+
+def test_gilmsg_certs_refuses_an_unknown_key_type(tmp_path):
+    done = subprocess.run([str(Path(sys.executable).parent / "gilmsg-certs"), "issue",
+                           "--ssldir", str(tmp_path), "--key-type", "dsa", "x"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "dsa" in done.stderr
