@@ -524,8 +524,8 @@ class Validator:
             claimed = envelope.get(HASH_FIELD)
             quoted = repr(claimed)[:_MAX_QUOTED] if isinstance(claimed, str) else \
                 type(claimed).__name__
-            return Verdict(False, None, f"unknown signature hash {quoted} in {HASH_FIELD} "
-                                        f"(known: {', '.join(SCHEMES)})")
+            return Verdict(False, None, f"unknown signature hash in {HASH_FIELD}: {quoted} "
+                                        f"(known ones are {', '.join(SCHEMES)})")
         if scheme == "sha1" and not accept_sha1:
             return Verdict(False, certificate_cn(certificate),
                            "signed with SHA-1, which gilmsg.accept_sha1 = False refuses")
