@@ -18,7 +18,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 
-__all__ = ["RefusalLog", "DEFAULT_INTERVAL", "MAX_REASONS"]
+__all__ = ["RefusalLog", "DEFAULT_INTERVAL", "MAX_REASONS", "flush_all"]
 
 #: Seconds between two summary lines of one :class:`RefusalLog`.
 DEFAULT_INTERVAL = 60.0
@@ -92,6 +92,7 @@ class RefusalLog:
 
 
 @atexit.register
-def _flush_all() -> None:
+def flush_all() -> None:
+    """Log every :class:`RefusalLog`'s pending counts now (also done at exit)."""
     for summary in list(_live):
         summary.flush()
