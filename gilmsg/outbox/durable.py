@@ -92,6 +92,10 @@ class Outbox:
                  durability: str | None = None, **config: Any) -> None:
         self.config = gconfig.load(config)
         self.path, self.expiry, durability = settings(self.config, path, expiry, durability)
+        if self.expiry > gconfig.max_message_age(self.config):  # see docs/protocol.rst
+            log.warning("outbox %s: expiry %gs exceeds %s (%gs): recipients with that setting "
+                        "will reject late attempts as stale", self.path, self.expiry,
+                        gconfig.MAX_MESSAGE_AGE_KEY, gconfig.max_message_age(self.config))
         self.store = Store(self.path, durability=durability)
         self._runner: Any = None
         self._runner_thread: threading.Thread | None = None
