@@ -33,9 +33,9 @@ def make_bus(tmp_path):
 def _close_links():
     """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
     yield
-    from gilmsg import transport
+    from gilmsg import link
 
-    transport.close_all()
+    link.close_all()
 
 
 #: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
@@ -92,7 +92,7 @@ def make_amqp_bus(make_bus, rabbitmq):
     """Factory: ``make_amqp_bus(["pub", "r1"])``: a bus whose every endpoint is the broker."""
 
     def make(services, extra=None):
-        bus = make_bus(services, extra={"gilmsg_transport": "amqp", **(extra or {})})
+        bus = make_bus(services, extra={"gilmsg.transport": "amqp", **(extra or {})})
         bus.config["endpoints"] = {name: [rabbitmq.url] for name in bus.services}
         bus.write_config()
         return bus

@@ -22,6 +22,7 @@ from typing import Any
 
 from gilmsg import config as gconfig
 from gilmsg import groups
+from gilmsg.config import registry
 from gilmsg.core import wire
 from gilmsg.core.delivery import Delivery, Report
 from gilmsg.errors import (
@@ -56,12 +57,12 @@ def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
     path = path if path is not None else config.get(PATH_KEY)
     if not path:
         raise ConfigError(f"no outbox file: pass a path or set the config key {PATH_KEY!r}")
-    expiry = expiry if expiry is not None else config.get(EXPIRY_KEY, policy.DEFAULT_EXPIRY)
+    expiry = expiry if expiry is not None else registry.get(config, EXPIRY_KEY)
     try:
         expiry = policy.check_expiry(expiry)
     except ValueError as exc:
         raise ConfigError(f"{EXPIRY_KEY}: {exc}") from None
-    durability = durability if durability is not None else config.get(DURABILITY_KEY, "full")
+    durability = durability if durability is not None else registry.get(config, DURABILITY_KEY)
     if durability not in ("full", "normal"):
         raise ConfigError(f"{DURABILITY_KEY} must be 'full' or 'normal', not {durability!r}")
     return str(path), expiry, durability

@@ -1,16 +1,21 @@
-"""The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg_transport = "amqp"``.
+"""The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg.transport = "amqp"``.
 
-Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus is the URL of
-the broker that identity connects to (``amqp://user:password@host:port/vhost``, pika's URL
-syntax); the bus is one broker (or cluster): a Subscription connects once per distinct URL.
+Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus lists the URLs
+of the broker that identity connects to (``amqp://user:password@host:port/vhost`` or
+``amqps://``, pika's URL syntax): several URLs are the nodes of one cluster, tried in order
+(the first that answers; again in order after a failure). A Subscription connects once per
+distinct broker or cluster (set of URLs). ``amqps://`` uses the ``gilmsg.amqp_tls`` table
+(``ca_cert``, ``certfile``, ``keyfile``: fedora-messaging's ``[tls]`` names); a broker
+certificate TLS refuses is a ConfigError at once (:func:`tls_refusal`).
 
 What travels, and how it maps onto fedora-messaging's message format (``docs/amqp.rst``):
 
-* a message (gilmsg or plain) is published on the topic exchange ``gilmsg_amqp_exchange``
+* a message (gilmsg or plain) is published on the topic exchange ``gilmsg.amqp_exchange``
   (default ``amq.topic``, fedora-messaging's) with the fedmsg topic as routing key and the
   signed fedmsg envelope, byte for byte the JSON of the ZeroMQ frame, as the body. The
   properties are fedora-messaging's (``application/json``, ``utf-8``, persistent, headers
-  ``fedora_messaging_schema = "base.message"``, ``fedora_messaging_severity``, ``sent-at``),
+  ``fedora_messaging_schema = "base.message"``, ``fedora_messaging_schema_package =
+  "fedora_messaging"``, ``fedora_messaging_severity``, ``sent-at``, ``priority``),
   so ``fedora-messaging consume`` sees a ``Message`` whose ``body`` is the envelope and whose
   ``topic`` is the fedmsg topic; ``message_id`` is the gilmsg msg_id, ``reply_to`` the
   publisher's ACK route, and the headers ``gilmsg_topic`` / ``gilmsg_sender`` carry the
@@ -38,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -45,7 +51,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 try:
     import pika
@@ -68,8 +74,12 @@ if logging.getLogger("pika").level == logging.NOTSET:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 #: Config keys of this transport.
-EXCHANGE_KEY = "gilmsg_amqp_exchange"
+EXCHANGE_KEY = "gilmsg.amqp_exchange"
 DEFAULT_EXCHANGE = "amq.topic"
+#: TLS for ``amqps://`` URLs: ``{"ca_cert": ..., "certfile": ..., "keyfile": ...}`` (file
+#: paths, fedora-messaging's ``[tls]`` names; see :func:`tls_context`).
+TLS_KEY = "gilmsg.amqp_tls"
+TLS_FIELDS = ("ca_cert", "certfile", "keyfile")
 
 #: Seconds between attempts to connect again after the broker went away.
 RECONNECT_S = 0.5
@@ -84,21 +94,27 @@ OUTBOX_MAX = 100_000
 #: msg_id -> reply_to remembered from received messages (to route their ACKs).
 ROUTES_MAX = 100_000
 
-#: fedora-messaging's header values for a plain ``fedora_messaging.message.Message``.
+#: fedora-messaging's header values for a plain ``fedora_messaging.message.Message``
+#: (``fedora_messaging_schema_package`` names the distribution that provides the schema).
 FM_SCHEMA = "base.message"
+FM_SCHEMA_PACKAGE = "fedora_messaging"
 FM_INFO = 20
 
 _routes: OrderedDict[str, str] = OrderedDict()
 _routes_lock = threading.Lock()
 
 
-def remember_route(msg_id: Any, reply_to: Any) -> None:
-    """Remember that ACKs for ``msg_id`` go to the ACK route ``reply_to`` (both from a received
-    message's properties); the ACK this process sends for it is routed there."""
-    if not isinstance(msg_id, str) or not isinstance(reply_to, str) or not reply_to:
+def remember_route(msg_id: Any, route: Any) -> None:
+    """Remember that ACKs for ``msg_id`` go to the ACK route ``route`` (a received message's
+    ``message_id`` and ``reply_to`` properties); the ACK this process sends for it is routed
+    there. The seam's :meth:`~gilmsg.transport.base.Transport.remember_route`: this
+    transport's own subscriptions call it, other receivers (fedora-messaging's consumers) reach
+    it through :meth:`gilmsg.link.Link.remember_route`. Anything but two non-empty strings is
+    ignored."""
+    if not isinstance(msg_id, str) or not isinstance(route, str) or not route:
         return
     with _routes_lock:
-        _routes[msg_id] = reply_to
+        _routes[msg_id] = route
         _routes.move_to_end(msg_id)
         while len(_routes) > ROUTES_MAX:
             _routes.popitem(last=False)
@@ -119,11 +135,118 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _parameters(url: str) -> pika.URLParameters:
+# -- TLS ----------------------------------------------------------------------------------
+
+def tls_settings(config: Mapping[str, Any]) -> dict[str, str] | None:
+    """The ``gilmsg.amqp_tls`` table of ``config`` (None when unset), checked.
+
+    Raises:
+        ConfigError: not a table of file paths, an unknown field, or a key without a cert.
+    """
+    value = config.get(TLS_KEY)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key {TLS_KEY!r} must be a table ({', '.join(TLS_FIELDS)}), "
+                          f"not {value!r}")
+    out = {}
+    for field, path in value.items():
+        if field not in TLS_FIELDS:
+            raise ConfigError(f"config key {TLS_KEY!r}: unknown field {field!r} (known: "
+                              f"{', '.join(TLS_FIELDS)})")
+        if path is None or path == "":
+            continue
+        if not isinstance(path, str):
+            raise ConfigError(f"config key {TLS_KEY}.{field} must be a file path, not {path!r}")
+        out[field] = path
+    if "keyfile" in out and "certfile" not in out:
+        raise ConfigError(f"config key {TLS_KEY!r}: keyfile without certfile")
+    return out
+
+
+_contexts: dict[tuple[tuple[str, str], ...], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def tls_context(tls: Mapping[str, str] | None) -> ssl.SSLContext:
+    """The client TLS context for ``amqps://``: the broker's certificate must chain to
+    ``ca_cert`` (the system's CAs when unset) and name the URL's host; ``certfile`` /
+    ``keyfile`` (optional) is the client certificate for mutual TLS. One context per setting.
+
+    Raises:
+        ConfigError: a file cannot be read or is not a certificate / key (one line).
+    """
+    tls = dict(tls or {})
+    key = tuple(sorted(tls.items()))
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is not None:
+            return ctx
+        try:
+            ctx = ssl.create_default_context(cafile=tls.get("ca_cert"))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{TLS_KEY}.ca_cert {tls.get('ca_cert')!r}: cannot load it as a "
+                              f"CA certificate ({_ssl_reason(exc)})") from None
+        if tls.get("certfile"):
+            try:
+                ctx.load_cert_chain(tls["certfile"], tls.get("keyfile"))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"{TLS_KEY}.certfile/keyfile {tls['certfile']!r}: cannot load "
+                                  f"the client certificate and key ({_ssl_reason(exc)})") from None
+        _contexts[key] = ctx
+        return ctx
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or \
+        getattr(exc, "strerror", None) or str(exc)
+    return str(reason).splitlines()[0] if str(reason) else type(exc).__name__
+
+
+def tls_refusal(exc: BaseException) -> str | None:
+    """If ``exc`` (from a connection attempt) is a TLS verification failure (the broker's
+    certificate is not from the configured CA, or does not name the host), one line saying so;
+    else None. pika wraps the ``ssl`` error in its own exceptions' args."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {item.verify_message}"
+        if isinstance(item, ssl.SSLError):
+            return f"TLS handshake failed: {_ssl_reason(item)}"
+        for arg in item.args:
+            if isinstance(arg, BaseException):
+                todo.append(arg)
+            elif isinstance(arg, str):  # pika's StreamLostError carries the ssl error as text
+                found = _SSL_TEXT.search(arg)
+                if found:
+                    return f"TLS handshake failed: {found.group(2).strip()} ({found.group(1)})"
+                found = _SSL_ERROR_TEXT.search(arg)
+                if found:
+                    return (f"TLS handshake failed: {found.group(1)}: {found.group(2)} (the "
+                            f"broker closed it: does it want a client certificate?)")
+        todo.extend(e for e in (item.__cause__, item.__context__) if e is not None)
+    return None
+
+
+_SSL_TEXT = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^(\]'\"]+)")
+_SSL_ERROR_TEXT = re.compile(r"(SSL\w*Error)\(\d+, '([^'(]+)")
+
+
+def _parameters(url: str, tls: Mapping[str, str] | None = None) -> pika.URLParameters:
     try:
         params = pika.URLParameters(url)
     except Exception as exc:  # pika raises assorted types for a bad URL
         raise ConfigError(f"not an AMQP URL: {redacted(url)!r} ({exc})") from None
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "amqps" and "ssl_options" not in parse_qs(parts.query):
+        # gilmsg's (or fedora-messaging's [tls]) settings; a pika ssl_options URL parameter,
+        # the alternative, is left to pika.
+        params.ssl_options = pika.SSLOptions(tls_context(tls), server_hostname=parts.hostname)
     params.connection_attempts = 1
     params.socket_timeout = CONNECT_TIMEOUT_S
     params.stack_timeout = CONNECT_TIMEOUT_S * 2
@@ -134,9 +257,11 @@ def _parameters(url: str) -> pika.URLParameters:
 
 
 def _exchange(config: Mapping[str, Any]) -> str:
-    value = config.get(EXCHANGE_KEY, DEFAULT_EXCHANGE)
+    from gilmsg.config import registry
+
+    key, value = registry.lookup(config, EXCHANGE_KEY)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"config key {EXCHANGE_KEY!r} must be an exchange name, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be an exchange name, not {value!r}")
     return value
 
 
@@ -156,8 +281,9 @@ def properties(topic: str, msg_id: str | None, reply_to: str | None, sender: str
     """The AMQP properties of one gilmsg frame pair, as fedora-messaging sets them."""
     headers = {
         "fedora_messaging_schema": FM_SCHEMA,
+        "fedora_messaging_schema_package": FM_SCHEMA_PACKAGE,
         "fedora_messaging_severity": FM_INFO,
-        "sent-at": datetime.now(UTC).isoformat(),
+        "sent-at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "priority": 0,
         "gilmsg_topic": topic,
         "gilmsg_sender": sender,
@@ -168,14 +294,26 @@ def properties(topic: str, msg_id: str | None, reply_to: str | None, sender: str
         message_id=msg_id or str(uuid.uuid4()), reply_to=reply_to)
 
 
-def _connect(urls: Sequence[str]) -> tuple[pika.BlockingConnection, str]:
+def _connect(urls: Sequence[str], tls: Mapping[str, str] | None = None
+             ) -> tuple[pika.BlockingConnection, str]:
+    """A connection to the first of ``urls`` that answers (a cluster's nodes, in order).
+
+    Raises:
+        ConfigError: a malformed URL or TLS setting, or a broker whose certificate TLS refuses
+            (not from the configured CA: no other node of the cluster is tried).
+        GilmsgError: no URL answered (each one's error).
+    """
     errors = []
     for url in urls:
         try:
-            return pika.BlockingConnection(_parameters(url)), url
+            return pika.BlockingConnection(_parameters(url, tls)), url
         except ConfigError:
             raise
         except Exception as exc:  # AMQPConnectionError and its kin, socket errors
+            refusal = tls_refusal(exc)
+            if refusal is not None:
+                raise ConfigError(f"TLS to the AMQP broker {redacted(url)} refused: "
+                                  f"{refusal}") from None
             errors.append(f"{redacted(url)}: {type(exc).__name__} {exc}".strip())
     raise GilmsgError("cannot connect to the AMQP broker: " + "; ".join(errors))
 
@@ -192,8 +330,9 @@ class AmqpPublisher:
         # A binding key treats '*' and '#' as wildcards: the name goes in as plain characters.
         self._route_name = re.sub(r"[^A-Za-z0-9_-]", "_", publishing.name)
         self._new_route()
+        self._tls = tls_settings(config)
         for url in publishing.addresses:
-            _parameters(url)  # a malformed URL is a config error, not a broker outage
+            _parameters(url, self._tls)  # a malformed URL is a config error, not an outage
         self._owner = threading.get_ident()
         self._lock = threading.Lock()  # _outbox, _conn for wake()
         self._outbox: deque[Sequence[bytes]] = deque(maxlen=OUTBOX_MAX)
@@ -219,7 +358,7 @@ class AmqpPublisher:
         self.queue = f"gilmsg.ack.{self.route}"
 
     def _open(self) -> None:
-        conn, url = _connect(self.publishing.addresses)
+        conn, url = _connect(self.publishing.addresses, self._tls)
         try:
             ch = conn.channel()
             ch.exchange_declare(self.exchange, passive=True)
@@ -421,53 +560,70 @@ def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> AmqpPub
 
 
 class AmqpSubscription:
-    """:class:`gilmsg.transport.base.Subscription` over AMQP: one connection per distinct broker
-    URL, each with a server-named exclusive queue bound to the topic; used from one thread."""
+    """:class:`gilmsg.transport.base.Subscription` over AMQP: one connection per broker (or
+    cluster), each with a server-named exclusive queue bound to the topic; used from one thread.
+
+    The URLs of one identity's ``endpoints`` entry are one broker or cluster: the connection goes
+    to the first of them that answers and, when that node goes away, to the first that answers
+    again, in order. Identities listing the same URLs (in any order) share one connection, so a
+    cluster is never subscribed to twice (which would deliver every message twice).
+    """
 
     def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
                  config: Mapping[str, Any]) -> None:
         self.exchange = _exchange(config)
         self.topic = topic
         self._prefix = topic.encode("utf-8")
-        self._urls: dict[str, str] = {}  # url -> first name using it
+        self._tls = tls_settings(config)
+        by_name: dict[str, list[str]] = {}
         for name, url in endpoints:
-            _parameters(url)
-            self._urls.setdefault(url, name)
-        self._names = {name for _url, name in endpoints}
-        self._conns: dict[str, Any] = {}
-        self._next_attempt: dict[str, float] = {}
+            _parameters(url, self._tls)
+            urls = by_name.setdefault(name, [])
+            if url not in urls:
+                urls.append(url)
+        self._clusters: list[tuple[str, ...]] = []
+        self._default: dict[tuple[str, ...], str] = {}  # cluster -> first name using it
+        for name, urls in by_name.items():
+            if not any(set(c) == set(urls) for c in self._clusters):
+                self._clusters.append(tuple(urls))
+                self._default[tuple(urls)] = name
+        self._names = set(by_name)
+        self._conns: dict[tuple[str, ...], Any] = {}
+        self._shown: dict[tuple[str, ...], str] = {}  # cluster -> the URL connected to
+        self._next_attempt: dict[tuple[str, ...], float] = {}
         self._got: list[tuple[str, str, list[bytes]]] = []
         errors = []
-        for url in self._urls:
+        for cluster in self._clusters:
             try:
-                self._open(url)
+                self._open(cluster)
             except ConfigError:
                 self.close()
                 raise
             except Exception as exc:
-                errors.append(f"{redacted(url)}: {exc}")
-                self._next_attempt[url] = time.monotonic() + RECONNECT_S
+                errors.append(str(exc))
+                self._next_attempt[cluster] = time.monotonic() + RECONNECT_S
         if errors and not self._conns:
             raise ConfigError("cannot subscribe: " + "; ".join(errors))
 
-    def _open(self, url: str) -> None:
-        conn = pika.BlockingConnection(_parameters(url))
+    def _open(self, cluster: tuple[str, ...]) -> None:
+        conn, url = _connect(cluster, self._tls)
         try:
             ch = conn.channel()
             ch.exchange_declare(self.exchange, passive=True)
             queue = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
             ch.queue_bind(queue, self.exchange, binding_key(self.topic))
-            ch.basic_consume(queue, self._receiver(url), auto_ack=True)
+            ch.basic_consume(queue, self._receiver(cluster, url), auto_ack=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             _close_quietly(conn)
             raise ConfigError(f"AMQP broker {redacted(url)}: {exc}") from None
         except Exception:
             _close_quietly(conn)
             raise
-        self._conns[url] = conn
+        self._conns[cluster] = conn
+        self._shown[cluster] = redacted(url)
 
-    def _receiver(self, url: str) -> Callable[..., None]:
-        default_name = self._urls[url]
+    def _receiver(self, cluster: tuple[str, ...], url: str) -> Callable[..., None]:
+        default_name = self._default[cluster]
         shown = redacted(url)
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
@@ -490,27 +646,28 @@ class AmqpSubscription:
         deadline = time.monotonic() + timeout
         while not self._got:
             now = time.monotonic()
-            for url in self._urls:
-                if url not in self._conns and now >= self._next_attempt.get(url, 0.0):
+            for cluster in self._clusters:
+                if cluster not in self._conns and now >= self._next_attempt.get(cluster, 0.0):
                     try:
-                        self._open(url)
-                        log.warning("gilmsg: AMQP subscription to %s made again", redacted(url))
+                        self._open(cluster)
+                        log.warning("gilmsg: AMQP subscription made again, to %s",
+                                    self._shown[cluster])
                     except Exception:
-                        self._next_attempt[url] = now + RECONNECT_S
+                        self._next_attempt[cluster] = now + RECONNECT_S
             remaining = deadline - now
             if not self._conns:
                 time.sleep(max(0.0, min(remaining, RECONNECT_S)))
             else:
                 share = max(0.0, remaining) / len(self._conns)
-                for url, conn in list(self._conns.items()):
+                for cluster, conn in list(self._conns.items()):
                     try:
                         conn.process_data_events(time_limit=share)
                     except Exception as exc:
                         log.warning("gilmsg: AMQP subscription to %s lost (%s: %s)",
-                                    redacted(url), type(exc).__name__, exc)
-                        del self._conns[url]
+                                    self._shown.get(cluster), type(exc).__name__, exc)
+                        del self._conns[cluster]
                         _close_quietly(conn)
-                        self._next_attempt[url] = time.monotonic() + RECONNECT_S
+                        self._next_attempt[cluster] = time.monotonic() + RECONNECT_S
             if time.monotonic() >= deadline:
                 break
         got, self._got = self._got, []
@@ -528,6 +685,7 @@ def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
     """Receive every message whose topic starts with ``topic`` from the bus's broker(s).
 
     Raises:
-        ConfigError: a URL is malformed or no broker is reachable.
+        ConfigError: a URL or the TLS setting is malformed, a broker's certificate is refused,
+            or no broker is reachable.
     """
     return AmqpSubscription(endpoints, topic, config)

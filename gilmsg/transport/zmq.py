@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from gilmsg.config import Publishing
+from gilmsg.config import Publishing, registry
 from gilmsg.core.subscriptions import Subscriptions
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.errors import ConfigError, GilmsgError
@@ -50,22 +50,15 @@ MAX_ACK_FRAME_BYTES = 64 << 10
 ACK_RCVHWM = 1000
 
 
-#: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
-#: ZeroMQ heartbeats (ZMTP PING/PONG) make a connection that stalls, e.g. behind TCP
-#: retransmissions growing to a minute on a lossy link, be dropped and re-made within seconds;
-#: then the publisher re-sends to the new connection at once.
+#: Connection-health settings: config key -> default, in seconds (0 switches one off); each
+#: declared (with its meaning) in :mod:`gilmsg.config.registry`. ZeroMQ heartbeats (ZMTP
+#: PING/PONG) make a connection that stalls, e.g. behind TCP retransmissions growing to a minute
+#: on a lossy link, be dropped and re-made within seconds; then the publisher re-sends to the new
+#: connection at once.
 LINK_DEFAULTS: dict[str, float] = {
-    "gilmsg_heartbeat_ivl": 1.0,  # ZMQ_HEARTBEAT_IVL: a PING every this often
-    "gilmsg_heartbeat_timeout": 3.0,  # ZMQ_HEARTBEAT_TIMEOUT: nothing heard this long after a
-    #                                   PING: the connection is dropped and re-made
-    "gilmsg_heartbeat_ttl": 3.0,  # ZMQ_HEARTBEAT_TTL: the peer drops it after this silence
-    "gilmsg_connect_timeout": 2.0,  # ZMQ_CONNECT_TIMEOUT: a connection attempt (SYNs lost,
-    #                                 their retransmissions backing off) is abandoned and
-    #                                 started afresh after this long
-    "gilmsg_tcp_user_timeout": 10.0,  # ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged
-    #                                   this long kills the connection
-    "gilmsg_tcp_keepalive_idle": 30.0,  # TCP keepalive probes after this idle time (then every
-    #                                     10 s, 3 lost probes kill the connection)
+    f"gilmsg.{name}": registry.BY_NAME[f"gilmsg.{name}"].default
+    for name in ("heartbeat_ivl", "heartbeat_timeout", "heartbeat_ttl", "connect_timeout",
+                 "tcp_user_timeout", "tcp_keepalive_idle")
 }
 
 
@@ -73,30 +66,31 @@ LINK_DEFAULTS: dict[str, float] = {
 class LinkOptions:
     """The connection-health options of :data:`LINK_DEFAULTS`, in seconds; 0 means off."""
 
-    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg_heartbeat_ivl"]
-    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg_heartbeat_timeout"]
-    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg_heartbeat_ttl"]
-    connect_timeout: float = LINK_DEFAULTS["gilmsg_connect_timeout"]
-    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg_tcp_user_timeout"]
-    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg_tcp_keepalive_idle"]
+    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg.heartbeat_ivl"]
+    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg.heartbeat_timeout"]
+    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg.heartbeat_ttl"]
+    connect_timeout: float = LINK_DEFAULTS["gilmsg.connect_timeout"]
+    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg.tcp_user_timeout"]
+    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg.tcp_keepalive_idle"]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LinkOptions:
-        """Read the ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` keys (defaults where absent).
+        """Read the ``gilmsg.heartbeat_*`` / ``gilmsg.tcp_*`` ... keys (defaults where absent;
+        the old spellings ``gilmsg.heartbeat_ivl`` ... too).
 
         Raises:
             ConfigError: a value is not a number of seconds in [0, 3600].
         """
         values = {}
         for key, default in LINK_DEFAULTS.items():
-            value = config.get(key, default)
+            spelling, value = registry.lookup(config, key)
             if value is None:
                 value = default
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     0 <= value <= 3600):
-                raise ConfigError(f"config key {key!r} must be a number of seconds from 0 to "
-                                  f"3600, not {value!r}")
-            values[key.removeprefix("gilmsg_")] = float(value)
+                raise ConfigError(f"config key {spelling!r} must be a number of seconds from 0 "
+                                  f"to 3600, not {value!r}")
+            values[key.removeprefix("gilmsg.")] = float(value)
         return cls(**values)
 
 
@@ -470,6 +464,11 @@ class ZmqSubscription:
             sub.close(0)
         self._subs = {}
         self._ctx.term()
+
+
+def remember_route(msg_id: str, route: str) -> None:
+    """Ignored: ZeroMQ sends every ACK on the ACK topic, which the publisher hears
+    (:meth:`gilmsg.transport.base.Transport.remember_route`)."""
 
 
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,

@@ -190,7 +190,7 @@ def test_a_tail_hears_a_publisher_again_after_an_oversize_frame(make_bus):
 
 
 def test_connection_health_options_come_from_the_config_and_reach_the_sockets():
-    from gilmsg import transport
+    from gilmsg.transport import zmq as transport
 
     assert transport.LinkOptions.from_config({}) == transport.LinkOptions()
     options = transport.LinkOptions.from_config({"gilmsg_heartbeat_ivl": 0.5,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gilmsg.config import registry
 from gilmsg.errors import ConfigError
 
 #: Topic suffix of acknowledgements: ``<topic_prefix>.<environment>.gilmsg.ack``.
@@ -68,8 +69,14 @@ def load(
     keys the caller may set freely; nested values are shared with the sources and must be
     treated as read-only (gilmsg only reads them). fedmsg itself is not imported.
 
+    The gilmsg keys are checked (:func:`gilmsg.config.registry.check`): an old spelling or an
+    unknown key is logged once.
+    With ``gilmsg.fedora_messaging_config``, the broker URL and TLS settings of that
+    fedora-messaging file fill in what is not set (:mod:`gilmsg.config.fedora_messaging`).
+
     Raises:
-        ConfigError: the file is missing or broken, or no configuration defines endpoints.
+        ConfigError: the file is missing or broken, no configuration defines endpoints, or
+            ``gilmsg.strict_config`` is true and a gilmsg key is unknown.
     """
     overrides = overrides or {}
     if filename is None:
@@ -78,6 +85,11 @@ def load(
     merged.update(overrides)
     if filename is not None:
         merged[FILENAME_KEY] = filename
+    registry.check(merged)
+    if merged.get("gilmsg.fedora_messaging_config"):  # broker URL and TLS from its config.toml
+        from gilmsg.config import fedora_messaging as fm_config
+
+        merged = fm_config.apply(merged)
     return merged
 
 
@@ -162,6 +174,13 @@ def _read_files(filenames: list[str]) -> dict[str, Any]:
         except OSError as exc:
             warnings.warn(str(exc), stacklevel=2)
             continue
+        if not isinstance(variables.get("config"), dict):
+            found = "sets no 'config'" if "config" not in variables else (
+                f"sets 'config' to something other than a dict "
+                f"({type(variables['config']).__name__})")
+            raise ConfigError(
+                f"{filename} {found}: a fedmsg config file must define config = dict(...) "
+                f"(endpoints=..., ...)")
         _merge(config, variables["config"])
     return config
 
@@ -217,11 +236,19 @@ def process_name(config: Mapping[str, Any]) -> str:
     if not name and config.get("active"):
         return "relay_inbound"
     if not name or not isinstance(name, str):
-        known = ", ".join(sorted(config.get("endpoints") or {})) or "none configured"
         raise ConfigError(
-            f"config key 'name' is not set: pass name=<one of the endpoints: {known}>"
+            f"no identity: config key 'name' is not set: give this process's fedmsg name with "
+            f"--name NAME (in Python: name=NAME), {_identities(config)}"
         )
     return name
+
+
+def _identities(config: Mapping[str, Any]) -> str:
+    """The end of an error message that lists the identities of the bus a process can be."""
+    names = [n for n in sorted(config.get("endpoints") or {}) if not n.startswith("relay_")]
+    if not names:
+        return "and add its endpoints entry (no identity is configured)"
+    return "one of: " + ", ".join(names)
 
 
 def certname(config: Mapping[str, Any]) -> str:
@@ -287,7 +314,9 @@ def publishing(config: Mapping[str, Any]) -> Publishing:
         addresses = [addresses]
     if not addresses:
         raise ConfigError(
-            f"config key endpoints[{name!r}] is missing: this process publishes there"
+            f"{name!r} is not an identity of this bus: config key endpoints[{name!r}] (where it "
+            f"would publish) is missing: use --name NAME (in Python: name=NAME), "
+            f"{_identities(config)}; or add endpoints[{name!r}] and certnames[{name!r}]"
         )
     return Publishing(name, "bind", tuple(addresses))
 
@@ -366,10 +395,10 @@ def routing_allows(topic: str, signer: str, config: Mapping[str, Any]) -> bool:
 #: says, for every message of protocol version 4 or later.
 SIGNATURE_HASH_KEY = "gilmsg.signature_hash"
 SIGNATURE_HASHES = ("sha1", "sha256")
-DEFAULT_SIGNATURE_HASH = "sha1"
+DEFAULT_SIGNATURE_HASH: str = registry.BY_NAME[SIGNATURE_HASH_KEY].default
 #: False: a publisher refuses SHA-1 ACKs and a recipient SHA-1 messages.
 ACCEPT_SHA1_KEY = "gilmsg.accept_sha1"
-DEFAULT_ACCEPT_SHA1 = True
+DEFAULT_ACCEPT_SHA1: bool = registry.BY_NAME[ACCEPT_SHA1_KEY].default
 #: True: accept service certificates a legacy CA signed with SHA-1 (default False: refused,
 #: with that reason).
 ACCEPT_SHA1_CERTIFICATES_KEY = "gilmsg.accept_sha1_certificates"
@@ -377,10 +406,11 @@ ACCEPT_SHA1_CERTIFICATES_KEY = "gilmsg.accept_sha1_certificates"
 MAX_MESSAGE_AGE_KEY = "gilmsg.max_message_age"
 #: ... or ahead of its own clock by more than this (seconds).
 MAX_CLOCK_SKEW_KEY = "gilmsg.max_clock_skew"
-#: Defaults: the outbox's default expiry (three days, ``gilmsg.outbox.policy.DEFAULT_EXPIRY``)
-#: plus one hour, so a message the outbox still re-sends is never stale; five minutes of skew.
-DEFAULT_MAX_MESSAGE_AGE = 3 * 24 * 3600.0 + 3600.0
-DEFAULT_MAX_CLOCK_SKEW = 300.0
+#: Defaults (the registry's): the outbox's default expiry (three days,
+#: ``gilmsg.outbox.policy.DEFAULT_EXPIRY``) plus one hour, so a message the outbox still
+#: re-sends is never stale; five minutes of skew.
+DEFAULT_MAX_MESSAGE_AGE: float = registry.BY_NAME[MAX_MESSAGE_AGE_KEY].default
+DEFAULT_MAX_CLOCK_SKEW: float = registry.BY_NAME[MAX_CLOCK_SKEW_KEY].default
 
 
 def signature_hash(config: Mapping[str, Any]) -> str:
@@ -389,11 +419,11 @@ def signature_hash(config: Mapping[str, Any]) -> str:
     Raises:
         ConfigError: not one of :data:`SIGNATURE_HASHES`.
     """
-    value = config.get(SIGNATURE_HASH_KEY, DEFAULT_SIGNATURE_HASH)
+    key, value = registry.lookup(config, SIGNATURE_HASH_KEY)
     if value is None:
         return DEFAULT_SIGNATURE_HASH
     if not isinstance(value, str) or value.lower() not in SIGNATURE_HASHES:
-        raise ConfigError(f"config key {SIGNATURE_HASH_KEY!r} must be one of "
+        raise ConfigError(f"config key {key!r} must be one of "
                           f"{', '.join(SIGNATURE_HASHES)}, not {value!r}")
     return value.lower()
 
@@ -405,11 +435,11 @@ def accept_sha1(config: Mapping[str, Any]) -> bool:
     Raises:
         ConfigError: not a boolean.
     """
-    value = config.get(ACCEPT_SHA1_KEY, DEFAULT_ACCEPT_SHA1)
+    key, value = registry.lookup(config, ACCEPT_SHA1_KEY)
     if value is None:
         return DEFAULT_ACCEPT_SHA1
     if not isinstance(value, bool):
-        raise ConfigError(f"config key {ACCEPT_SHA1_KEY!r} must be True or False, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be True or False, not {value!r}")
     return value
 
 
@@ -419,17 +449,17 @@ def accept_sha1_certificates(config: Mapping[str, Any]) -> bool:
     Raises:
         ConfigError: not a boolean.
     """
-    value = config.get(ACCEPT_SHA1_CERTIFICATES_KEY, False)
+    key, value = registry.lookup(config, ACCEPT_SHA1_CERTIFICATES_KEY)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise ConfigError(f"config key {ACCEPT_SHA1_CERTIFICATES_KEY!r} must be True or False, "
+        raise ConfigError(f"config key {key!r} must be True or False, "
                           f"not {value!r}")
     return value
 
 
-def _seconds(config: Mapping[str, Any], key: str, default: float) -> float:
-    value = config.get(key, default)
+def _seconds(config: Mapping[str, Any], name: str, default: float) -> float:
+    key, value = registry.lookup(config, name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
