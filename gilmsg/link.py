@@ -23,6 +23,7 @@ from typing import Any
 from gilmsg import config as gconfig
 from gilmsg import transport as gtransport
 from gilmsg.core import wire
+from gilmsg.core.admission import reason_kind
 from gilmsg.core.delivery import (
     AckReceived,
     AcksReceived,
@@ -40,10 +41,15 @@ from gilmsg.core.delivery import (
     Tick,
 )
 from gilmsg.errors import GilmsgError
+from gilmsg.logsummary import RefusalLog
 from gilmsg.transport.base import Publisher, Transport
 
 # The logger of the link's ACK verdicts kept its old name: operators filter on it.
 log = logging.getLogger("gilmsg.transport")
+
+#: Every ACK this process refused, summarised: the first of each reason at once, then one line
+#: per interval with the counts (anyone with a certificate can send thousands a second).
+refused_acks = RefusalLog(log, "ACKs")
 
 #: Longest sleep of an idle link thread.
 IDLE_POLL = 1.0
@@ -241,9 +247,11 @@ class Link:
                 if entry is not None:
                     _resolve(entry[0], action.result)
             elif isinstance(action, IgnoredAck):
-                log.warning("ignored ACK for %s from %s: %s %s", action.ack.msg_id,
-                            getattr(verdict, "signer", action.signer), action.outcome.value,
-                            getattr(verdict, "reason", ""))
+                reason = getattr(verdict, "reason", "")
+                kind = action.outcome.value + (f" ({reason_kind(reason)})" if reason else "")
+                refused_acks.refused(kind, f"ignored ACK for {action.ack.msg_id} from "
+                                           f"{getattr(verdict, 'signer', action.signer)}: "
+                                           f"{action.outcome.value} {reason}".rstrip())
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -385,8 +393,8 @@ def link_for(config: Mapping[str, Any]) -> Link:
         if link is None or link.closed:
             link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints,
                                                config)
-            return link
     link.listen(ack_topic, ack_endpoints)
+    link.listen(gconfig.batch_ack_topic(config), ack_endpoints)  # version 4 batches
     return link
 
 

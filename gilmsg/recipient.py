@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gilmsg import config as gconfig
 from gilmsg.core import wire as message
+from gilmsg.core.admission import Admission, reason_kind
+from gilmsg.core.admission import refusal as admission_refusal
 from gilmsg.core.receiving import (
     Action,
     Arrived,
@@ -39,12 +42,16 @@ from gilmsg.core.receiving import (
     describe_failure,
 )
 from gilmsg.errors import GilmsgError
+from gilmsg.logsummary import RefusalLog
 
 if TYPE_CHECKING:
     from gilmsg.crypto import signing
     from gilmsg.link import Link
 
 log = logging.getLogger(__name__)
+
+#: Every refused message of this process, summarised (see :mod:`gilmsg.logsummary`).
+refused_messages = RefusalLog(log, "messages")
 
 
 class DedupRecord(Protocol):
@@ -85,6 +92,13 @@ class Recipient:
         self.ack = ack
         self.validate_signatures = bool(config.get("validate_signatures", False))
         self.ack_topic = gconfig.ack_topic(config)
+        #: Where batched ACKs for protocol 4 messages go (version 3 batches: :attr:`ack_topic`).
+        self.batch_topic = gconfig.batch_ack_topic(config)
+        #: Freshness and hash policy for gilmsg messages (see :mod:`gilmsg.core.admission`).
+        self.admission = Admission(gconfig.max_message_age(config),
+                                   gconfig.max_clock_skew(config), gconfig.accept_sha1(config))
+        #: Wall clock the freshness check reads; tests may replace it.
+        self.clock = time.time
         self.ack_mode = check_ack_mode(ack_mode)
         self.consumed = consumed
         self.common_name: str | None = None
@@ -103,7 +117,7 @@ class Recipient:
             self._link = link_for(config)
         self._core = Receiver(self.ack_topic, self.common_name if ack else None,
                               settle=self.ack_mode == "processed", durable=consumed is not None,
-                              seen_capacity=seen_capacity)
+                              seen_capacity=seen_capacity, batch_topic=self.batch_topic)
         self._lock = threading.Lock()  # the core
 
     @property
@@ -113,7 +127,7 @@ class Recipient:
 
     def is_ack(self, topic: str) -> bool:
         """True for the topic ACKs travel on (never acknowledged, never deduplicated)."""
-        return topic == self.ack_topic
+        return topic in (self.ack_topic, self.batch_topic)
 
     def refusal(self, envelope: Mapping[str, Any]) -> str | None:
         """Why this envelope must be dropped when signatures are validated (its signature does
@@ -127,6 +141,14 @@ class Recipient:
         if gconfig.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
             return None
         return f"routing_policy does not allow {verdict.signer} on this topic"
+
+    def inadmissible(self, envelope: Mapping[str, Any]) -> str | None:
+        """Why this (authentic) gilmsg message is still refused at this recipient's clock:
+        stale, from the future, or SHA-1-signed while ``gilmsg.accept_sha1`` is False (see
+        :func:`gilmsg.core.admission.refusal`); None when admitted or not a gilmsg message."""
+        if not message.is_gilmsg(envelope):
+            return None
+        return admission_refusal(envelope, self.clock(), self.admission)
 
     def check(self, envelope: Mapping[str, Any]) -> bool:
         """False (and logged) when signatures are validated and this envelope's does not hold
@@ -146,21 +168,31 @@ class Recipient:
         :class:`~gilmsg.core.receiving.Drop`: hand it to nobody (a refusal and a missing
         msg_id are logged here). A gilmsg message addressed to this identity has been
         acknowledged when this returns, or, with ``batch``, its ACK waits for :meth:`tick`
-        (when its publisher takes batched ACKs).
+        (when its publisher takes batched ACKs). An authentic gilmsg message that is stale,
+        from the future or SHA-1-signed against policy (:meth:`inadmissible`) is answered
+        with a signed ``rejected`` ACK carrying the reason, and dropped.
 
         Raises:
             CertificateError: the CA or CRL is unusable.
             OutboxError: the durable record cannot be read.
             GilmsgError: the link is closed.
         """
-        event = Arrived(topic, envelope, self.refusal(envelope), batch and self.ack)
+        refused = self.refusal(envelope)
+        inadmissible = self.inadmissible(envelope) if refused is None else None
+        event = Arrived(topic, envelope, refused, batch and self.ack, inadmissible)
         result = self._carry_out(self._feed(event))
         assert result is not None
         if isinstance(result, Drop):
             if result.why is Why.REFUSED:
                 _log_refused(envelope, result.reason)
+            elif result.why is Why.INADMISSIBLE:
+                reason = result.reason or ""
+                refused_messages.refused(reason_kind(reason),
+                                         f"message {envelope.get('msg_id')} on "
+                                         f"{envelope.get('topic')}: {reason}")
             elif result.why is Why.NO_MSG_ID:
-                log.warning("dropped gilmsg message on %s: no msg_id", envelope.get("topic"))
+                refused_messages.refused("no msg_id", f"dropped gilmsg message on "
+                                                      f"{envelope.get('topic')}: no msg_id")
         return result
 
     def handle(self, topic: str, envelope: Mapping[str, Any]) -> bool:
@@ -226,7 +258,8 @@ class Recipient:
         Raises:
             GilmsgError: this Recipient was created with ``ack=False``.
         """
-        self._send_ack(message.ack_body(envelope, status, reason, content_digest=digest))
+        self._send_ack(message.ack_body(envelope, status, reason, content_digest=digest),
+                       message.ack_hash(envelope))  # SHA-256 for protocol 4 messages
 
     # -- carrying out the core's actions -----------------------------------------------------
 
@@ -248,7 +281,7 @@ class Recipient:
         while pending:
             action = pending.pop(0)
             if isinstance(action, SendAck):
-                self._send_ack(action.body)
+                self._send_ack(action.body, action.hash, action.topic)
             elif isinstance(action, (Deliver, Drop)):
                 result = action
             elif isinstance(action, LookUp):
@@ -265,12 +298,14 @@ class Recipient:
             raise error
         return result
 
-    def _send_ack(self, body: dict[str, Any]) -> None:
+    def _send_ack(self, body: dict[str, Any], hash_name: str = "sha1",
+                  topic: str | None = None) -> None:
         if self._link is None or self._signer is None:
             raise GilmsgError("this Recipient was created with ack=False: it sends no ACKs")
-        ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
-        signed = self._signer.sign(ack)
-        self._link.send(message.encode(self.ack_topic, signed))
+        topic = topic or self.ack_topic
+        ack = message.new_envelope(topic, body, self._link.next_i())
+        signed = self._signer.sign(ack, hash_name)
+        self._link.send(message.encode(topic, signed))
 
 
 def _reason(reason: BaseException | str) -> str:
@@ -280,9 +315,9 @@ def _reason(reason: BaseException | str) -> str:
 
 
 def _log_refused(envelope: Mapping[str, Any], reason: str | None) -> None:
-    log.warning(
-        "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"), reason
-    )
+    reason = reason or ""
+    refused_messages.refused(reason_kind(reason), f"dropped message {envelope.get('msg_id')} "
+                                                  f"on {envelope.get('topic')}: {reason}")
 
 
 def own_certificate_problem(config: Mapping[str, Any]) -> str | None:

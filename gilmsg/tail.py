@@ -178,7 +178,7 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
             consumed.close()
         raise
     holder.append(recipient)
-    ack_topic = recipient.ack_topic.encode("utf-8")
+    ack_topics = [[recipient.ack_topic.encode("utf-8")], [recipient.batch_topic.encode("utf-8")]]
     subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
     try:
         while True:
@@ -193,7 +193,7 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
             for group in groups:
                 ready = []
                 for name, endpoint, frames in group:
-                    if not show_acks and frames[:1] == [ack_topic]:
+                    if not show_acks and frames[:1] in ack_topics:
                         continue
                     decoded = wire.decode(frames)
                     if decoded is None:

@@ -218,7 +218,14 @@ def setup_logging(prog: str, debug: bool = False, quiet: bool = False) -> None:
 
 
 def teardown_logging() -> None:
-    """Undo :func:`setup_logging` (the commands are also run in-process by tests)."""
+    """Undo :func:`setup_logging` (the commands are also run in-process by tests).
+
+    Refusal counts not yet summarised (:mod:`gilmsg.logsummary`) are logged first, through
+    the command's own handler and filters.
+    """
+    from gilmsg.logsummary import flush_all
+
+    flush_all()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_gilmsg_cli", False):

@@ -103,7 +103,8 @@ class Session:
             if self.outbox is not None:
                 pending = self.outbox.publish_async(
                     topic=self.topic, msg=item.body, modname=self.modname,
-                    recipients=self.recipients, ack_timeout=self.ack_timeout)
+                    recipients=self.recipients, ack_timeout=self.ack_timeout,
+                    require=self.require)
             else:
                 pending = publish_async(
                     topic=self.topic, msg=item.body, modname=self.modname,

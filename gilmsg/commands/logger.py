@@ -133,9 +133,6 @@ def main(message: str | None, json_input: bool, topic: str, modname: str,
                                "Ctrl-D")
         outbox = None
         if outbox_path is not None:
-            if require != "received":
-                raise click.UsageError("--outbox keeps a message until it is received: it "
-                                       "cannot be combined with --require processed")
             from gilmsg.outbox import Outbox
 
             outbox = Outbox(outbox_path, **cfg)

@@ -118,7 +118,7 @@ def _age(now: float, then: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-STATES = ["pending", "delivered", "expired", "dropped", "all"]
+STATES = ["pending", "delivered", "rejected", "expired", "dropped", "all"]
 
 
 @main.command("list")
@@ -143,9 +143,11 @@ def list_(ctx: click.Context, state: str, as_json: bool) -> None:
                         "msg_id": entry.msg_id, "recipient": who, "status": entry.status.value,
                         "topic": entry.topic, "age": round(now - entry.created, 3),
                         "attempts": entry.attempts, "acked": who in entry.acked,
+                        "rejected": entry.rejected.get(who), "require": entry.require,
                         "last_error": entry.last_error, "reason": entry.reason}))
                 else:
-                    detail = entry.last_error or entry.reason or ""
+                    detail = (f"rejected: {entry.rejected[who]}" if who in entry.rejected
+                              else entry.last_error or entry.reason or "")
                     click.echo(f"{entry.msg_id}  {who}  {entry.status.value}  "
                                f"age {_age(now, entry.created)}  attempts {entry.attempts}"
                                + (f"  {detail}" if detail else ""))
@@ -176,6 +178,8 @@ def show(ctx: click.Context, msg_id: str, as_json: bool) -> None:
             "created": entry.created, "expires": entry.expires, "attempts": entry.attempts,
             "next_attempt": entry.next_attempt if entry.status.value == "pending" else None,
             "recipients": {who: entry.acked.get(who) for who in entry.recipients},
+            "require": entry.require,
+            "rejected": dict(entry.rejected),
             "last_error": entry.last_error, "reason": entry.reason, "finished": entry.finished,
             "events": [{"at": at, "kind": kind, "detail": detail}
                        for at, kind, detail in events],

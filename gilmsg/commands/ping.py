@@ -71,6 +71,8 @@ try:  # the publisher logs "<outcome> <reason>"; a colon between them reads bett
 except ImportError:  # pragma: no cover - the reason is then shown as logged
     _OUTCOMES = []
 
+#: The publisher's per-interval summary of refused ACKs (gilmsg.logsummary): ping says it itself.
+_REFUSAL_SUMMARY = re.compile(r"refused \d+ more ACKs in the last ")
 _IGNORED_ACK = re.compile(r"ignored ACK for (?P<msg_id>\S+) from (?P<signer>[^:]+): (?P<why>.*)")
 
 
@@ -111,7 +113,7 @@ class RefusedAcks(logging.Handler):
         self.by_msg: dict[str, dict[str, str]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = _IGNORED_ACK.match(record.getMessage())
+        match = _IGNORED_ACK.search(record.getMessage())
         if match:
             why = match["why"].strip()
             for outcome in _OUTCOMES:
@@ -122,7 +124,8 @@ class RefusedAcks(logging.Handler):
 
     def filter_cli(self, record: logging.LogRecord) -> bool:
         """A filter for the stderr handler: False for the records this handler collects."""
-        return not _IGNORED_ACK.match(record.getMessage())
+        message = record.getMessage()
+        return not (_IGNORED_ACK.search(message) or _REFUSAL_SUMMARY.match(message))
 
 
 def _positive_seconds(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
@@ -142,8 +145,10 @@ def _recipients(_ctx: click.Context, _param: click.Parameter,
 
 def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, seq: int,
           topic: str
-          ) -> tuple[str | None, Mapping[str, float], Mapping[str, str], Sequence[str]]:
-    """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing)``.
+          ) -> tuple[str | None, Mapping[str, float], Mapping[str, str], Sequence[str],
+                     Mapping[str, str]]:
+    """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing,
+    refused name -> why its ACK did not count)``.
 
     Raises:
         GilmsgError: anything but a Timeout or a rejection (configuration, certificates).
@@ -154,9 +159,9 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
         report = gilmsg.publish(topic=topic, msg=body, modname=modname,
                                 recipients=recipients, ack_timeout=timeout, **config)
     except NotDelivered as exc:  # Timeout, or Rejected as soon as one recipient refused
-        return exc.msg_id, exc.acked, exc.rejected, exc.missing
+        return exc.msg_id, exc.acked, exc.rejected, exc.missing, exc.refused
     assert report is not None
-    return report.msg_id, report.acks, {}, ()
+    return report.msg_id, report.acks, {}, (), {}
 
 
 @click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
@@ -270,9 +275,11 @@ def run_probes(options: Options, refused: RefusedAcks) -> int:
         for seq in range(1, options.count + 1):
             if seq > 1 and options.interval:
                 time.sleep(options.interval)
-            msg_id, acked, rejected, missing = probe(cfg, names, options.timeout, seq,
-                                                     options.topic)
+            msg_id, acked, rejected, missing, not_counted = probe(cfg, names, options.timeout,
+                                                                  seq, options.topic)
             why = refused.by_msg.pop(msg_id or "", {})
+            for who, reason in not_counted.items():  # the publisher's own record of why
+                why.setdefault(who, reason)
             for who, reason in rejected.items():
                 why[who] = f"rejected: {reason or 'no reason given'}"
             for who in names:

@@ -304,7 +304,7 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
             )
         if not no_ack:
             _common.warn_own_certificate(PROG, cfg, "every ACK it sends will be ignored")
-        ack_topic = gconfig.ack_topic(cfg)
+        ack_topics = gconfig.ack_topics(cfg)
         handled = 0
         exec_failures = 0
         stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks,
@@ -312,7 +312,7 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                                       dedup_path=dedup_file, batch_acks=batch_acks, **cfg)
         with contextlib.closing(stream):  # sockets closed on --count, errors and signals
             for _name, _endpoint, msg_topic, envelope in stream:
-                is_ack = msg_topic == ack_topic
+                is_ack = msg_topic in ack_topics
                 if is_ack and not show_acks:
                     continue
                 if not topic_wanted(msg_topic, includes, excludes):

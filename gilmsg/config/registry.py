@@ -60,6 +60,7 @@ _SECONDS = "number of seconds, 0 to 3600 (0: off)"
 _ZMQ = "every process using the ZeroMQ transport (publishers, recipients, hubs, gilmsg-tail)"
 _ALL = "every gilmsg process (publishers, recipients, fedmsg-hub, the gilmsg-* commands)"
 _PUBLISHERS = "publishers (gilmsg.publish, gilmsg-logger, gilmsg-ping, gilmsg-sandbox)"
+_RECIPIENTS = "recipients (fedmsg-hub's GilmsgConsumer, gilmsg-tail, GilmsgCallback, stand-ins)"
 _OUTBOX = "the outbox (Outbox(), gilmsg-logger --outbox, gilmsg-outbox, the hub's runner)"
 
 
@@ -124,8 +125,23 @@ KEYS: tuple[Key, ...] = (
         "Most bytes a receiver queues per peer before it stops reading from it (32 MiB).",
         _ZMQ),
     Key("gilmsg.outbox.require", '"received" or "processed"', "received",
-        "What the outbox's runner waits for, for messages stored without their own require.",
+        "What a durable publish that names no require waits for (stored with each message).",
         _OUTBOX),
+    Key("gilmsg.signature_hash", '"sha1" or "sha256"', "sha1",
+        "The hash this identity signs its messages with (ACKs for protocol 4: SHA-256 always).",
+        _ALL),
+    Key("gilmsg.accept_sha1", "bool", True,
+        "False: a publisher refuses SHA-1 ACKs and a recipient SHA-1 messages (rejected ACK).",
+        _ALL),
+    Key("gilmsg.accept_sha1_certificates", "bool", False,
+        "Accept service certificates a legacy CA signed with SHA-1 (else refused, so said).",
+        "every process validating signatures (validate_signatures, publishers checking ACKs)"),
+    Key("gilmsg.max_message_age", "number of seconds", 262800.0,
+        "A recipient answers an older gilmsg message rejected (stale): outbox expiry + 1 h.",
+        _RECIPIENTS),
+    Key("gilmsg.max_clock_skew", "number of seconds", 300.0,
+        "A recipient answers a message stamped further ahead of its clock rejected.",
+        _RECIPIENTS),
     Key("gilmsg.strict_config", "bool", False,
         "An unknown key in gilmsg's namespaces is a ConfigError (exit 4), not a warning.", _ALL),
 )

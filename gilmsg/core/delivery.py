@@ -37,6 +37,8 @@ class Outcome(enum.Enum):
     FORGED_SIGNATURE = "bad signature"  #: signature, chain or CRL check failed
     NOT_A_RECIPIENT = "not a recipient"  #: validly signed by someone not asked to ACK
     WRONG_DIGEST = "wrong digest"  #: names this msg_id but acknowledges other content
+    #: a gilmsg 0.1.2 ACK: no ``ack_digest``, so it does not bind the content and never counts
+    OLD_FORMAT = "0.1.2-format ACK without ack_digest (an old gilmsg peer)"
     REJECTED = "rejected"  #: the recipient got the message and refused it
     LATE = "late"  #: genuine, but after the deadline: the publish has already failed
     RECEIVED = "received"  #: ``processed`` is required; this one says it arrived (noted)
@@ -45,7 +47,7 @@ class Outcome(enum.Enum):
 
 #: Outcomes worth a WARNING: someone sent an ACK that looks like an attack or a mistake.
 SUSPICIOUS = frozenset({Outcome.FORGED_SIGNATURE, Outcome.NOT_A_RECIPIENT,
-                        Outcome.WRONG_DIGEST, Outcome.BAD_BATCH})
+                        Outcome.WRONG_DIGEST, Outcome.BAD_BATCH, Outcome.OLD_FORMAT})
 
 
 class State(enum.Enum):
@@ -204,6 +206,8 @@ class Delivery:
             return Outcome.UNKNOWN_MESSAGE
         if signer not in self.recipients:
             return Outcome.NOT_A_RECIPIENT
+        if ack.digest is None:
+            return Outcome.OLD_FORMAT
         if ack.digest != self.digest:
             return Outcome.WRONG_DIGEST
         if signer in self.acks or signer in self.rejected:
@@ -231,6 +235,10 @@ class Delivery:
         elif outcome is Outcome.WRONG_DIGEST:
             self.refused.setdefault(signer, "its ACK acknowledges other content "  # type: ignore
                                             "(digest mismatch)")
+        elif outcome is Outcome.OLD_FORMAT:
+            self.refused.setdefault(signer, "its ACK is in the gilmsg 0.1.2 format (no "  # type: ignore
+                                            "ack_digest): upgrade that peer; such ACKs do not "
+                                            "bind the content and never count")
         else:
             self.record(signer, ack, now, outcome)
         return outcome
@@ -418,7 +426,7 @@ Action = Send | Resolve | IgnoredAck
 
 #: Outcomes of a batch entry that void the whole batch.
 _VOIDS_BATCH = frozenset({Outcome.FORGED_SIGNATURE, Outcome.NOT_A_RECIPIENT,
-                          Outcome.WRONG_DIGEST})
+                          Outcome.WRONG_DIGEST, Outcome.OLD_FORMAT})
 
 
 class Machine:

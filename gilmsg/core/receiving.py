@@ -6,7 +6,9 @@ In the manner of h11, and of :mod:`gilmsg.core.delivery` for the publisher: the 
 Events in:
 
 * :class:`Arrived`: an envelope, with its signature verdict (checked by the caller, who owns
-  the cryptography; ``refusal`` None when it held or was not checked);
+  the cryptography; ``refusal`` None when it held or was not checked) and its admission
+  verdict (freshness and hash policy, :mod:`gilmsg.core.admission`, judged by the caller, who
+  owns the clock; ``inadmissible`` None when admitted);
 * :class:`Looked`: the answer to a :class:`LookUp` in the durable de-duplication record;
 * the application's outcome for a message it was handed: :class:`Finished` (it returned),
   :class:`Rejected` (it refused the message: handled, never to be handed over again),
@@ -17,7 +19,8 @@ Events in:
 
 Actions out:
 
-* :class:`SendAck`: sign and send an ACK with this body now (a single ACK, or a batch);
+* :class:`SendAck`: sign and send an ACK with this body now (a single ACK, or a batch), with
+  the signature hash and on the topic it names;
 * :class:`Deliver`: hand the message to the application (its :class:`Handed` is what the
   outcome events name);
 * :class:`Drop`: hand it to nobody, and :class:`Why`;
@@ -72,12 +75,13 @@ class Receipt(NamedTuple):
 
 
 def receive(topic: str, envelope: Mapping[str, Any], ack_topic: str,
-            common_name: str | None) -> Receipt:
+            common_name: str | None, batch_topic: str | None = None) -> Receipt:
     """Decide for ``envelope`` received on ``topic`` by the holder of ``common_name``.
 
-    ``common_name`` None: this receiver sends no ACKs (it only watches).
+    ``common_name`` None: this receiver sends no ACKs (it only watches). ``batch_topic``: the
+    topic batched ACKs for protocol 4 messages travel on (an ACK topic too).
     """
-    if topic == ack_topic or not wire.is_gilmsg(envelope):
+    if topic == ack_topic or topic == batch_topic or not wire.is_gilmsg(envelope):
         return Receipt(False, None, False, None)
     msg_id = envelope.get("msg_id")
     if not isinstance(msg_id, str) or not msg_id:  # possible only unvalidated: fedmsg signs it
@@ -190,12 +194,16 @@ class Arrived(NamedTuple):
     """An envelope arrived on ``topic``. ``refusal``: why its signature (or its signer's
     right to the topic) does not hold; None when it held or was not checked. ``batch``: this
     receiver batches ACKs: the receipt ACK, if its publisher takes batches, waits for
-    :class:`Tick`."""
+    :class:`Tick`. ``inadmissible``: why an authentic gilmsg message is still refused (stale,
+    from the future, SHA-1: :func:`gilmsg.core.admission.refusal`); None when admitted. Such a
+    message addressed to this receiver is answered with a signed ``rejected`` ACK carrying
+    the reason, and is not delivered."""
 
     topic: str
     envelope: Mapping[str, Any]
     refusal: str | None = None
     batch: bool = False
+    inadmissible: str | None = None
 
 
 class Looked(NamedTuple):
@@ -252,6 +260,8 @@ class Why(enum.Enum):
     """Why a message is handed to nobody."""
 
     REFUSED = "refused"  #: its signature, chain, CRL or routing policy does not hold
+    #: authentic, but stale, from the future or SHA-1-signed (answered ``rejected``)
+    INADMISSIBLE = "inadmissible"
     NO_MSG_ID = "no msg_id"  #: a gilmsg message without a msg_id (possible only unvalidated)
     REPEAT = "repeat"  #: delivered before in this process (acknowledged again)
     CONSUMED = "consumed before"  #: in the durable record (acknowledged again)
@@ -259,9 +269,13 @@ class Why(enum.Enum):
 
 class SendAck(NamedTuple):
     """Sign and send one ACK with this ``body`` (:func:`~gilmsg.core.wire.ack_body`, or a
-    :func:`~gilmsg.core.wire.batch_body`) on the ACK topic, fire-and-forget."""
+    :func:`~gilmsg.core.wire.batch_body`), fire-and-forget: its signature uses ``hash``
+    (:func:`~gilmsg.core.wire.ack_hash` of the message: ``sha256`` for protocol 4) and it goes
+    on ``topic`` (None: the ACK topic; a batch for protocol 4 messages: the batch topic)."""
 
     body: dict[str, Any]
+    hash: str = "sha1"
+    topic: str | None = None
 
     @property
     def statuses(self) -> tuple[str, ...]:
@@ -278,7 +292,8 @@ class Deliver(NamedTuple):
 
 
 class Drop(NamedTuple):
-    """Hand the message to nobody: ``why``, and ``reason`` (the refusal) for REFUSED."""
+    """Hand the message to nobody: ``why``, and ``reason`` (the refusal) for REFUSED and
+    INADMISSIBLE."""
 
     why: Why
     msg_id: Any
@@ -306,6 +321,8 @@ class Receiver:
 
     Args:
         ack_topic: the ACK topic (never acknowledged, never deduplicated).
+        batch_topic: the topic of batched ACKs for protocol 4 messages (an ACK topic too;
+            None: the same as ``ack_topic``).
         common_name: the Common Name this receiver acknowledges as; None sends no ACKs.
         settle: ``ack_mode="processed"``: a message it acknowledges is also settled once the
             application is over with it.
@@ -319,15 +336,18 @@ class Receiver:
 
     def __init__(self, ack_topic: str, common_name: str | None, settle: bool = False,
                  durable: bool = False, seen_capacity: int = 100_000,
-                 settled_capacity: int = 10_000) -> None:
+                 settled_capacity: int = 10_000, batch_topic: str | None = None) -> None:
         self.ack_topic = ack_topic
+        self.batch_topic = batch_topic or ack_topic
         self.common_name = common_name
         self.settle = settle and common_name is not None
         self.durable = durable
         self.seen = Seen(seen_capacity)
         self.settled = Settled(settled_capacity)
         self._open: dict[str, Handed] = {}  # handed over, outcome not yet fed
-        self._batch: dict[str, dict[str, Any]] = {}  # ack_msg_id -> entry, for the next Tick
+        # ack_msg_id -> (entry, hash its signature must use), for the next Tick
+        self._batch: dict[str, tuple[dict[str, Any], str]] = {}
+        self._hashes: dict[str, str] = {}  # key -> ACK hash, for the settlement still owed
 
     def __len__(self) -> int:
         """How many messages are with the application (delivered, outcome not yet fed)."""
@@ -344,6 +364,8 @@ class Receiver:
             return self._arrived(event)
         if isinstance(event, Looked):
             if event.consumed:
+                if event.handed.key is not None:
+                    self._hashes.pop(event.handed.key, None)
                 return [Drop(Why.CONSUMED, event.handed.msg_id)]
             return self._deliver(event.handed)
         if isinstance(event, Tick):
@@ -354,6 +376,8 @@ class Receiver:
         if handed is None:  # not ours, reported twice, or nothing owed for it
             return []
         assert handed.key is not None
+        if isinstance(event, Failed) and event.redelivered:
+            self._hashes.pop(handed.key, None)
         actions: list[Action] = []
         if self.durable and not isinstance(event, Failed):
             actions.append(Record(handed.key, handed.msg_id))  # committed before the ACK
@@ -370,29 +394,47 @@ class Receiver:
         envelope = event.envelope
         if event.refusal is not None:
             return [Drop(Why.REFUSED, envelope.get("msg_id"), event.refusal)]
-        receipt = receive(event.topic, envelope, self.ack_topic, self.common_name)
+        receipt = receive(event.topic, envelope, self.ack_topic, self.common_name,
+                          self.batch_topic)
         if receipt.drop:
             return [Drop(Why.NO_MSG_ID, envelope.get("msg_id"))]
         if receipt.key is None:
             return [Deliver(Handed(None, envelope.get("msg_id")))]
         actions: list[Action] = []
+        ack_hash = wire.ack_hash(envelope)
+        if event.inadmissible is not None:  # authentic, but not admitted: rejected, kept back
+            if receipt.acknowledge:
+                body = wire.ack_body(envelope, "rejected", wire.bound_reason(event.inadmissible),
+                                     content_digest=receipt.digest)
+                actions.extend(self._ack(body, ack_hash, event.batch, envelope))
+            actions.append(Drop(Why.INADMISSIBLE, envelope.get("msg_id"), event.inadmissible))
+            return actions
         if receipt.acknowledge:
             status, reason = self.settled.answer(receipt.digest)
             body = wire.ack_body(envelope, status, reason, content_digest=receipt.digest)
-            if event.batch and wire.speaks_batches(envelope):
-                self._batch[body["ack_msg_id"]] = body  # a msg_id twice: the last word stands
-            else:
-                actions.append(SendAck(body))
+            actions.extend(self._ack(body, ack_hash, event.batch, envelope))
         msg_id = envelope.get("msg_id")
         if not self.seen.first_time(receipt.key):
             actions.append(Drop(Why.REPEAT, msg_id))
             return actions
         handed = Handed(receipt.key, msg_id, self.settle and receipt.acknowledge)
+        if handed.settle and ack_hash != "sha1":
+            self._hashes[receipt.key] = ack_hash
         if self.durable:
             actions.append(LookUp(handed))
         else:
             actions.extend(self._deliver(handed))
         return actions
+
+    def _ack(self, body: dict[str, Any], ack_hash: str, batch: bool,
+             envelope: Mapping[str, Any]) -> list[Action]:
+        """Send ``body`` now, or hold it for the next :class:`Tick` (``batch``, and the
+        message's publisher takes batches)."""
+        if batch and wire.speaks_batches(envelope):
+            # a msg_id twice: the last word stands
+            self._batch[body["ack_msg_id"]] = (body, ack_hash)
+            return []
+        return [SendAck(body, ack_hash)]
 
     def _deliver(self, handed: Handed) -> list[Action]:
         if handed.key is not None and (self.durable or handed.settle):
@@ -403,12 +445,24 @@ class Receiver:
         assert handed.key is not None
         self.settled.remember(handed.key, status, reason)
         return SendAck(wire.ack_body({"msg_id": handed.msg_id}, status, reason,
-                                     content_digest=handed.key))
+                                     content_digest=handed.key),
+                       self._hashes.pop(handed.key, "sha1"))
 
     def _flush(self) -> list[Action]:
-        bodies, self._batch = list(self._batch.values()), {}
+        """The held ACKs: one signature covers entries of one hash only; a batch for protocol
+        4 messages goes on the batch topic, where single-ACK (0.1.2) listeners never look (a
+        version 3 publisher listens on the single-ACK topic only, and gets its batches there)."""
+        held, self._batch = list(self._batch.values()), {}
+        by_hash: dict[str, list[dict[str, Any]]] = {}
+        for body, ack_hash in held:
+            by_hash.setdefault(ack_hash, []).append(body)
         actions: list[Action] = []
-        for start in range(0, len(bodies), wire.MAX_BATCH):
-            chunk = bodies[start:start + wire.MAX_BATCH]
-            actions.append(SendAck(chunk[0] if len(chunk) == 1 else wire.batch_body(chunk)))
+        for ack_hash, bodies in by_hash.items():
+            for start in range(0, len(bodies), wire.MAX_BATCH):
+                chunk = bodies[start:start + wire.MAX_BATCH]
+                if len(chunk) == 1:
+                    actions.append(SendAck(chunk[0], ack_hash))
+                else:
+                    topic = self.batch_topic if ack_hash != "sha1" else None
+                    actions.append(SendAck(wire.batch_body(chunk), ack_hash, topic))
         return actions

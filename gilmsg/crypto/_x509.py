@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from cryptography import x509
@@ -20,6 +21,14 @@ CRYPTO = "x509"
 _WRAP = 76
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA1()  # fedmsg's choice; kept for wire compatibility
+#: The envelope field naming the signature scheme (inside the signed content). Absent: fedmsg's
+#: RSA PKCS#1 v1.5 over SHA-1 (every envelope of protocol versions up to 3, and stock fedmsg's).
+HASH_FIELD = "gilmsg_hash"
+#: Signature schemes: RSA PKCS#1 v1.5 over SHA-1 or SHA-256, and Ed25519 (whose hash is fixed).
+SCHEMES = ("sha1", "sha256", "ed25519")
+_RSA_HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}
+#: Longest value of :data:`HASH_FIELD` quoted back in a refusal.
+_MAX_QUOTED = 40
 #: Longest ``certificate`` field accepted, in characters (base64 of the PEM, newlines included).
 #: A real service certificate is 1.5-4 KiB of base64 (RSA-2048 to RSA-4096 with the usual
 #: extensions); anything larger is refused before it is decoded or parsed.
@@ -84,6 +93,17 @@ def _spki(public_key: Any) -> bytes:
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def scheme_of(envelope: Mapping[str, Any]) -> str | None:
+    """The signature scheme an envelope declares (:data:`HASH_FIELD`; absent: ``"sha1"``), or
+    None when the field holds something that names no scheme of :data:`SCHEMES`.
+
+    What an envelope declares is a claim: a validator checks it against its own policy and the
+    certificate's key type, and never widens what it accepts because of it.
+    """
+    value = envelope.get(HASH_FIELD, "sha1")
+    return value if isinstance(value, str) and value in SCHEMES else None
 
 
 _cache_lock = threading.Lock()

@@ -5,7 +5,9 @@ produces and :class:`Validator` accepts what fedmsg signs:
 
 * ``crypto`` is set to ``"x509"`` before signing;
 * the signature covers :func:`gilmsg.core.wire.canonical_bytes` of the envelope (fedmsg's JSON of
-  everything except ``signature`` and ``certificate``), with RSA PKCS#1 v1.5 and SHA-1;
+  everything except ``signature`` and ``certificate``), with RSA PKCS#1 v1.5 and SHA-1, or (a
+  gilmsg extension, named inside the signed content by :data:`HASH_FIELD`) RSA PKCS#1 v1.5 with
+  SHA-256, or Ed25519;
 * ``signature`` is the base64 signature and ``certificate`` the base64 of the certificate PEM,
   each wrapped every 76 characters with ``"\\n"`` and ending with ``"\\n"``.
 
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from gilmsg import config as gconfig
 from gilmsg.config import routing_allows
@@ -32,9 +34,12 @@ from gilmsg.core.wire import canonical_bytes
 from gilmsg.crypto._x509 import (  # noqa: F401  (_unb64, _wrap: used by tests)
     _HASH,
     _PADDING,
+    _RSA_HASHES,
     CRYPTO,
+    HASH_FIELD,
     MAX_CERTIFICATE_FIELD,
     MAX_SIGNATURE_FIELD,
+    SCHEMES,
     Verdict,
     _b64,
     _common_name,
@@ -43,6 +48,7 @@ from gilmsg.crypto._x509 import (  # noqa: F401  (_unb64, _wrap: used by tests)
     _unb64,
     _wrap,
     certificate_cn,
+    scheme_of,
 )
 from gilmsg.crypto.trust import (  # noqa: F401  (default_cache_dir: part of this module's API)
     _load_cert,
@@ -75,6 +81,9 @@ __all__ = [
     "MAX_SIGNATURE_FIELD",
     "CERT_CACHE_ENTRIES",
     "CERT_CACHE_BYTES",
+    "HASH_FIELD",
+    "SCHEMES",
+    "scheme_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,7 +91,7 @@ log = logging.getLogger(__name__)
 
 class _KeyPair(NamedTuple):
     stamps: tuple[_Stamp, _Stamp]
-    key: rsa.RSAPrivateKey
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     certificate_field: str
     common_name: str
 
@@ -94,8 +103,8 @@ class Signer:
     rotation the next :meth:`sign` uses the new key and certificate. Thread-safe.
 
     Raises:
-        CertificateError: a file is missing, unreadable or not PEM, the key is not an RSA key,
-            the certificate has no Common Name, or the key does not match the certificate.
+        CertificateError: a file is missing, unreadable or not PEM, the key is neither RSA nor
+            Ed25519, the certificate has no Common Name, or the key does not match the certificate.
     """
 
     def __init__(self, key_path: str, cert_path: str) -> None:
@@ -123,9 +132,10 @@ class Signer:
             raise CertificateError(
                 f"private key {self.key_path} is not an unencrypted PEM private key: {exc}"
             ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
+        if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
             raise CertificateError(
-                f"private key {self.key_path} is not an RSA key (fedmsg's x509 format needs RSA)"
+                f"private key {self.key_path} is neither an RSA nor an Ed25519 key (fedmsg's "
+                "x509 format needs RSA; gilmsg also signs with Ed25519)"
             )
         cert = _load_cert(cert_data, self.cert_path, "certificate")
         if _spki(key.public_key()) != _spki(cert.public_key()):
@@ -164,24 +174,43 @@ class Signer:
         """Common Name of the current certificate (the name receivers see as the signer)."""
         return self._current().common_name
 
-    def sign(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+    @property
+    def key_type(self) -> str:
+        """``"rsa"`` or ``"ed25519"``: the type of the current key."""
+        return "ed25519" if isinstance(self._current().key, ed25519.Ed25519PrivateKey) else "rsa"
+
+    def sign(self, envelope: Mapping[str, Any], hash: str = "sha1") -> dict[str, Any]:
         """Return a new dict: ``envelope`` with ``crypto``, ``signature`` and ``certificate``.
 
+        ``hash`` is ``"sha1"`` (fedmsg's format, byte for byte: no :data:`HASH_FIELD`) or
+        ``"sha256"`` (:data:`HASH_FIELD` says so, inside the signed content). An Ed25519 key
+        always signs with Ed25519 (:data:`HASH_FIELD` ``"ed25519"``), whatever ``hash`` says.
         Any ``signature``/``certificate`` already present are replaced; ``envelope`` itself is
         not modified.
 
         Raises:
             CertificateError: the key or certificate on disk became unusable.
-            InvalidInput: the envelope is not JSON-serialisable.
+            InvalidInput: the envelope is not JSON-serialisable, or ``hash`` is unknown.
         """
+        if hash not in _RSA_HASHES:
+            raise InvalidInput(f"signature hash must be one of {', '.join(_RSA_HASHES)}, "
+                               f"not {hash!r}")
         pair = self._current()
         signed = dict(envelope)
         signed["crypto"] = CRYPTO
+        signed.pop(HASH_FIELD, None)
+        if isinstance(pair.key, ed25519.Ed25519PrivateKey):
+            signed[HASH_FIELD] = "ed25519"
+        elif hash != "sha1":
+            signed[HASH_FIELD] = hash
         try:
             data = canonical_bytes(signed)
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"envelope is not JSON-serialisable: {exc}") from None
-        signature = pair.key.sign(data, _PADDING, _HASH)
+        if isinstance(pair.key, ed25519.Ed25519PrivateKey):
+            signature = pair.key.sign(data)
+        else:
+            signature = pair.key.sign(data, _PADDING, _RSA_HASHES[hash])
         signed["signature"] = _b64(signature)
         signed["certificate"] = pair.certificate_field
         return signed
@@ -203,8 +232,9 @@ def signer_for(config: Mapping[str, Any]) -> Signer:
 
 
 def sign(envelope: Mapping[str, Any], **config: Any) -> dict[str, Any]:
-    """Sign ``envelope`` with the key configured by ``config`` (see :func:`signer_for`).
+    """Sign ``envelope`` with the key configured by ``config`` (see :func:`signer_for`), with
+    the hash of ``gilmsg.signature_hash`` (default SHA-1, fedmsg's).
 
     Returns a new dict; ``envelope`` is not modified.
     """
-    return signer_for(config).sign(envelope)
+    return signer_for(config).sign(envelope, gconfig.signature_hash(config))

@@ -57,8 +57,9 @@ def _read_stable(path: str, what: str) -> tuple[_Stamp, bytes]:
 def _load_cert(data: bytes, where: str, what: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
-        raise CertificateError(f"{what} {where} is not a PEM certificate: {exc}") from None
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
+        raise CertificateError(f"{what} {where} is not a usable PEM certificate: "
+                               f"{type(exc).__name__}: {exc}") from None
 
 
 def _is_url(location: str) -> bool:
@@ -168,7 +169,7 @@ class TrustStore:
         stamp, data, downloaded = self._get(self.crl_location, "CRL", refresh)
         try:
             crl = x509.load_pem_x509_crl(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CertificateError(f"CRL {self.crl_location} is not a PEM CRL: {exc}") from None
         if downloaded:
             self._store(self.crl_location, data)
@@ -249,7 +250,14 @@ class TrustStore:
             trust = self._trust
             if not self._fresh(trust, now):
                 self._trust = None
-                trust = self._build(now)
+                try:
+                    trust = self._build(now)
+                except (CertificateError, ConfigError):
+                    raise
+                except Exception as exc:  # cryptography raises more than ValueError: fail closed
+                    raise CertificateError(
+                        f"cannot load CA {self.ca_location} / CRL {self.crl_location}: "
+                        f"{type(exc).__name__}: {exc}") from None
                 self._trust = trust
         return trust  # type: ignore[return-value]
 

@@ -14,19 +14,26 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from gilmsg import config as gconfig
 from gilmsg.core.wire import canonical_bytes
 from gilmsg.crypto._x509 import (
-    _HASH,
+    _MAX_QUOTED,
     _PADDING,
+    _RSA_HASHES,
+    HASH_FIELD,
     MAX_CERTIFICATE_FIELD,
     MAX_SIGNATURE_FIELD,
+    SCHEMES,
     Verdict,
     _common_name,
     _once,
     _unb64,
+    certificate_cn,
+    scheme_of,
 )
 from gilmsg.crypto.trust import TrustStore, _Trust
 from gilmsg.errors import ConfigError
@@ -43,7 +50,7 @@ _CERT_ENTRY_OVERHEAD = 512
 
 class _CertInfo(NamedTuple):
     generation: int
-    public_key: rsa.RSAPublicKey | None
+    public_key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey | None
     common_name: str | None
     not_before: float
     not_after: float
@@ -61,8 +68,11 @@ class Validator:
     Nothing is loaded by the constructor; :meth:`check` loads now.
     """
 
-    def __init__(self, ca_location: str, crl_location: str | None, **store: Any) -> None:
+    def __init__(self, ca_location: str, crl_location: str | None,
+                 accept_sha1_certificates: bool = False, **store: Any) -> None:
         self.trust = TrustStore(ca_location, crl_location, **store)
+        #: Accept service certificates the CA signed with SHA-1 (legacy CAs; off by default).
+        self.accept_sha1_certificates = accept_sha1_certificates
         self.ca_location = self.trust.ca_location
         self.crl_location = self.trust.crl_location
         self.cache_dir = self.trust.cache_dir
@@ -123,6 +133,13 @@ class Validator:
     # -- validating ---------------------------------------------------------------------------
 
     def _inspect(self, text: str, trust: _Trust) -> _CertInfo:
+        try:
+            return self._inspect_once(text, trust)
+        except Exception as exc:  # cryptography raises more than ValueError: fail closed
+            return _CertInfo(trust.generation, None, None, 0.0, 0.0,
+                             f"certificate cannot be checked: {type(exc).__name__}: {exc}")
+
+    def _inspect_once(self, text: str, trust: _Trust) -> _CertInfo:
         def bad(reason: str, cn: str | None = None) -> _CertInfo:
             return _CertInfo(trust.generation, None, cn, 0.0, 0.0, reason)
 
@@ -138,19 +155,30 @@ class Validator:
         if not cn:
             return bad("certificate has no Common Name")
         try:
-            cert.verify_directly_issued_by(trust.ca)
-        except (ValueError, TypeError, InvalidSignature):
-            return bad("certificate is not issued by the trusted CA", cn)
+            algorithm = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            algorithm = None
+        if isinstance(algorithm, hashes.SHA1):
+            if not self.accept_sha1_certificates:
+                return bad(f"certificate is signed with SHA-1 (a legacy CA); set "
+                           f"{gconfig.ACCEPT_SHA1_CERTIFICATES_KEY} = True to accept it", cn)
+            if not _sha1_issued_by(cert, trust.ca):
+                return bad("certificate is not issued by the trusted CA", cn)
+        else:
+            try:
+                cert.verify_directly_issued_by(trust.ca)
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                return bad("certificate is not issued by the trusted CA", cn)
         if _is_ca(cert):
             return bad("certificate is a CA certificate, not a service certificate", cn)
         if cert.serial_number in trust.revoked:
             return bad(f"certificate is revoked (serial {cert.serial_number:x})", cn)
         try:
             public_key = cert.public_key()
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):
             return bad("certificate public key cannot be read", cn)
-        if not isinstance(public_key, rsa.RSAPublicKey):
-            return bad("certificate key is not RSA", cn)
+        if not isinstance(public_key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+            return bad("certificate key is neither RSA nor Ed25519", cn)
         return _CertInfo(
             trust.generation,
             public_key,
@@ -160,8 +188,14 @@ class Validator:
             "",
         )
 
-    def validate(self, envelope: Mapping[str, Any]) -> Verdict:
+    def validate(self, envelope: Mapping[str, Any], accept_sha1: bool = True) -> Verdict:
         """Check that ``envelope`` was signed by a valid certificate of the configured CA.
+
+        The scheme is the one :data:`HASH_FIELD` declares (absent: SHA-1), checked against this
+        call's policy before anything is decoded: an unknown name is refused, SHA-1 is refused
+        unless ``accept_sha1``, and the scheme must fit the certificate's key (RSA signs with
+        SHA-1 or SHA-256, Ed25519 with Ed25519). The envelope never chooses a scheme the
+        caller did not accept.
 
         In order: the credentials are well-formed and no larger than :data:`MAX_SIGNATURE_FIELD`
         and :data:`MAX_CERTIFICATE_FIELD` (checked before anything is decoded); the certificate
@@ -192,6 +226,16 @@ class Validator:
         if len(signature) > MAX_SIGNATURE_FIELD:
             return Verdict(False, None, f"signature field is longer than "
                                         f"{MAX_SIGNATURE_FIELD} characters")
+        scheme = scheme_of(envelope)
+        if scheme is None:
+            claimed = envelope.get(HASH_FIELD)
+            quoted = repr(claimed)[:_MAX_QUOTED] if isinstance(claimed, str) else \
+                type(claimed).__name__
+            return Verdict(False, None, f"unknown signature hash in {HASH_FIELD}: {quoted} "
+                                        f"(known ones are {', '.join(SCHEMES)})")
+        if scheme == "sha1" and not accept_sha1:
+            return Verdict(False, certificate_cn(certificate),
+                           "signed with SHA-1, which gilmsg.accept_sha1 = False refuses")
 
         now = self._clock()
         trust = self.trust.current(now)
@@ -214,9 +258,19 @@ class Validator:
             data = canonical_bytes(envelope)
         except (TypeError, ValueError, RecursionError):
             return Verdict(False, cn, "envelope is not JSON-serialisable")
-        assert info.public_key is not None
+        key = info.public_key
+        assert key is not None
         try:
-            info.public_key.verify(raw, data, _PADDING, _HASH)
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                if scheme != "ed25519":
+                    return Verdict(False, cn, f"certificate key is Ed25519 but {HASH_FIELD} "
+                                              f"says {scheme}")
+                key.verify(raw, data)
+            else:
+                if scheme == "ed25519":
+                    return Verdict(False, cn, f"certificate key is RSA but {HASH_FIELD} "
+                                              "says ed25519")
+                key.verify(raw, data, _PADDING, _RSA_HASHES[scheme])
         except InvalidSignature:
             return Verdict(False, cn, "signature does not match the message")
         return Verdict(True, cn, "")
@@ -227,6 +281,21 @@ def _entry_cost(certificate: str, info: _CertInfo) -> int:
             + _CERT_ENTRY_OVERHEAD)
 
 
+def _sha1_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Is ``cert`` signed by ``ca`` with RSA PKCS#1 v1.5 over SHA-1? (OpenSSL 3 no longer
+    checks such certificates itself; only with ``gilmsg.accept_sha1_certificates``.)"""
+    if cert.issuer != ca.subject:
+        return False
+    key = ca.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        return False
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, _PADDING, hashes.SHA1())
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -234,10 +303,10 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-_validators: dict[tuple[str, str | None], Validator] = {}
+_validators: dict[tuple[str, str | None, bool], Validator] = {}
 
 
-def _locations(config: Mapping[str, Any]) -> tuple[str, str | None]:
+def _locations(config: Mapping[str, Any]) -> tuple[str, str | None, bool]:
     ca = config.get("ca_cert_location")
     if not ca or not isinstance(ca, str):
         raise ConfigError(
@@ -247,7 +316,7 @@ def _locations(config: Mapping[str, Any]) -> tuple[str, str | None]:
     crl = config.get("crl_location")
     if crl is not None and not isinstance(crl, str):
         raise ConfigError("config key 'crl_location' must be a path, a URL or None")
-    return ca, crl or None
+    return ca, crl or None, gconfig.accept_sha1_certificates(config)
 
 
 def validator_for(config: Mapping[str, Any]) -> Validator:
@@ -260,5 +329,7 @@ def validator_for(config: Mapping[str, Any]) -> Validator:
 
 
 def validate(envelope: Mapping[str, Any], **config: Any) -> Verdict:
-    """Validate ``envelope`` with the CA/CRL configured by ``config`` (see :class:`Validator`)."""
-    return validator_for(config).validate(envelope)
+    """Validate ``envelope`` with the CA/CRL configured by ``config`` (see :class:`Validator`),
+    accepting SHA-1 as ``gilmsg.accept_sha1`` says."""
+    return validator_for(config).validate(envelope, accept_sha1=gconfig.accept_sha1(config))
+

@@ -12,6 +12,7 @@ each has acknowledged, or it expires.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -24,7 +25,14 @@ from gilmsg import groups
 from gilmsg.config import registry
 from gilmsg.core import wire
 from gilmsg.core.delivery import Delivery, Report
-from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, OutboxError, Timeout
+from gilmsg.errors import (
+    ConfigError,
+    GilmsgError,
+    InvalidInput,
+    OutboxError,
+    Rejected,
+    Timeout,
+)
 from gilmsg.outbox import policy
 from gilmsg.outbox.store import Store
 from gilmsg.publish import DEFAULT_ACK_TIMEOUT, PendingDelivery, calling_module
@@ -77,6 +85,11 @@ def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
     return str(path), expiry, durability
 
 
+#: Keywords of :func:`gilmsg.publish` that a durable publish does not support: passed to
+#: :meth:`Outbox.publish` they are an InvalidInput, never taken for config keys.
+UNSUPPORTED_KEYWORDS = frozenset({"pre_fire_hook"})
+
+
 class Outbox:
     """A durable outbox for this process's publishes.
 
@@ -98,6 +111,10 @@ class Outbox:
         self.config = gconfig.load(config)
         self.path, self.expiry, durability = settings(self.config, path, expiry, durability)
         self.require = required_status(self.config)
+        if self.expiry > gconfig.max_message_age(self.config):  # see docs/protocol.rst
+            log.warning("outbox %s: expiry %gs exceeds %s (%gs): recipients with that setting "
+                        "will reject late attempts as stale", self.path, self.expiry,
+                        gconfig.MAX_MESSAGE_AGE_KEY, gconfig.max_message_age(self.config))
         self.store = Store(self.path, durability=durability)
         self._runner: Any = None
         self._runner_thread: threading.Thread | None = None
@@ -108,20 +125,27 @@ class Outbox:
 
     def publish(self, topic: str | None = None, msg: Any = None, modname: str | None = None,
                 recipients: Iterable[str] | str | None = None,
-                ack_timeout: float = DEFAULT_ACK_TIMEOUT, **config: Any) -> Report:
+                ack_timeout: float = DEFAULT_ACK_TIMEOUT, require: str | None = None,
+                **config: Any) -> Report:
         """Store, then publish and wait as :func:`gilmsg.publish` does.
 
-        Returns the :class:`Report` once every recipient acknowledged (recorded in the outbox).
+        Returns the :class:`Report` once every recipient acknowledged (recorded in the outbox)
+        at the level ``require`` says (``"received"`` or ``"processed"``, as for
+        :func:`gilmsg.publish`; unset: the config key ``gilmsg.outbox.require``, default
+        ``"received"``; kept with the message, so a runner's later attempts wait for
+        the same level). A recipient that answers ``rejected`` raises
+        :class:`~gilmsg.Rejected`; it is recorded with its reason and owed nothing more.
 
         Raises:
             Timeout: not every ACK within ``ack_timeout``. The message **is stored** and stays
                 owed to ``missing``: a runner keeps delivering it.
             OutboxError: it could not be stored; nothing was sent.
-            InvalidInput, ConfigError, CertificateError: as :func:`gilmsg.publish`; nothing
-                stored or sent.
+            InvalidInput, ConfigError, CertificateError: as :func:`gilmsg.publish` (and for a
+                keyword of :func:`gilmsg.publish` the outbox does not support, such as
+                ``pre_fire_hook``); nothing stored or sent.
         """
         pending = self.publish_many([(topic, msg)], modname or calling_module(), recipients,
-                                    ack_timeout, **config)[0]
+                                    ack_timeout, require=require, **config)[0]
         try:
             # On success the ACKs are being recorded in the link's thread meanwhile (close()
             # and the exit wait for that); a record lost to a SIGKILL costs only a re-send.
@@ -134,15 +158,15 @@ class Outbox:
     def publish_async(self, topic: str | None = None, msg: Any = None,
                       modname: str | None = None,
                       recipients: Iterable[str] | str | None = None,
-                      ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+                      ack_timeout: float = DEFAULT_ACK_TIMEOUT, require: str | None = None,
                       **config: Any) -> DurableDelivery:
         """Store, then send; returns the :class:`DurableDelivery` (a PendingDelivery)."""
         return self.publish_many([(topic, msg)], modname or calling_module(), recipients,
-                                 ack_timeout, **config)[0]
+                                 ack_timeout, require=require, **config)[0]
 
     def publish_many(self, items: Sequence[tuple[str | None, Any]], modname: str | None = None,
                      recipients: Iterable[str] | str | None = None,
-                     ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+                     ack_timeout: float = DEFAULT_ACK_TIMEOUT, require: str | None = None,
                      **config: Any) -> list[DurableDelivery]:
         """Store every ``(topic, msg)`` in **one commit**, then send each; their deliveries.
 
@@ -151,6 +175,11 @@ class Outbox:
         """
         from gilmsg.link import link_for
 
+        unsupported = sorted(set(config) & UNSUPPORTED_KEYWORDS)
+        if unsupported:
+            raise InvalidInput(f"Outbox.publish does not support {', '.join(unsupported)} "
+                               "(the outbox stores and re-sends the signed bytes as they are)")
+        require = self.require if require is None else wire.check_require(require)
         cfg = {**self.config, **config} if config else self.config
         if recipients is None:
             raise InvalidInput("a durable publish needs recipients: the outbox keeps a message "
@@ -165,23 +194,26 @@ class Outbox:
         signer = signing.signer_for(cfg)
         validator = signing.validator_for(cfg)
         validator.check()
+        verify = functools.partial(validator.validate, accept_sha1=gconfig.accept_sha1(cfg))
         prepared = []
         for topic, msg in items:
             body = wire.to_json_value(msg if msg is not None else {})
             full_topic = gconfig.full_topic(cfg, topic, modname)
-            envelope = signer.sign(wire.new_envelope(full_topic, body, link.next_i(), names))
+            envelope = signer.sign(wire.new_envelope(full_topic, body, link.next_i(), names),
+                                   gconfig.signature_hash(cfg))
             prepared.append((envelope["msg_id"], wire.digest(envelope),
                              wire.encode(full_topic, envelope), names))
         wall = time.time()
-        self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE)
+        self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE,
+                       require=require)
         # ACK times are recorded as wall + (monotonic offset from ``started``): take both clocks
         # together, after the commit, or every ACK is recorded that commit's duration early.
         started, wall = time.monotonic(), time.time()
         out = []
         for msg_id, digest, frames, _names in prepared:
             delivery = Delivery(msg_id, digest, frames[0].decode("utf-8"), names, started,
-                                started + ack_timeout, require=self.require)
-            future = link.start(delivery, frames, validator.validate)
+                                started + ack_timeout, require=require)
+            future = link.start(delivery, frames, verify)
             pending = DurableDelivery(link, delivery, future, self.store, wall)
             if not pending.settled.is_set():
                 self._unsettled.add(pending)
@@ -246,6 +278,7 @@ class DurableDelivery(PendingDelivery):
     def _settle(self, future: Any) -> None:
         try:
             error: str | None = None
+            rejected: dict[str, str] = {}
             if future.cancelled():
                 acks, error = self.acked, "cancelled by the publisher"
             else:
@@ -256,11 +289,13 @@ class DurableDelivery(PendingDelivery):
                     return
                 if isinstance(exc, Timeout):
                     acks, error = exc.acked, str(exc)
+                elif isinstance(exc, Rejected):  # recorded: no redelivery to who rejected it
+                    acks, error, rejected = exc.acked, str(exc), dict(exc.rejected)
                 else:
                     acks, error = self.acked, str(exc)
             self._store.finish_attempt(self.msg_id, {who: self._wall + at
                                                      for who, at in acks.items()},
-                                       error, time.time())
+                                       error, time.time(), rejected)
         except (OutboxError, GilmsgError) as exc:  # the ACKs are re-collected on a re-send
             log.error("outbox: could not record the outcome of %s: %s", self.msg_id, exc)
         except Exception:

@@ -11,6 +11,7 @@ original publisher's signature, which the stored bytes carry unchanged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,8 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gilmsg import config as gconfig
 from gilmsg.core.delivery import Delivery
-from gilmsg.errors import GilmsgError, OutboxError, Timeout
+from gilmsg.errors import GilmsgError, OutboxError, Rejected, Timeout
 from gilmsg.outbox import policy
 from gilmsg.outbox.policy import Entry, Status
 from gilmsg.outbox.store import Store
@@ -73,13 +75,12 @@ class Runner:
         self.store = store
         self.window = window
         self.batch = batch
-        from gilmsg.outbox.durable import required_status
-
-        self.require = required_status(dict(config))
         self.link = link_for(config)
         self.link.listen_now()
         self._validator = signing.validator_for(config)
         self._validator.check()
+        self._verify = functools.partial(self._validator.validate,
+                                         accept_sha1=gconfig.accept_sha1(config))
         self._inflight: dict[str, tuple[Any, float, frozenset[str]]] = {}
         self.totals = Totals()
 
@@ -112,11 +113,12 @@ class Runner:
                 continue
             started = time.monotonic()
             already = {who: 0.0 for who in entry.acked}  # their repeat ACKs are not warnings
-            delivery = Delivery(entry.msg_id, stored.digest, entry.topic, entry.recipients,
+            asked = tuple(r for r in entry.recipients if r not in entry.rejected)
+            delivery = Delivery(entry.msg_id, stored.digest, entry.topic, asked,
                                 started, started + self.window, acks=already,
-                                require=self.require)
+                                require=entry.require)
             wall = time.time()
-            future = self.link.start(delivery, stored.frames, self._validator.validate)
+            future = self.link.start(delivery, stored.frames, self._verify)
             self._inflight[entry.msg_id] = (future, wall, frozenset(already))
             report.started.append(entry.msg_id)
             self.totals.attempts += 1
@@ -129,6 +131,7 @@ class Runner:
             del self._inflight[msg_id]
             error: str | None = None
             acks: Mapping[str, float] = {}
+            rejected: Mapping[str, str] = {}
             if future.cancelled():
                 error = "cancelled"
             else:
@@ -138,12 +141,18 @@ class Runner:
                 elif isinstance(exc, Timeout):
                     acks = exc.acked
                     error = f"no ACK within {self.window:g}s from {', '.join(exc.missing)}"
+                elif isinstance(exc, Rejected):  # no redelivery to who rejected it
+                    acks, rejected = exc.acked, exc.rejected
+                    error = "; ".join(f"rejected by {who}: {why}"
+                                      for who, why in rejected.items())
                 else:
                     error = str(exc)
             fresh = {who: wall + at for who, at in acks.items() if who not in already}
-            entry = self.store.finish_attempt(msg_id, fresh, error, time.time())
+            entry = self.store.finish_attempt(msg_id, fresh, error, time.time(), rejected)
             if entry is None:
                 continue
+            if entry.status is Status.REJECTED:
+                log.warning("outbox: %s rejected: %s", msg_id, entry.last_error)
             if entry.status is Status.DELIVERED:
                 report.delivered.append(msg_id)
                 self.totals.delivered += 1

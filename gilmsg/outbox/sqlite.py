@@ -84,6 +84,12 @@ def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: s
         if found and app_id != APPLICATION_IDS[kind]:
             raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but not a gilmsg "
                               f"{kind}")
+        if found == 0 and not readonly:  # before anything is written (WAL changes the header)
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            if tables or app_id not in (0, APPLICATION_IDS[kind]):
+                raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but not a gilmsg "
+                                  f"{kind} (it has other tables); it was left untouched")
         if found > version:
             raise OutboxError(
                 f"{kind} {os.fspath(path)}: written by a newer gilmsg (schema version {found}, "

@@ -150,8 +150,13 @@ def warnings_logged(caplog):
 
 
 def refusals(caplog, msg_id):
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and msg_id in r.getMessage()]
+    """Warnings mentioning ``msg_id``, and the refused ACKs naming it (logged or summarised)."""
+    from gilmsg.link import refused_acks
+
+    logged = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and msg_id in r.getMessage()
+              and not r.getMessage().startswith("refused ACKs: ")]
+    return logged + [detail for _kind, detail in refused_acks.recent if msg_id in detail]
 
 
 def test_a_genuine_ack_through_the_forgery_harness_counts(make_amqp_bus):

@@ -235,9 +235,14 @@ def forge_while_publishing(bus, raw, forge, recipients=("r1",), timeout=1.5, sen
 
 
 def refusals(caplog, msg_id):
-    """The WARNING (or worse) lines logged in this process that mention ``msg_id``."""
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and msg_id in r.getMessage()]
+    """The WARNING (or worse) lines logged in this process that mention ``msg_id``, and the
+    refused ACKs that mention it (logged, or counted in a summary: see gilmsg.logsummary)."""
+    from gilmsg.link import refused_acks
+
+    logged = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and msg_id in r.getMessage()
+              and not r.getMessage().startswith("refused ACKs: ")]
+    return logged + [detail for _kind, detail in refused_acks.recent if msg_id in detail]
 
 
 def assert_refused(caplog, outcome, reason):
@@ -649,8 +654,12 @@ def test_unvalidated_gilmsg_message_without_msg_id_is_dropped_quietly(make_bus, 
     envelope = {"topic": "org.gilmsg.test.t", "msg": {}, "gilmsg_version": 2}
     if msg_id is not None:
         envelope["msg_id"] = msg_id
+    from gilmsg.recipient import refused_messages
+
+    before = refused_messages.total
     assert recipient.handle("org.gilmsg.test.t", envelope) is False
-    assert "no msg_id" in caplog.text and "Traceback" not in caplog.text
+    assert refused_messages.total == before + 1  # logged at once the first time, then counted
+    assert "no msg_id" in refused_messages.recent[-1][1] and "Traceback" not in caplog.text
 
 
 def copies_sent(raw, cfg, msg_ids, during):
@@ -756,7 +765,7 @@ def test_publishes_that_time_out_at_once_leave_nothing_behind(make_bus):
     publish(bus)
     for _ in range(50):  # each gives up before the link thread may even have seen it
         with pytest.raises(gilmsg.Timeout):
-            publish(bus, timeout=1e-9)
+            publish(bus, timeout=0.001)  # the floor check_timeout allows
     link = glink.link_for(bus.config_for("pub"))
     assert set(publish(bus).acks) == {"r1"}
     assert link.pending == 0
@@ -884,9 +893,9 @@ def test_acks_for_msg_ids_nobody_waits_for_cost_no_validation(make_bus, raw_fact
     validated: list[str] = []
     real_validate = signing.Validator.validate
 
-    def counting_validate(self, envelope):
+    def counting_validate(self, envelope, **kw):
         validated.append(envelope.get("msg", {}).get("ack_msg_id"))
-        return real_validate(self, envelope)
+        return real_validate(self, envelope, **kw)
 
     monkeypatch.setattr(signing.Validator, "validate", counting_validate)
     outcome = {}

@@ -21,7 +21,7 @@ MARKER = ".. The part below is ``gilmsg.config.registry.rst()``"
 
 #: String literals of gilmsg/ spelled like a gilmsg key that are not configuration keys.
 NOT_CONFIG_KEYS = {
-    "gilmsg_version", "gilmsg_recipients",  # envelope fields (docs/protocol.rst)
+    "gilmsg_version", "gilmsg_recipients", "gilmsg_hash",  # envelope fields (docs/protocol.rst)
     "gilmsg_topic", "gilmsg_sender",  # AMQP headers (docs/amqp.rst)
     "gilmsg_ping",  # a ping message's marker field
     "gilmsg_sandbox",  # the pytest fixture and marker

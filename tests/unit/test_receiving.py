@@ -357,3 +357,67 @@ def test_settlements_are_never_batched():
     core.handle(Tick())
     assert summary(core.handle(Finished(handed.key))) == ["processed"]
     assert core.batched == 0
+
+
+# -- protocol 4: admission (freshness, SHA-1) and SHA-256 ACKs ----------------------------------
+
+BATCH_TOPIC = "org.x.dev.gilmsg.batch"
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_an_inadmissible_message_is_answered_rejected_with_the_reason_and_not_delivered(durable):
+    core = receiver(settle=True, durable=durable)
+    env = envelope()
+    reason = "stale: timestamp 1700000000 is 999999 s old, more than gilmsg.max_message_age"
+    actions = core.handle(Arrived(TOPIC, env, inadmissible=reason))
+    assert kinds(actions) == ["SendAck", "Drop"]  # no LookUp, no Deliver
+    [ack] = acks(actions)
+    assert (ack.msg_id, ack.digest, ack.status, ack.reason) == (
+        env["msg_id"], wire.digest(env), "rejected", reason)
+    assert actions[0].hash == "sha256"  # a protocol 4 message: its ACK is SHA-256
+    assert same(actions[1:], [Drop(Why.INADMISSIBLE, env["msg_id"], reason)])
+    assert len(core) == 0
+    # not remembered: once admissible (a re-send with a fresh copy), it is delivered
+    assert deliver(core, dict(env)).key == wire.digest(env)
+
+
+def test_an_inadmissible_message_naming_others_is_dropped_without_an_ack():
+    core = receiver()
+    env = envelope(recipients=("r2",))
+    actions = core.handle(Arrived(TOPIC, env, inadmissible="SHA-1 refused: ..."))
+    assert same(actions, [Drop(Why.INADMISSIBLE, env["msg_id"], "SHA-1 refused: ...")])
+
+
+def test_a_signature_refusal_wins_over_admission():
+    core = receiver()
+    env = envelope()
+    actions = core.handle(Arrived(TOPIC, env, refusal="bad signature", inadmissible="stale"))
+    assert same(actions, [Drop(Why.REFUSED, env["msg_id"], "bad signature")])
+
+
+def test_acks_are_signed_with_the_hash_of_the_messages_version():
+    core = receiver(settle=True)
+    v4, v3 = envelope(1), envelope(2, version=3)
+    [ack4, _] = core.handle(Arrived(TOPIC, v4))
+    [ack3, _] = core.handle(Arrived(TOPIC, v3))
+    assert (ack4.hash, ack4.topic, ack3.hash, ack3.topic) == ("sha256", None, "sha1", None)
+    [settled4] = core.handle(Finished(wire.digest(v4)))
+    [settled3] = core.handle(Finished(wire.digest(v3)))
+    assert (settled4.hash, settled3.hash) == ("sha256", "sha1")
+
+
+def test_batches_are_split_by_hash_and_v4_batches_go_on_the_batch_topic():
+    core = receiver(batch_topic=BATCH_TOPIC)
+    v4 = [envelope(n) for n in (1, 2)]
+    v3 = [envelope(n, version=3) for n in (3, 4)]
+    for env in v4 + v3:
+        assert kinds(core.handle(Arrived(TOPIC, env, batch=True))) == ["Deliver"]
+    out = core.handle(Tick())
+    assert [(a.hash, a.topic) for a in out] == [("sha256", BATCH_TOPIC), ("sha1", None)]
+    assert [len(a.body[wire.BATCH_FIELD]) for a in out] == [2, 2]
+
+
+def test_the_batch_topic_is_an_ack_topic():
+    core = receiver(batch_topic=BATCH_TOPIC)
+    env = envelope()
+    assert kinds(core.handle(Arrived(BATCH_TOPIC, env))) == ["Deliver"]  # never acknowledged
