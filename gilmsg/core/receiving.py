@@ -49,8 +49,8 @@ from gilmsg.core import wire
 __all__ = [
     "ACK_MODES", "Action", "Arrived", "Deliver", "Drop", "Ended", "Event", "Failed",
     "Finished", "Handed", "LookUp", "Looked", "Receipt", "Receiver", "Record", "Rejected",
-    "SETTLEMENTS", "Seen", "SendAck", "Settled", "Tick", "Why", "check_ack_mode", "describe_failure",
-    "receive",
+    "SETTLEMENTS", "Seen", "SendAck", "Settled", "Tick", "Why", "check_ack_mode",
+    "describe_failure", "receive",
 ]
 
 
