@@ -65,6 +65,21 @@ class DedupRecord(Protocol):
         """Commit the message with this key as consumed (raises OutboxError if it cannot)."""
 
 
+class SettlementRecord(DedupRecord, Protocol):
+    """A :class:`DedupRecord` that also keeps settlements (:class:`gilmsg.outbox.dedup.
+    Consumed`), so that a restarted recipient in ``processed`` mode answers a re-sent copy with
+    it. Optional: the :class:`Recipient` looks for ``settlement`` with ``getattr``, and a record
+    without it (a backend written before settlements were kept) is used as a plain
+    :class:`DedupRecord`: its consumed copies are answered ``received`` only."""
+
+    def settlement(self, key: str) -> tuple[str, str | None] | None:
+        """``(status, reason)`` recorded for this key, None if none (or not consumed)."""
+
+    def record(self, key: str, msg_id: Any = None, status: str | None = None,
+               reason: str | None = None) -> None:
+        """Commit the message as consumed, settled ``status`` (None: not settled here)."""
+
+
 class Recipient:
     """The receiving side of one identity: carries out what :class:`~gilmsg.core.receiving.
     Receiver` decides (signs and sends ACKs, asks and writes the durable record). Thread-safe:
@@ -286,12 +301,21 @@ class Recipient:
                 result = action
             elif isinstance(action, LookUp):
                 assert self.consumed is not None and action.handed.key is not None
-                done = self.consumed.done(action.handed.key)
-                pending[:0] = self._feed(Looked(action.handed, done))
+                key = action.handed.key
+                done = self.consumed.done(key)
+                status = reason = None
+                settlement = getattr(self.consumed, "settlement", None)
+                if done and settlement is not None:  # a record that keeps settlements
+                    status, reason = settlement(key) or (None, None)
+                pending[:0] = self._feed(Looked(action.handed, done, status, reason))
             elif isinstance(action, Record):
                 assert self.consumed is not None
                 try:
-                    self.consumed.record(action.key, action.msg_id)
+                    if getattr(self.consumed, "settlement", None) is not None:
+                        self.consumed.record(action.key, action.msg_id,  # type: ignore[call-arg]
+                                             status=action.status, reason=action.reason)
+                    else:  # a record that keeps no settlements (see SettlementRecord)
+                        self.consumed.record(action.key, action.msg_id)
                 except GilmsgError as exc:
                     error = error or exc
         if error is not None:

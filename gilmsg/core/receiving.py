@@ -52,8 +52,8 @@ from gilmsg.core import wire
 __all__ = [
     "ACK_MODES", "Action", "Arrived", "Deliver", "Drop", "Ended", "Event", "Failed",
     "Finished", "Handed", "LookUp", "Looked", "Receipt", "Receiver", "Record", "Rejected",
-    "Seen", "SendAck", "Settled", "Tick", "Why", "check_ack_mode", "describe_failure",
-    "receive",
+    "SETTLEMENTS", "Seen", "SendAck", "Settled", "Tick", "Why", "check_ack_mode",
+    "describe_failure", "receive",
 ]
 
 
@@ -90,6 +90,9 @@ def receive(topic: str, envelope: Mapping[str, Any], ack_topic: str,
     acknowledge = common_name is not None and wire.wants_ack_from(envelope, common_name)
     return Receipt(False, digest, acknowledge, digest)
 
+
+#: The statuses that settle a message (``processed`` mode), as the durable record keeps them.
+SETTLEMENTS = ("processed", "rejected")
 
 #: When a recipient acknowledges: on receipt (the default), or once the application settled
 #: the message (``processed`` or ``rejected``; a ``received`` ACK still goes out on receipt).
@@ -207,10 +210,18 @@ class Arrived(NamedTuple):
 
 
 class Looked(NamedTuple):
-    """The durable record's answer to :class:`LookUp`: ``consumed`` before, or not."""
+    """The durable record's answer to :class:`LookUp`: ``consumed`` before, or not.
+
+    ``status`` and ``reason``: the settlement the record keeps for a consumed message
+    (``processed``, or ``rejected`` with its reason); ``status`` None when it keeps none (a
+    message recorded in ``received`` mode, or ended without a verdict, a record written before
+    settlements were kept, or a record that keeps no settlements).
+    """
 
     handed: Handed
     consumed: bool
+    status: str | None = None
+    reason: str | None = None
 
 
 class Finished(NamedTuple):
@@ -307,10 +318,15 @@ class LookUp(NamedTuple):
 
 
 class Record(NamedTuple):
-    """Commit ``key`` (of ``msg_id``) as consumed in the durable record."""
+    """Commit ``key`` (of ``msg_id``) as consumed in the durable record, with its settlement:
+    ``status`` ``processed``, or ``rejected`` with ``reason``, the ACK about to be sent after
+    it; ``status`` None when the message is not settled here (``received`` mode, a message
+    naming others, one ended without a verdict)."""
 
     key: str
     msg_id: Any
+    status: str | None = None
+    reason: str | None = None
 
 
 Action = SendAck | Deliver | Drop | LookUp | Record
@@ -364,9 +380,7 @@ class Receiver:
             return self._arrived(event)
         if isinstance(event, Looked):
             if event.consumed:
-                if event.handed.key is not None:
-                    self._hashes.pop(event.handed.key, None)
-                return [Drop(Why.CONSUMED, event.handed.msg_id)]
+                return self._consumed(event)
             return self._deliver(event.handed)
         if isinstance(event, Tick):
             return self._flush()
@@ -378,16 +392,38 @@ class Receiver:
         assert handed.key is not None
         if isinstance(event, Failed) and event.redelivered:
             self._hashes.pop(handed.key, None)
-        actions: list[Action] = []
-        if self.durable and not isinstance(event, Failed):
-            actions.append(Record(handed.key, handed.msg_id))  # committed before the ACK
+        status: str | None = None
+        reason: str | None = None
         if handed.settle:
             if isinstance(event, Finished):
-                actions.append(self._settle(handed, "processed", None))
-            elif isinstance(event, Rejected):
-                actions.append(self._settle(handed, "rejected", wire.bound_reason(event.reason)))
-            elif isinstance(event, Failed) and not event.redelivered:
-                actions.append(self._settle(handed, "rejected", wire.bound_reason(event.reason)))
+                status = "processed"
+            elif isinstance(event, Rejected) or (isinstance(event, Failed)
+                                                 and not event.redelivered):
+                status, reason = "rejected", wire.bound_reason(event.reason)
+        actions: list[Action] = []
+        if self.durable and not isinstance(event, Failed):
+            # committed before the ACK, with the settlement it is about to send
+            actions.append(Record(handed.key, handed.msg_id, status, reason))
+        if status is not None:
+            actions.append(self._settle(handed, status, reason))
+        return actions
+
+    def _consumed(self, event: Looked) -> list[Action]:
+        """A copy of a message the durable record holds: dropped; in ``processed`` mode, if the
+        record kept its settlement, answered with it too (after its receipt ACK)."""
+        handed = event.handed
+        drop = Drop(Why.CONSUMED, handed.msg_id)
+        if not handed.settle or event.status not in SETTLEMENTS or handed.key is None:
+            if handed.key is not None:
+                self._hashes.pop(handed.key, None)
+            return [drop]  # no settlement kept: answered ``received``, as before
+        reason = wire.bound_reason(event.reason) if event.status == "rejected" else None
+        actions: list[Action] = []
+        held = self._batch.pop(handed.msg_id, None)  # keyed by ack_msg_id, the msg_id
+        if held is not None:  # its receipt ACK waits for a Tick: it goes out first
+            actions.append(SendAck(*held))
+        actions.append(self._settle(handed, event.status, reason))
+        actions.append(drop)
         return actions
 
     def _arrived(self, event: Arrived) -> list[Action]:
@@ -466,3 +502,4 @@ class Receiver:
                     topic = self.batch_topic if ack_hash != "sha1" else None
                     actions.append(SendAck(wire.batch_body(chunk), ack_hash, topic))
         return actions
+

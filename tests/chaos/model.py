@@ -167,11 +167,14 @@ class History:
 
 #: The documented duplicate class (``docs/outbox.rst``, crash window 2).
 WINDOW_2 = "killed after the application finished, before the record (window 2)"
-#: A known open bug (issue 23's report): a recipient restarted with a durable record answers a
-#: re-sent copy of a message it recorded with ``received`` only, never ``processed``, so an
-#: outbox that requires ``processed`` keeps it owed (until its expiry). Delivered exactly once
-#: all the same. Listed in ``Verdict.known_gaps``, and a violation unless ``allow_known_gaps``.
-KNOWN_GAP = "recorded before a restart, re-sent, answered 'received' only: owed for ever"
+#: A bug fixed on branch ``settled`` (issue 23's report): a recipient restarted with a durable
+#: record answered a re-sent copy of a message it recorded with ``received`` only, never
+#: ``processed``, so an outbox that requires ``processed`` kept it owed (until its expiry). The
+#: record now keeps the settlement. No run allows it any more (the default 30 s run included);
+#: the classification stays so that a regression is named: listed in ``Verdict.known_gaps``,
+#: and a violation unless ``allow_known_gaps``.
+KNOWN_GAP = ("recorded before a restart, re-sent, answered 'received' only: owed for ever "
+             "(the recorded settlement was lost at the restart: a regression)")
 
 
 @dataclass

@@ -193,6 +193,80 @@ def test_messages_naming_others_are_recorded_too():
     assert same(core.handle(Ended(handed.key)), [Record(wire.digest(env), env["msg_id"])])
 
 
+# -- the settlement kept by the durable record (a restart forgets the in-memory one) ---------
+
+def restarted(env, status, reason=None, settle=True, batch=False):
+    """A fresh core (as after a restart) fed a copy of ``env`` its record holds, settled
+    ``status``: the actions of the arrival and of the record's answer, and the core."""
+    core = receiver(settle=settle, durable=True)
+    first = core.handle(Arrived(TOPIC, env, batch=batch))
+    assert isinstance(first[-1], LookUp)
+    return first, core.handle(Looked(first[-1].handed, True, status, reason)), core
+
+
+@pytest.mark.parametrize("status, reason", [("processed", None), ("rejected", "no thanks")])
+def test_a_settlement_is_recorded_with_the_message(status, reason):
+    core = receiver(settle=True, durable=True)
+    env = envelope()
+    handed = deliver(core, env)
+    event = Finished(handed.key) if status == "processed" else Rejected(handed.key, reason)
+    record, ack = core.handle(event)
+    assert same([record], [Record(handed.key, env["msg_id"], status, reason)])
+    [parsed] = acks([ack])
+    assert (parsed.status, parsed.reason) == (status, reason)
+
+
+@pytest.mark.parametrize("status, reason", [("processed", None), ("rejected", "no thanks")])
+def test_a_consumed_copy_is_answered_with_the_recorded_settlement_after_its_receipt(
+        status, reason):
+    env = envelope()
+    first, looked, core = restarted(env, status, reason)
+    assert summary(first) == ["received", "LookUp"]
+    assert summary(looked) == [status, "Drop"]
+    assert same(looked[-1:], [Drop(Why.CONSUMED, env["msg_id"])])
+    [ack] = acks(looked)
+    assert (ack.msg_id, ack.digest, ack.reason) == (env["msg_id"], wire.digest(env), reason)
+    # the core remembers it now: a further copy is answered with the settlement at once
+    assert summary(core.handle(Arrived(TOPIC, env))) == [status, "Drop"]
+
+
+def test_a_recorded_reason_is_bounded_as_a_fresh_one_is():
+    _first, looked, _core = restarted(envelope(), "rejected", "bad \x00 input " + "x" * 1000)
+    [ack] = acks(looked)
+    assert ack.reason.startswith("bad input xxx") and len(ack.reason) == wire.MAX_REASON_CHARS
+
+
+@pytest.mark.parametrize("status", [None, "received", "bogus"])
+def test_a_record_without_a_settlement_is_answered_received_as_before(status):
+    _first, looked, core = restarted(envelope(), status)
+    assert summary(looked) == ["Drop"]
+    assert summary(core.handle(Arrived(TOPIC, envelope()))) == ["received", "Drop"]
+
+
+def test_in_received_mode_a_recorded_settlement_is_not_sent():
+    first, looked, _core = restarted(envelope(), "processed", settle=False)
+    assert summary(first) == ["received", "LookUp"] and summary(looked) == ["Drop"]
+
+
+def test_a_recorded_settlement_is_not_sent_for_a_message_naming_others():
+    env = envelope(recipients=("r2",))
+    first, looked, _core = restarted(env, "processed")
+    assert summary(first) == ["LookUp"] and summary(looked) == ["Drop"]
+
+
+def test_a_held_receipt_goes_out_before_the_recorded_settlement():
+    env, other = envelope(1), envelope(2)
+    core = receiver(settle=True, durable=True)
+    core.handle(Arrived(TOPIC, other, batch=True))
+    first = core.handle(Arrived(TOPIC, env, batch=True))
+    assert summary(first) == ["LookUp"] and core.batched == 2
+    looked = core.handle(Looked(first[-1].handed, True, "processed", None))
+    assert summary(looked) == ["received", "processed", "Drop"]
+    assert {a.msg_id for a in acks(looked)} == {env["msg_id"]}
+    [rest] = core.handle(Tick())  # the other message's receipt still waits for the tick
+    assert [(a.msg_id, a.status) for a in acks([rest])] == [(other["msg_id"], "received")]
+
+
 # -- outcomes: every mode, every outcome, the order of the actions ------------------------------
 
 #: (settle, durable, outcome) -> the actions, by kind and ACK status, in order.
@@ -248,8 +322,9 @@ def test_every_outcome_in_every_mode(settle, durable, outcome):
     assert summary(actions) == EXPECTED[(settle, durable, outcome)]
     for ack in acks(actions):  # a settlement names the message and its content
         assert (ack.msg_id, ack.digest) == (env["msg_id"], wire.digest(env))
-    for record in [a for a in actions if isinstance(a, Record)]:
-        assert record == Record(wire.digest(env), env["msg_id"])
+    settlement = [(a.status, a.reason) for a in acks(actions)] or [(None, None)]
+    for record in [a for a in actions if isinstance(a, Record)]:  # with the ACK it precedes
+        assert same([record], [Record(wire.digest(env), env["msg_id"], *settlement[0])])
     assert len(core) == 0
     assert core.handle(OUTCOMES["finished"](handed.key)) == []  # the first outcome stands
     # what a copy arriving later gets
