@@ -142,9 +142,9 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
     cfg = gconfig.load(config)
     consumed = None
     if dedup_path is not None:
-        from gilmsg.outbox.dedup import Consumed
+        from gilmsg.outbox.dedup import open_consumed
 
-        consumed = Consumed(dedup_path)
+        consumed = open_consumed(dedup_path)
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
     subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)

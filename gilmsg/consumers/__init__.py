@@ -232,9 +232,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         self._consumed = None
         dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
         if dedup_path:
-            from gilmsg.outbox.dedup import Consumed
+            from gilmsg.outbox.dedup import open_consumed
 
-            self._consumed = Consumed(dedup_path)
+            self._consumed = open_consumed(dedup_path)
         problem = own_certificate_problem(cfg)
         if problem:
             log.warning("%s: the certificate of %r will be refused by its peers (%s): every "

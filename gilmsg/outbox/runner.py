@@ -22,7 +22,7 @@ from gilmsg.core.delivery import Delivery
 from gilmsg.errors import GilmsgError, OutboxError, Timeout
 from gilmsg.outbox import policy
 from gilmsg.outbox.policy import Entry, Status
-from gilmsg.outbox.store import Store
+from gilmsg.outbox.store import OutboxStore
 
 log = logging.getLogger("gilmsg.outbox")
 
@@ -65,7 +65,7 @@ class Runner:
         ConfigError, CertificateError: the identity, its endpoint, the CA are unusable.
     """
 
-    def __init__(self, store: Store, config: Mapping[str, Any],
+    def __init__(self, store: OutboxStore, config: Mapping[str, Any],
                  window: float = policy.ATTEMPT_WINDOW, batch: int = 1000) -> None:
         from gilmsg import signing
         from gilmsg.link import link_for
