@@ -24,9 +24,9 @@ setup(
         # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg_transport = "amqp".
         "amqp": ["pika>=1.3", "fedora-messaging>=3.4"],
         # A PostgreSQL outbox / consumed-message record (postgresql:// locations): psycopg 3.
-        "postgresql": ["psycopg[binary]>=3.1"],
+        "postgresql": ["psycopg[binary]>=3.2"],
         "test": ["pytest", "pytest-timeout", "ruff", "hypothesis", "pika>=1.3",
-                 "fedora-messaging>=3.4", "psycopg[binary]>=3.1"],
+                 "fedora-messaging>=3.4", "psycopg[binary]>=3.2"],
         # bench/run_all.py draws the latency distribution; tests never import it.
         "bench": ["matplotlib"],
     },

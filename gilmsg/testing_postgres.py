@@ -88,8 +88,9 @@ class LocalPostgres:
         reason = missing_reason()
         if reason:
             raise ServerError(reason)
-        self.bin = bin_dir()
-        assert self.bin is not None
+        found = bin_dir()
+        assert found is not None
+        self.bin: Path = found
         self.root = Path(tempfile.mkdtemp(prefix="gilmsg-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "sock"

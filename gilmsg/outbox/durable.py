@@ -184,8 +184,8 @@ class Outbox:
 
     @staticmethod
     def _prepare(items: Sequence[tuple[str | None, Any]], modname: str, names: tuple[str, ...],
-                 cfg: dict[str, Any], next_i: Any) -> list[tuple[str, str, list[bytes],
-                                                                 list[str]]]:
+                 cfg: dict[str, Any], next_i: Any
+                 ) -> list[tuple[str, str, list[bytes], tuple[str, ...]]]:
         from gilmsg import signing
 
         signer = signing.signer_for(cfg)
