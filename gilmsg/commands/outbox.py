@@ -258,8 +258,9 @@ def _pg_url(ctx: click.Context, what: str) -> str:
 
     url = ctx.obj.path()
     if not is_url(url):
-        raise _common.SetupError(f"{what} is for a postgresql:// outbox, not the SQLite file "
-                                 f"{url} (SQLite files are created and migrated on open)")
+        raise click.BadParameter(f"{what} is for a postgresql:// outbox, not the SQLite file "
+                                 f"{url} (SQLite files are created and migrated on open)",
+                                 param_hint="--outbox")
     return str(url)
 
 

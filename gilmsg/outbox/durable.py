@@ -12,6 +12,7 @@ each has acknowledged, or it expires.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -92,6 +93,7 @@ class Outbox:
         self._runner_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._unsettled: weakref.WeakSet[DurableDelivery] = weakref.WeakSet()
+        self._i = itertools.count(1)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -216,8 +218,6 @@ class Outbox:
             OutboxError: the inserts failed; nothing of them will be committed.
             ConfigError, CertificateError: as :func:`gilmsg.publish`.
         """
-        from gilmsg.link import link_for
-
         put_in = getattr(self.store, "put_in", None)
         if put_in is None:
             raise InvalidInput("publish(connection=...) needs a postgresql:// outbox (the "
@@ -225,8 +225,10 @@ class Outbox:
                                f"outbox is the SQLite file {self.path}")
         cfg = {**self.config, **config} if config else self.config
         names = self._recipients(recipients, cfg)
-        link = link_for(cfg)  # only for the envelope's sequence number: nothing is sent
-        prepared = self._prepare(items, modname or calling_module(), names, cfg, link.next_i)
+        # Nothing is sent from here, so no endpoint is bound: fedmsg's counter ``i`` is this
+        # outbox's own.
+        prepared = self._prepare(items, modname or calling_module(), names, cfg,
+                                 lambda: next(self._i))
         put_in(connection, prepared, time.time(), self.expiry)
         return [Enqueued(msg_id, frames[0].decode("utf-8"), tuple(names))
                 for msg_id, _digest, frames, _names in prepared]
