@@ -111,13 +111,13 @@ def tail_messages(
     * a message left unsettled (the loop ended by an exception outside a ``with`` block, or
       :meth:`Tail.close`) stays answered ``received``: its publisher times out, and says so.
 
-    ``dedup_path``: an SQLite file (see :mod:`gilmsg.outbox.dedup`) recording the gilmsg
-    messages consumed, so that a restarted process never yields one again (its repeats are
-    still acknowledged). A message counts as consumed, and is recorded, when the generator is
-    resumed or closed after yielding it: the loop body that got it has ended (normally, by
-    ``break``, or by an exception). A crash inside the loop body yields it again after the
-    restart if it is re-sent; a crash after the body ended and before the record's commit
-    returned (microseconds) does too.
+    ``dedup_path``: an SQLite file or a ``postgresql://`` URL (see :mod:`gilmsg.outbox.dedup`)
+    recording the gilmsg messages consumed, so that a restarted process never yields one again
+    (its repeats are still acknowledged). A message counts as consumed, and is recorded, when
+    the generator is resumed or closed after yielding it: the loop body that got it has ended
+    (normally, by ``break``, or by an exception). A crash inside the loop body yields it again
+    after the restart if it is re-sent; a crash after the body ended and before the record's
+    commit returned (microseconds) does too.
 
     ``batch_acks=True``: messages that arrive together (up to 64) are acknowledged with one
     signed, batched ACK (for publishers that take them) before the first of them is yielded:

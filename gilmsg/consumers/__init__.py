@@ -26,7 +26,8 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
   when one entry of ``topic`` is that ACK topic (a trailing ``*`` allowed); consumers on
   ``""`` or ``org.example.*`` never see them;
-* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file), what ``consume()``
+* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file, or a ``postgresql://``
+  URL that several hosts share), what ``consume()``
   returned from is recorded there, so a restarted hub acknowledges such a message again but
   never consumes it again (``docs/outbox.rst`` gives the crash windows);
 * with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg;

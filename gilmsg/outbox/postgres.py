@@ -313,18 +313,26 @@ def insert(cur: Any, items: Sequence[tuple[str, str, Sequence[bytes], Sequence[s
            now: float, expiry: float, owner: str | None, lease: float) -> None:
     """Insert the ``(msg_id, digest, frames, recipients)`` items with cursor ``cur``.
 
-    Also ``NOTIFY``: PostgreSQL delivers it when (and only if) the transaction commits.
+    One statement (one round trip to the server), so in autocommit mode it is also one
+    transaction: the messages, their recipients and the ``NOTIFY`` (which PostgreSQL delivers
+    when, and only if, the transaction commits) all or nothing.
     """
-    cur.executemany(
-        f"INSERT INTO {_M} (msg_id, topic, digest, frame, created, expires, lease_owner, "
-        "lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        [(msg_id, frames[0].decode("utf-8"), digest, frames[1], now, now + expiry, owner,
-          now + lease if lease > 0 else 0.0) for msg_id, digest, frames, _r in items])
-    cur.executemany(
-        f"INSERT INTO {_R} (msg_id, position, recipient) VALUES (%s, %s, %s)",
-        [(msg_id, i, who) for msg_id, _d, _f, recipients in items
-         for i, who in enumerate(recipients)])
-    cur.execute(f"NOTIFY {CHANNEL}")
+    cur.execute(_INSERT, (
+        now, now + expiry, owner, now + lease if lease > 0 else 0.0,
+        [i[0] for i in items], [i[2][0].decode("utf-8") for i in items], [i[1] for i in items],
+        [bytes(i[2][1]) for i in items],
+        [msg_id for msg_id, _d, _f, names in items for _ in names],
+        [n for _m, _d, _f, names in items for n in range(len(names))],
+        [who for _m, _d, _f, names in items for who in names]))
+
+
+_INSERT = (
+    f"WITH m AS (INSERT INTO {_M} (msg_id, topic, digest, frame, created, expires, lease_owner, "
+    "lease_until) SELECT u.msg_id, u.topic, u.digest, u.frame, %s::float8, %s::float8, "
+    "%s::text, %s::float8 FROM "
+    "unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) AS u(msg_id, topic, digest, frame)"
+    f"), r AS (INSERT INTO {_R} (msg_id, position, recipient) SELECT * FROM "
+    f"unnest(%s::text[], %s::int[], %s::text[])) SELECT pg_notify('{CHANNEL}', '')")
 
 
 __all__ = ["PgConsumed", "PgStore", "connect", "is_url", "migrate", "redact"]
@@ -400,7 +408,8 @@ class PgStore:
                 raise wrap(self._url, exc, "outbox") from None
 
     @contextmanager
-    def _read(self) -> Iterator[Any]:
+    def _cursor(self) -> Iterator[Any]:
+        """A cursor in autocommit mode: each statement is its own transaction."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -414,7 +423,7 @@ class PgStore:
     def put(self, items: Sequence[tuple[str, str, Sequence[bytes], Sequence[str]]], now: float,
             expiry: float, lease: float = 0.0) -> None:
         """Store the items in one commit (see ``Store.put``); on OutboxError none is stored."""
-        with self._write() as cur:
+        with self._cursor() as cur:  # one statement: its own transaction
             insert(cur, items, now, expiry, self.owner if lease > 0 else None, lease)
 
     def put_in(self, conn: Any,
@@ -474,7 +483,7 @@ class PgStore:
         if where:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY created, msg_id"
-        with self._read() as cur:
+        with self._cursor() as cur:
             entries = [_entry(r) for r in cur.execute(query, args).fetchall()]
             self._fill_recipients(cur, entries)
         return entries
@@ -501,7 +510,7 @@ class PgStore:
 
     def events(self, msg_id: str) -> list[tuple[float, str, str | None]]:
         """What happened to ``msg_id`` besides sends: ``(at, kind, detail)``, oldest first."""
-        with self._read() as cur:
+        with self._cursor() as cur:
             return [tuple(r) for r in cur.execute(  # type: ignore[misc]
                 f"SELECT at, kind, detail FROM {_E} WHERE msg_id = %s ORDER BY at, id",
                 (msg_id,)).fetchall()]
@@ -512,7 +521,7 @@ class PgStore:
 
     def next_due(self) -> float | None:
         """The earliest ``next_attempt`` or lease end among pending messages (None: none)."""
-        with self._read() as cur:
+        with self._cursor() as cur:
             row = cur.execute(f"SELECT min(greatest(next_attempt, lease_until)), min(expires) "
                               f"FROM {_M} WHERE status = 'pending'").fetchone()
         if row[0] is None:
