@@ -234,6 +234,20 @@ def pub_bus(make_bus) -> DevBus:
     return make_bus(["pub", "r1", "runner"])
 
 
+def test_logger_with_an_unusable_postgresql_outbox_stores_nothing_and_exits_6(pub_bus, server):
+    url = server.create_database()
+    for bad, cause in ((url.replace(server.password, "wrong"), "refused the credentials"),
+                       (f"postgresql://postgres@127.0.0.1:{free_port()}/x", "cannot reach")):
+        run = subprocess.run([str(BIN / "gilmsg-logger"), "--config-filename",
+                              str(pub_bus.config_file), "--name", "pub", "--outbox", bad,
+                              "-r", "r1", "-m", "x"], capture_output=True, text=True,
+                             timeout=CLI_TIMEOUT, cwd=pub_bus.root, env=pub_bus.env())
+        assert run.returncode == 6, run.stderr
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+        assert cause in run.stderr and "wrong" not in run.stderr
+    assert not gilmsg_schema(server, url)
+
+
 def test_publish_in_the_callers_transaction(pub_bus, server, tmp_path):
     url = server.create_database()
     with Outbox(url, **pub_bus.config_for("pub")) as outbox:
