@@ -140,7 +140,8 @@ def describe(exc: BaseException) -> str:
         return f"cannot reach the server: {text}"
     if sqlstate.startswith("57P") or "terminat" in low or "server closed" in low \
             or "connection" in low and "lost" in low or "consuming input failed" in low:
-        return f"the connection to the server was lost (restarted?); not committed: {text}"
+        return (f"the connection to the server was lost (restarted?); the write under way is "
+                f"not known to be committed: {text}")
     if sqlstate == "53100" or "no space" in low:
         return f"cannot write: the server's disk is full: {text}"
     if sqlstate == "42501":
