@@ -77,6 +77,8 @@ class LocalPostgres:
     Args:
         fsync: keep the server's fsync on (benchmarks); tests may turn it off (nothing here
             survives a power loss anyway, and it saves the shared machine's disk).
+        primary: make this a hot standby (read-only, streaming) of that running server, from
+            a ``pg_basebackup`` of it, instead of a new cluster (same password).
 
     Attributes:
         port: its TCP port on 127.0.0.1.
@@ -84,7 +86,7 @@ class LocalPostgres:
         root: the directory it owns (removed by :meth:`cleanup`).
     """
 
-    def __init__(self, fsync: bool = True) -> None:
+    def __init__(self, fsync: bool = True, primary: LocalPostgres | None = None) -> None:
         reason = missing_reason()
         if reason:
             raise ServerError(reason)
@@ -96,7 +98,7 @@ class LocalPostgres:
         self.sockets = self.root / "sock"
         self.log = self.root / "server.log"
         self.port = free_port()
-        self.password = secrets.token_hex(12)
+        self.password = primary.password if primary is not None else secrets.token_hex(12)
         self.fsync = fsync
         self._user: str | None = None
         self._proc: subprocess.Popen | None = None
@@ -105,7 +107,10 @@ class LocalPostgres:
             info = pwd.getpwnam("postgres")
             os.chown(self.root, info.pw_uid, info.pw_gid)
         self.root.chmod(0o700)
-        self._initdb()
+        if primary is None:
+            self._initdb()
+        else:
+            self._basebackup(primary)
 
     def _run_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"cwd": str(self.root), "env": self._env()}
@@ -142,6 +147,28 @@ class LocalPostgres:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             self.cleanup()
             raise ServerError("initdb failed: " + " | ".join(tail))
+        self.sockets.mkdir()
+        if self._user is not None:
+            info = pwd.getpwnam(self._user)
+            os.chown(self.sockets, info.pw_uid, info.pw_gid)
+
+    def _basebackup(self, primary: LocalPostgres) -> None:
+        env = self._env()
+        env["PGPASSWORD"] = self.password
+        kwargs = self._run_kwargs()
+        kwargs["env"] = env
+        try:
+            done = subprocess.run(
+                [str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                 "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync"],
+                capture_output=True, text=True, timeout=INIT_TIMEOUT, **kwargs)
+        except subprocess.TimeoutExpired:
+            self.cleanup()
+            raise ServerError(f"pg_basebackup took more than {INIT_TIMEOUT:g}s") from None
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            self.cleanup()
+            raise ServerError("pg_basebackup failed: " + " | ".join(tail))
         self.sockets.mkdir()
         if self._user is not None:
             info = pwd.getpwnam(self._user)

@@ -327,3 +327,34 @@ def test_rolled_back_never_sent_committed_delivered_after_the_publisher_is_kille
     store.close()
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 143
+
+
+def test_hot_standby_refuses_writes_and_serves_reads(server):
+    """A real read-only replica: a streaming hot standby of the session's server."""
+    from gilmsg.testing_postgres import LocalPostgres, ServerError
+
+    url = server.create_database()
+    store = open_store(url)
+    put(store)
+    store.close()
+    try:
+        standby = LocalPostgres(fsync=False, primary=server)
+    except ServerError as exc:
+        pytest.skip(f"no standby here: {exc}")
+    try:
+        standby.start()
+        replica = standby.url(dbname(url))
+        deadline = time.monotonic() + 30
+        while not standby.sql(dbname(url), "SELECT 1 FROM gilmsg.messages WHERE msg_id = 'm1'"):
+            assert time.monotonic() < deadline, "the standby never caught up"
+            time.sleep(0.05)
+        with pytest.raises(OutboxError, match="read-only .*replica in recovery"):
+            open_store(replica)
+        line = one_line_error(outbox_cli(replica, "drop", "m1", "--reason", "x"))
+        assert "read-only" in line
+        shown = outbox_cli(replica, "show", "m1", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["status"] == "pending"
+        assert outbox_cli(replica, "stats", "--json").returncode == 0
+    finally:
+        standby.cleanup()
