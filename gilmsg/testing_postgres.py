@@ -160,7 +160,8 @@ class LocalPostgres:
         try:
             done = subprocess.run(
                 [str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-                 "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync"],
+                 "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync",
+                 "--checkpoint=fast"],
                 capture_output=True, text=True, timeout=INIT_TIMEOUT, **kwargs)
         except subprocess.TimeoutExpired:
             self.cleanup()
