@@ -26,7 +26,9 @@ setup(
         # A PostgreSQL outbox / consumed-message record (postgresql:// locations): psycopg 3.
         "postgresql": ["psycopg[binary]>=3.2"],
         "test": ["pytest", "pytest-timeout", "ruff", "hypothesis", "pika>=1.3",
-                 "fedora-messaging>=3.4", "psycopg[binary]>=3.2"],
+                 "fedora-messaging>=3.4", "psycopg[binary]>=3.2",
+                 # Only to prove docs/outbox.rst's SQLAlchemy recipe for publish(connection=).
+                 "sqlalchemy>=2"],
         # bench/run_all.py draws the latency distribution; tests never import it.
         "bench": ["matplotlib"],
     },

@@ -358,3 +358,32 @@ def test_hot_standby_refuses_writes_and_serves_reads(server):
         assert outbox_cli(replica, "stats", "--json").returncode == 0
     finally:
         standby.cleanup()
+
+
+def test_sqlalchemy_session_connection_as_documented(pub_bus, server):
+    """docs/outbox.rst's SQLAlchemy recipe: the message commits and rolls back with the
+    session (skipped where SQLAlchemy is not installed: it is no dependency of gilmsg)."""
+    sqlalchemy = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is not installed")
+    from sqlalchemy.orm import Session
+
+    url = server.create_database()
+    server.sql(dbname(url), "CREATE TABLE orders (n INTEGER)")
+    assert outbox_cli(url, "init").returncode == 0
+    engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    insert = sqlalchemy.text("INSERT INTO orders (n) VALUES (:n)")
+    with Outbox(url, **pub_bus.config_for("pub")) as outbox:
+        with Session(engine) as session, session.begin():
+            session.execute(insert, {"n": 1})
+            conn = session.connection().connection.driver_connection
+            kept = outbox.publish("order.created", {"n": 1}, modname="outboxtest",
+                                  recipients=["r1"], connection=conn)
+        with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+            session.execute(insert, {"n": 2})
+            conn = session.connection().connection.driver_connection
+            lost = outbox.publish("order.created", {"n": 2}, modname="outboxtest",
+                                  recipients=["r1"], connection=conn)
+            raise RuntimeError("the application fails: the session rolls back")
+        assert outbox.store.get(kept.msg_id).status is Status.PENDING
+        assert outbox.store.get(lost.msg_id) is None
+    assert server.sql(dbname(url), "SELECT n FROM orders") == [(1,)]
+    engine.dispose()
