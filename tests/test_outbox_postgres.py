@@ -67,6 +67,8 @@ def test_unreachable_server_is_one_line_and_exit_6(tmp_path):
         open_store(url)
     line = one_line_error(outbox_cli(url, "stats", "--json"))
     assert "cannot reach the server" in line
+    line = one_line_error(outbox_cli("postgresql://me:s3cret@[broken/db", "list"))
+    assert "s3cret" not in line  # the driver quotes the URL: the password is cut out
 
 
 def test_wrong_credentials_are_refused_and_never_printed(postgres):

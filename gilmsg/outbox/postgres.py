@@ -150,8 +150,27 @@ def describe(exc: BaseException) -> str:
 
 
 def wrap(url: str, exc: BaseException, kind: str) -> OutboxError:
-    """The :class:`OutboxError` for ``exc`` raised while using the database at ``url``."""
-    return OutboxError(f"{kind} {redact(url)}: {describe(exc)}")
+    """The :class:`OutboxError` for ``exc`` raised while using the database at ``url``.
+
+    The URL's password never appears in it, even where the driver's message quotes the URL.
+    """
+    text = describe(exc).replace(url, redact(url))
+    try:
+        secret = urlsplit(url).password
+    except ValueError:
+        secret = _loose_password(url)
+    if secret:
+        text = text.replace(secret, "***")
+    return OutboxError(f"{kind} {redact(url)}: {text}")
+
+
+def _loose_password(url: str) -> str | None:
+    """The password of a URL too broken for urlsplit (``user:password@`` after the scheme)."""
+    rest = url.split("://", 1)[-1]
+    if "@" not in rest:
+        return None
+    userinfo = rest.rsplit("@", 1)[0]
+    return userinfo.split(":", 1)[1] if ":" in userinfo else None
 
 
 def connect_raw(url: str, kind: str) -> Any:
