@@ -243,7 +243,13 @@ class _Wakeup:
                 self._event.set()
 
     def wait(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for a join or a commit; the join count so far."""
+        """Wait up to ``timeout`` s for a join or a commit; the join count so far.
+
+        Raises:
+            GilmsgError: the link is closed (as :meth:`Link.wait_join` would).
+        """
+        if getattr(self._link, "closed", False):
+            raise GilmsgError("the runner's link is closed")
         self._event.wait(timeout)
         self._event.clear()
         return self.joins
