@@ -37,10 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 from gilmsg.errors import InvalidInput, OutboxError
 from gilmsg.outbox import policy
 from gilmsg.outbox.policy import Entry, Status
-from gilmsg.outbox.store import Stored, _pid_exists, is_url
+from gilmsg.outbox.store import PG_SCHEMES, Stored, _pid_exists, is_url
 
-#: URL schemes that select this backend.
-SCHEMES = ("postgresql://", "postgres://")
 #: The PostgreSQL schema (namespace) gilmsg's tables live in.
 NAMESPACE = "gilmsg"
 #: Seconds a connection attempt may take before the server counts as unreachable.
@@ -355,7 +353,7 @@ _INSERT = (
     f"unnest(%s::text[], %s::int[], %s::text[])) SELECT pg_notify('{CHANNEL}', '')")
 
 
-__all__ = ["PgConsumed", "PgStore", "connect", "is_url", "migrate", "redact"]
+__all__ = ["PG_SCHEMES", "PgConsumed", "PgStore", "connect", "is_url", "migrate", "redact"]
 
 
 class PgStore:

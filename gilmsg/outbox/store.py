@@ -407,9 +407,13 @@ class OutboxStore(Protocol):
     def drop(self, msg_id: str, reason: str, now: float) -> Entry | None: ...
 
 
+#: URL schemes of an outbox location that select the PostgreSQL backend.
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
 def is_url(location: Any) -> bool:
     """True if ``location`` is a ``postgresql://`` URL (the PostgreSQL backend)."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+    return isinstance(location, str) and location.startswith(PG_SCHEMES)
 
 
 def open_store(location: str | os.PathLike, *, create: bool = True, readonly: bool = False,
