@@ -98,7 +98,8 @@ class LocalPostgres:
         self.sockets = self.root / "sock"
         self.log = self.root / "server.log"
         self.port = free_port()
-        self.password = primary.password if primary is not None else secrets.token_hex(12)
+        self.password: str = (primary.password if primary is not None
+                              else secrets.token_hex(12))
         self.fsync = fsync
         self._user: str | None = None
         self._proc: subprocess.Popen | None = None
