@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import zmq  # noqa: E402
 
 import gilmsg  # noqa: E402
 from gilmsg import config as gconfig  # noqa: E402
-from gilmsg import message, signing  # noqa: E402
+from gilmsg.core import wire  # noqa: E402
+from gilmsg.crypto import signing  # noqa: E402
 from gilmsg.testing import DevBus  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def flood(root: Path, big: int, small: int) -> None:
         xpub.setsockopt(zmq.RCVTIMEO, 20000)
         while xpub.recv() != b"\x01" + ack_topic.encode():
             pass
-        body = message.ack_body(out["envelope"])
+        body = wire.ack_body(out["envelope"])
         started = time.monotonic()
         for i in range(big + small):
             size = 525 * 1024 if i < big else 11 * 1024  # base64: ~700 KiB / ~15 KiB
@@ -88,10 +88,10 @@ def flood(root: Path, big: int, small: int) -> None:
                       "timestamp": 0, "username": "mallory", "crypto": "x509",
                       "signature": "AAAA\n",
                       "certificate": base64.encodebytes(os.urandom(size)).decode("ascii")}
-            xpub.send_multipart(message.encode(ack_topic, forged))
+            xpub.send_multipart(wire.encode(ack_topic, forged))
         # The genuine ACK, again until it counts: a listener that cuts oversize frames off
         # reconnects, and what was sent meanwhile is lost.
-        genuine = message.encode(ack_topic, r1.sign(message.new_envelope(ack_topic, body, 1)))
+        genuine = wire.encode(ack_topic, r1.sign(wire.new_envelope(ack_topic, body, 1)))
         deadline = time.monotonic() + 60
         while thread.is_alive() and time.monotonic() < deadline:
             xpub.send_multipart(genuine)

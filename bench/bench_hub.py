@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import gilmsg  # noqa: E402
 from gilmsg.testing import DevBus  # noqa: E402

@@ -32,7 +32,8 @@ from pathlib import Path
 import zmq
 
 import gilmsg
-from gilmsg import message, signing
+from gilmsg.core import wire
+from gilmsg.crypto import signing
 from gilmsg.testing import DevBus, free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -110,7 +111,7 @@ def bare_floor(bus: DevBus, n: int) -> float:
     pub.bind(address)
     sub.connect(address)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    original = message.new_envelope("org.gilmsg.test.bench.x", {}, 1, RECIPIENTS)
+    original = wire.new_envelope("org.gilmsg.test.bench.x", {}, 1, RECIPIENTS)
     while True:  # until the subscription is in place
         pub.send_multipart([b"x", b"{}"])
         if sub.poll(50):
@@ -118,10 +119,10 @@ def bare_floor(bus: DevBus, n: int) -> float:
             break
     start = time.perf_counter()
     for i in range(n):
-        ack = message.new_envelope("org.gilmsg.test.gilmsg.ack",
-                                   message.ack_body({**original, "msg_id": f"m{i}"}), i)
-        pub.send_multipart(message.encode(ack["topic"], signer.sign(ack)))
-        _topic, envelope = message.decode(sub.recv_multipart())  # type: ignore[misc]
+        ack = wire.new_envelope("org.gilmsg.test.gilmsg.ack",
+                                   wire.ack_body({**original, "msg_id": f"m{i}"}), i)
+        pub.send_multipart(wire.encode(ack["topic"], signer.sign(ack)))
+        _topic, envelope = wire.decode(sub.recv_multipart())  # type: ignore[misc]
         assert validator.validate(envelope).ok
     rate = n / (time.perf_counter() - start)
     pub.close(0)

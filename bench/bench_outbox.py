@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     server = None
     if not args.no_postgresql:
-        from gilmsg import testing_postgres
+        from gilmsg.testing import postgres as testing_postgres
 
         reason = testing_postgres.missing_reason()
         if reason:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, server: object) -> None:
             warm = gilmsg.publish(topic="warm", msg={}, recipients=["r1"], ack_timeout=30, **cfg)
             print(f"recipient r1 reached (first publish {warm.elapsed:.2f}s)")
 
-            from gilmsg import signing
+            from gilmsg.crypto import signing
 
             signer = signing.signer_for(cfg)
             frames = []

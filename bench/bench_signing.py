@@ -1,4 +1,4 @@
-"""Per-message cost of signing and validating: gilmsg.signing vs fedmsg's stock x509 code.
+"""Per-message cost of signing and validating: gilmsg.crypto.signing vs fedmsg's stock x509 code.
 
     .venv/bin/python bench/bench_signing.py [--n 2000] [--fedmsg-n 300] [--no-fedmsg]
 
@@ -18,11 +18,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gilmsg import signing  # noqa: E402
 from gilmsg.core.wire import new_envelope  # noqa: E402
-from tests import pki  # noqa: E402
+from gilmsg.crypto import signing  # noqa: E402
+from gilmsg.testing import pki  # noqa: E402
 
 
 def envelope(i: int) -> dict:

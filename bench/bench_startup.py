@@ -40,7 +40,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from gilmsg.testing import DevBus  # noqa: E402
 

@@ -34,20 +34,19 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import zmq  # noqa: E402
 from bench_protocol import loopback_binds, quiet_tail  # noqa: E402
 
 import gilmsg  # noqa: E402
-from gilmsg import signing  # noqa: E402
 from gilmsg.core import wire  # noqa: E402
+from gilmsg.crypto import signing  # noqa: E402
 from gilmsg.testing import DevBus, Process, free_port  # noqa: E402
 
 ECHO = r"""
 import json, sys, zmq
-from gilmsg import signing
+from gilmsg.crypto import signing
 from gilmsg.core import wire
 key, crt, ca, crl, listen, bind = sys.argv[1:7]
 signer, validator = signing.Signer(key, crt), signing.Validator(ca, crl)

@@ -7,8 +7,10 @@ where they are first used.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from gilmsg import _aliases
 from gilmsg import config as gconfig
 from gilmsg.core.delivery import Answer, Report
 from gilmsg.errors import (
@@ -26,6 +28,20 @@ from gilmsg.tail import Tail, tail_messages
 
 __version__ = "0.2.0"
 
+_aliases.install()
+
+#: The start of the UserWarning setuptools 81 prints when ``pkg_resources`` is imported.
+_PKG_RESOURCES_WARNING = "pkg_resources is deprecated as an API"
+
+# moksha.hub and fedmsg.meta import pkg_resources (hence gilmsg's setuptools<82 pin), and
+# setuptools prints two lines about it to every such process's stderr. gilmsg's users can do
+# nothing about that, so once gilmsg is imported that one warning is ignored, and nothing else.
+# fedmsg-hub --with-consumers imports the consumer classes (so gilmsg) before moksha; without it,
+# moksha imports pkg_resources before it loads any consumer or producer entry point, so the
+# filter must come earlier: a fedmsg.d file that imports gilmsg (config files run first), or
+# PYTHONWARNINGS (contrib/systemd/gilmsg-hub@.service sets it).
+warnings.filterwarnings("ignore", message=_PKG_RESOURCES_WARNING, category=UserWarning)
+
 
 def init(**config: Any) -> None:
     """Check this process's configuration and open its publishing socket now.
@@ -40,7 +56,7 @@ def init(**config: Any) -> None:
 
     cfg = gconfig.load(config)
     link_for(cfg)  # first: peers connect to it while the keys load
-    from gilmsg import signing
+    from gilmsg.crypto import signing
 
     if cfg.get("sign_messages") or cfg.get("certnames"):
         signing.signer_for(cfg)

@@ -10,6 +10,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
@@ -36,7 +37,7 @@ def calling_module() -> str:
     Walks frames directly: fedmsg's own guess uses ``inspect.stack()``, which reads source files
     and costs about 0.3 ms per call.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         top = str(frame.f_globals.get("__name__", "")).split(".")[0]
         if top not in ("gilmsg", "fedmsg"):
@@ -179,7 +180,7 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
     link = link_for(cfg)
     if recipients is not None:
         link.listen_now()
-    from gilmsg import signing  # cryptography: the slowest import of a first publish
+    from gilmsg.crypto import signing  # cryptography: the slowest import of a first publish
 
     signer = signing.signer_for(cfg) if (recipients or cfg.get("sign_messages")) else None
     validator = None

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from gilmsg import certs
-from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE
+from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE, Group
+from gilmsg.crypto import certs
 from gilmsg.errors import CertificateError, GilmsgError, InvalidInput
 
 HELP = """Manage the certificates gilmsg and fedmsg sign messages with.
@@ -46,7 +46,7 @@ ssldir_option = click.option(
 )
 
 
-class _Group(click.Group):
+class _Group(Group):
     """Turns gilmsg errors into one line on stderr and the documented exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -145,7 +145,7 @@ def dev(names: tuple[str, ...], ssldir: Path, fedmsg_d: Path | None) -> None:
     for name in names:
         certs.check_name(name)
     if fedmsg_d is not None:
-        from gilmsg import sandbox
+        from gilmsg.testing import sandbox
 
         for name in names:
             sandbox.check_service_name(name)

@@ -3,7 +3,7 @@
 It creates (or reuses) a development PKI, writes a complete ``fedmsg.d`` (endpoints on free
 ports, certnames, CA, CRL), starts ``fedmsg-relay`` and stand-in recipients that acknowledge as
 the named identities, prints how to point a service at it and shows the traffic until Ctrl-C.
-The work is done by :class:`gilmsg.sandbox.Sandbox`; this module is its command line.
+The work is done by :class:`gilmsg.testing.sandbox.Sandbox`; this module is its command line.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 from gilmsg import groups
-from gilmsg import sandbox as gsandbox
 from gilmsg.commands import _common
 from gilmsg.errors import InvalidInput
+from gilmsg.testing import sandbox as gsandbox
 
 PROG = "gilmsg-sandbox"
 
@@ -36,7 +36,8 @@ SANDBOX_CODES = {
     _common.EXIT_OK: "stopped after --duration; every process behaved",
     _common.EXIT_NOT_ACKNOWLEDGED: "after --duration: a stand-in or the relay had exited",
     _common.EXIT_USAGE: "usage error: unknown option, bad stand-in spec, bad name",
-    _common.EXIT_CONFIG: "the PKI, the configuration or a process could not be set up",
+    _common.EXIT_CONFIG: "the PKI, the configuration or a process could not be set up, or --dir is "
+                         "in use by another gilmsg-sandbox",
     _common.EXIT_INTERRUPTED: "stopped by Ctrl-C (every process stopped); 143 for SIGTERM",
 }
 
@@ -117,7 +118,7 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
     return lines
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, SANDBOX_CODES,
                                      omit=(_common.EXIT_BAD_INPUT,)))
 @click.argument("standins", nargs=-1, metavar="[STANDIN]...")

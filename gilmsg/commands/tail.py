@@ -22,8 +22,8 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg import message as gmessage
 from gilmsg.commands import _common
+from gilmsg.core import wire as gmessage
 
 PROG = "gilmsg-tail"
 
@@ -37,7 +37,7 @@ def signer_cn(envelope: Mapping[str, Any]) -> str | None:
     Not a validation: it is trustworthy only when ``validate_signatures`` is on (then messages
     whose signature does not hold are dropped before they get here).
     """
-    from gilmsg.signing import certificate_cn
+    from gilmsg.crypto.signing import certificate_cn
 
     return certificate_cn(envelope.get("certificate"))
 
@@ -205,10 +205,12 @@ EXAMPLES = [
 TAIL_CODES = {
     _common.EXIT_OK: "stopped after --count messages",
     _common.EXIT_NOT_ACKNOWLEDGED: "stopped after --count messages; an --exec command failed",
+    _common.EXIT_OUTBOX: "--dedup-file: the de-duplication record cannot be used (not "
+                         "gilmsg's, corrupt, read-only, disk full)",
 }
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, TAIL_CODES,
                                      omit=(_common.EXIT_BAD_INPUT,)))
 @click.option("--config-filename", type=click.Path(dir_okay=False), default=None, metavar="FILE",

@@ -23,6 +23,7 @@ from typing import Any
 
 from gilmsg import config as gconfig
 from gilmsg import groups
+from gilmsg.config import registry
 from gilmsg.core import wire
 from gilmsg.core.delivery import Delivery, Report
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, OutboxError, Timeout
@@ -39,6 +40,23 @@ PATH_KEY = "gilmsg.outbox"
 EXPIRY_KEY = "gilmsg.outbox.expiry"
 #: fedmsg.d key: ``"full"`` (fsync every commit; default) or ``"normal"`` (see Store).
 DURABILITY_KEY = "gilmsg.outbox.durability"
+#: fedmsg.d key: the ACK status that settles a recipient, ``"received"`` (default) or
+#: ``"processed"``; read by ``Outbox`` and by every runner of the file.
+REQUIRE_KEY = "gilmsg.outbox.require"
+
+
+def required_status(config: dict[str, Any] | Any) -> str:
+    """The ``gilmsg.outbox.require`` level of ``config`` (default ``"received"``).
+
+    Raises:
+        ConfigError: it is neither ``"received"`` nor ``"processed"``.
+    """
+    value = config.get(REQUIRE_KEY, "received")
+    try:
+        return wire.check_require(value)
+    except InvalidInput:
+        raise ConfigError(f"{REQUIRE_KEY} must be 'received' or 'processed', not {value!r}"
+                          ) from None
 
 
 def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
@@ -52,12 +70,12 @@ def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
     if not path:
         raise ConfigError(f"no outbox: pass a path or postgresql:// URL, or set the config key "
                           f"{PATH_KEY!r}")
-    expiry = expiry if expiry is not None else config.get(EXPIRY_KEY, policy.DEFAULT_EXPIRY)
+    expiry = expiry if expiry is not None else registry.get(config, EXPIRY_KEY)
     try:
         expiry = policy.check_expiry(expiry)
     except ValueError as exc:
         raise ConfigError(f"{EXPIRY_KEY}: {exc}") from None
-    durability = durability if durability is not None else config.get(DURABILITY_KEY, "full")
+    durability = durability if durability is not None else registry.get(config, DURABILITY_KEY)
     if durability not in ("full", "normal"):
         raise ConfigError(f"{DURABILITY_KEY} must be 'full' or 'normal', not {durability!r}")
     return str(path), expiry, durability
@@ -86,6 +104,7 @@ class Outbox:
                  durability: str | None = None, **config: Any) -> None:
         self.config = gconfig.load(config)
         self.path, self.expiry, durability = settings(self.config, path, expiry, durability)
+        self.require = required_status(self.config)
         self.store: OutboxStore = open_store(self.path, durability=durability)
         if is_url(self.path):
             self.path = self.store.path  # never the password
@@ -150,7 +169,7 @@ class Outbox:
         The grouped commit is what makes many durable messages per second possible: one fsync
         for the lot. Either all are stored (and then sent) or, on OutboxError, none.
         """
-        from gilmsg import signing
+        from gilmsg.crypto import signing
         from gilmsg.link import link_for
 
         cfg = {**self.config, **config} if config else self.config
@@ -164,11 +183,13 @@ class Outbox:
         prepared = self._prepare(items, modname, names, cfg, link.next_i)
         wall = time.time()
         self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE)
-        started = time.monotonic()
+        # ACK times are recorded as wall + (monotonic offset from ``started``): take both clocks
+        # together, after the commit, or every ACK is recorded that commit's duration early.
+        started, wall = time.monotonic(), time.time()
         out = []
         for msg_id, digest, frames, _names in prepared:
             delivery = Delivery(msg_id, digest, frames[0].decode("utf-8"), names, started,
-                                started + ack_timeout)
+                                started + ack_timeout, require=self.require)
             future = link.start(delivery, frames, validator.validate)
             pending = DurableDelivery(link, delivery, future, self.store, wall)
             if not pending.settled.is_set():
@@ -188,7 +209,7 @@ class Outbox:
     def _prepare(items: Sequence[tuple[str | None, Any]], modname: str, names: tuple[str, ...],
                  cfg: dict[str, Any], next_i: Any
                  ) -> list[tuple[str, str, list[bytes], tuple[str, ...]]]:
-        from gilmsg import signing
+        from gilmsg.crypto import signing
 
         signer = signing.signer_for(cfg)
         prepared = []

@@ -529,7 +529,7 @@ class PgStore:
     def events(self, msg_id: str) -> list[tuple[float, str, str | None]]:
         """What happened to ``msg_id`` besides sends: ``(at, kind, detail)``, oldest first."""
         with self._cursor() as cur:
-            return [tuple(r) for r in cur.execute(  # type: ignore[misc]
+            return [tuple(r) for r in cur.execute(
                 f"SELECT at, kind, detail FROM {_E} WHERE msg_id = %s ORDER BY at, id",
                 (msg_id,)).fetchall()]
 
