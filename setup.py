@@ -66,8 +66,12 @@ setup(
     extras_require={
         # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg.transport = "amqp".
         "amqp": ["pika>=1.3", "fedora-messaging>=3.4"],
+        # A PostgreSQL outbox / consumed-message record (postgresql:// locations): psycopg 3.
+        "postgresql": ["psycopg[binary]>=3.2"],
         "test": ["pytest", "pytest-timeout", "ruff", "mypy", "hypothesis", "pika>=1.3",
-                 "fedora-messaging>=3.4"],
+                 "fedora-messaging>=3.4", "psycopg[binary]>=3.2",
+                 # Only to prove docs/outbox.rst's SQLAlchemy recipe for publish(connection=).
+                 "sqlalchemy>=2"],
         # ./run docs: the Sphinx site of docs/ (user guide, CLI and API reference).
         "docs": ["sphinx>=7", "sphinx-click>=5"],
         # bench/run_all.py draws the latency distribution; tests never import it.

@@ -18,7 +18,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 
-__all__ = ["RefusalLog", "DEFAULT_INTERVAL", "MAX_REASONS", "flush_all"]
+__all__ = ["DEFAULT_INTERVAL", "MAX_REASONS", "RefusalLog", "flush_all", "reset_all"]
 
 #: Seconds between two summary lines of one :class:`RefusalLog`.
 DEFAULT_INTERVAL = 60.0
@@ -76,6 +76,14 @@ class RefusalLog:
             self.logger.warning("refused %s: %s (further refusals for this reason are "
                                 "summarised every %g s)", self.what, detail, self.interval)
 
+    def reset(self) -> None:
+        """Log what is pending, then forget which reasons were announced: the next refusal of
+        each reason is logged at once again (for a process that starts a new session, and for
+        tests, which each expect their own first refusal to be logged)."""
+        self.flush()
+        with self._lock:
+            self._announced.clear()
+
     def flush(self) -> None:
         """Log the counts gathered since the last summary (nothing if there are none)."""
         with self._lock:
@@ -89,6 +97,12 @@ class RefusalLog:
             parts = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
             self.logger.warning("refused %d more %s in the last %g s: %s", total, self.what,
                                 self.interval, parts)
+
+
+def reset_all() -> None:
+    """:meth:`RefusalLog.reset` every live refusal log."""
+    for summary in list(_live):
+        summary.reset()
 
 
 @atexit.register

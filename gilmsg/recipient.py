@@ -56,7 +56,9 @@ refused_messages = RefusalLog(log, "messages")
 
 class DedupRecord(Protocol):
     """What a recipient needs of a durable de-duplication record
-    (:class:`gilmsg.outbox.dedup.Consumed`)."""
+    (:class:`gilmsg.outbox.dedup.Consumed`, an SQLite file, or
+    :class:`gilmsg.outbox.postgres.PgConsumed`; :func:`gilmsg.outbox.dedup.open_consumed`
+    picks one by location)."""
 
     def done(self, key: str) -> bool:
         """True if the message with this key was consumed before."""

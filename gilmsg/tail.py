@@ -132,15 +132,15 @@ def tail_messages(
     * a message left unsettled (the loop ended by an exception outside a ``with`` block, or
       :meth:`Tail.close`) stays answered ``received``: its publisher times out, and says so.
 
-    ``dedup_path``: an SQLite file (see :mod:`gilmsg.outbox.dedup`) recording the gilmsg
-    messages consumed, so that a restarted process never yields one again (its repeats are
-    still acknowledged). A message counts as consumed, and is recorded, when the generator is
-    resumed or closed after yielding it: the loop body that got it has ended (normally, by
-    ``break``, or by an exception). A crash inside the loop body yields it again after the
-    restart if it is re-sent; a crash after the body ended and before the record's commit
-    returned (the commit: typically tens of microseconds, milliseconds at worst) does too. In
-    ``processed`` mode the record is committed before the ``processed`` / ``rejected`` ACK is
-    sent.
+    ``dedup_path``: an SQLite file or a ``postgresql://`` URL (see :mod:`gilmsg.outbox.dedup`)
+    recording the gilmsg messages consumed, so that a restarted process never yields one again
+    (its repeats are still acknowledged). A message counts as consumed, and is recorded, when
+    the generator is resumed or closed after yielding it: the loop body that got it has ended
+    (normally, by ``break``, or by an exception). A crash inside the loop body yields it again
+    after the restart if it is re-sent; a crash after the body ended and before the record's
+    commit returned (the commit: typically tens of microseconds on SQLite, a network round trip
+    on PostgreSQL) does too. In ``processed`` mode the record is committed before the
+    ``processed`` / ``rejected`` ACK is sent.
 
     ``batch_acks=True``: messages that arrive together (up to 64) are acknowledged with one
     signed, batched ACK (for publishers that take them) before the first of them is yielded:
@@ -167,9 +167,9 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
     cfg = gconfig.load(config)
     consumed = None
     if dedup_path is not None:
-        from gilmsg.outbox.dedup import Consumed
+        from gilmsg.outbox.dedup import open_consumed
 
-        consumed = Consumed(dedup_path)
+        consumed = open_consumed(dedup_path)
     try:
         recipient = Recipient(cfg, ack=ack, ack_mode="processed" if settle else "received",
                               consumed=consumed)

@@ -31,6 +31,15 @@ def make_bus(tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_refusal_logs():
+    """Each test sees its own first refusal of each reason logged (the logs are per process)."""
+    from gilmsg import logsummary
+
+    logsummary.reset_all()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _close_links():
     """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
     yield
@@ -101,3 +110,32 @@ def make_amqp_bus(make_bus, rabbitmq):
         return bus
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throw-away PostgreSQL server on 127.0.0.1 for the whole session (about 4 s to
+    initialise and start), stopped by pid and its directory removed at the end; skipped, with
+    the reason, where the server package or psycopg is missing."""
+    from gilmsg.testing import postgres as testing_postgres
+
+    reason = testing_postgres.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = testing_postgres.LocalPostgres(fsync=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Factory, once per backend: ``store_location()`` is a new, empty outbox location (an
+    SQLite file name, or the URL of a fresh database of the session's PostgreSQL server)."""
+    if request.param == "sqlite":
+        names = iter(range(1_000_000))
+        return lambda: str(tmp_path / f"store{next(names)}.db")
+    server = request.getfixturevalue("postgres")
+    return server.create_database

@@ -38,8 +38,10 @@ LOGGER_CODES = {
     _common.EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time or rejected "
                                    "(without --recipients: a message was not sent, nobody "
                                    "subscribed)",
-    _common.EXIT_OUTBOX: "--outbox: the outbox file cannot be used (corrupt, read-only, disk "
-                         "full, newer schema): the message named was not stored, not sent",
+    _common.EXIT_OUTBOX: "--outbox: the outbox cannot be used (corrupt, read-only, disk "
+                         "full, newer schema; PostgreSQL: unreachable, credentials refused, "
+                         "not gilmsg's, connection lost): the message named was not stored, "
+                         "not sent",
     _common.EXIT_STORED: "--outbox: every message is stored, some are not acknowledged yet: "
                          "delivery continues from the outbox (gilmsg-outbox run, hub plugin)",
 }
@@ -90,8 +92,9 @@ LOGGER_CODES = {
 @click.option("--strict", is_flag=True,
               help="Refuse (exit 2) a recipient that no identity of the bus holds, when the "
                    "config lists them (gilmsg.known_recipients, gilmsg.recipients).")
-@click.option("--outbox", "outbox_path", default=None, metavar="PATH",
-              help="Store each message durably in this outbox file before sending it (needs "
+@click.option("--outbox", "outbox_path", default=None, metavar="PATH|URL",
+              help="Store each message durably in this outbox (an SQLite file or a "
+                   "postgresql://user@host:port/dbname URL) before sending it (needs "
                    "--recipients); what is not acknowledged in time stays owed (exit 7) and is "
                    "delivered later by gilmsg-outbox run or the fedmsg-hub plugin.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")

@@ -2,7 +2,8 @@
 
 ``list``, ``show``, ``stats`` read; ``retry`` and ``drop`` change what is owed (both recorded in
 the outbox's event log); ``run`` re-sends what is owed until each recipient acknowledged or the
-message expired (the same runner as the ``fedmsg-hub`` plugin). The outbox is ``--outbox PATH``,
+message expired (the same runner as the ``fedmsg-hub`` plugin); ``init`` and ``migrate`` prepare a
+PostgreSQL outbox. The outbox is ``--outbox PATH`` (an SQLite file or a ``postgresql://`` URL),
 else the config key ``gilmsg.outbox``.
 """
 
@@ -34,14 +35,16 @@ CODES = {
     _common.EXIT_USAGE: "usage error: unknown option or bad option value",
     _common.EXIT_CONFIG: "bad configuration or certificates (run), or no outbox named",
     _common.EXIT_FAILURE: "unexpected failure (run with --debug)",
-    _common.EXIT_OUTBOX: "the outbox file cannot be used: missing, corrupt, read-only, disk "
-                         "full, newer schema",
+    _common.EXIT_OUTBOX: "the outbox cannot be used: missing, corrupt, read-only, disk full, "
+                         "newer or older schema; PostgreSQL: unreachable, credentials refused, "
+                         "not gilmsg's database, connection lost",
     _common.EXIT_INTERRUPTED: "interrupted by Ctrl-C; 143 for SIGTERM",
 }
 
 EXAMPLES = [
     "gilmsg-outbox --outbox /var/lib/gilmsg/outbox.db list",
     "gilmsg-outbox --outbox outbox.db stats --json",
+    "gilmsg-outbox --outbox postgresql://gilmsg@db.example.org/app init",
     "gilmsg-outbox --outbox outbox.db drop 2026-... --reason 'recipient retired'",
     "gilmsg-outbox --config-filename fedmsg.d/app.py run --name outbox-runner",
 ]
@@ -75,15 +78,15 @@ class Ctx:
         return str(path)
 
     def store(self, create: bool = False) -> Any:
-        from gilmsg.outbox.store import Store
+        from gilmsg.outbox.store import open_store
 
         path = self.path()
         try:
-            return Store(path, create=create)
+            return open_store(path, create=create)
         except OutboxError as exc:
             if "read-only" not in str(exc):
                 raise
-            return Store(path, create=False, readonly=True)
+            return open_store(path, create=False, readonly=True)
 
 
 def _run(ctx: click.Context, body: Any) -> None:
@@ -95,8 +98,9 @@ def _run(ctx: click.Context, body: Any) -> None:
 @click.group(cls=_common.Group, context_settings=_common.CONTEXT_SETTINGS,
              epilog=_common.epilog(EXAMPLES, CODES, omit=(_common.EXIT_BAD_INPUT,
                                                           _common.EXIT_NOT_ACKNOWLEDGED)))
-@click.option("--outbox", "outbox", default=None, metavar="PATH",
-              help="The outbox file (default: the config key gilmsg.outbox).")
+@click.option("--outbox", "outbox", default=None, metavar="PATH|URL",
+              help="The outbox: an SQLite file or postgresql://user@host:port/dbname "
+                   "(default: the config key gilmsg.outbox).")
 @click.option("--config-filename", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Read this fedmsg config file instead of fedmsg.d/.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
@@ -253,6 +257,64 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     _run(ctx, body)
 
 
+def _pg_url(ctx: click.Context, what: str) -> str:
+    from gilmsg.outbox.store import is_url
+
+    url = ctx.obj.path()
+    if not is_url(url):
+        raise click.BadParameter(f"{what} is for a postgresql:// outbox, not the SQLite file "
+                                 f"{url} (SQLite files are created and migrated on open)",
+                                 param_hint="--outbox")
+    return str(url)
+
+
+@main.command()
+@click.option("--dedup", is_flag=True,
+              help="Also create the consumed-message record's table (gilmsg-tail --dedup-file).")
+@click.pass_context
+def init(ctx: click.Context, dedup: bool) -> None:
+    """Create gilmsg's tables (schema gilmsg) in a PostgreSQL database, even one with tables
+    of its own: the transactional outbox (publish(connection=...)) needs them there."""
+
+    def body() -> int:
+        from gilmsg.outbox import postgres
+
+        url = _pg_url(ctx, "init")
+        store = postgres.PgStore(url, adopt=True)
+        store.close()
+        if dedup:
+            postgres.connect(url, postgres.PgConsumed.KIND, adopt=True).close()
+        _common.note(PROG, f"{store.path}: gilmsg outbox ready (schema {postgres.NAMESPACE!r}, "
+                           f"version {postgres.VERSIONS['outbox']})")
+        return _common.EXIT_OK
+
+    _run(ctx, body)
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Bring a PostgreSQL outbox (and its consumed-message record, if any) to this gilmsg's
+    schema version. Upgrade gilmsg on every host sharing it first."""
+
+    def body() -> int:
+        from gilmsg.outbox import postgres
+
+        url = _pg_url(ctx, "migrate")
+        before, after = postgres.migrate(url, "outbox")
+        conn = postgres.connect_raw(url, "outbox")
+        try:
+            has_dedup = postgres.found_version(conn, postgres.PgConsumed.KIND) is not None
+        finally:
+            conn.close()
+        if has_dedup:
+            postgres.migrate(url, postgres.PgConsumed.KIND)
+        _common.note(PROG, f"{postgres.redact(url)}: outbox schema version {before} -> {after}")
+        return _common.EXIT_OK
+
+    _run(ctx, body)
+
+
 def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise click.BadParameter(f"must be a positive number of seconds, not {value:g}")
@@ -276,10 +338,10 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
     def body() -> int:
         from gilmsg.outbox import policy
         from gilmsg.outbox.runner import Runner
-        from gilmsg.outbox.store import Store
+        from gilmsg.outbox.store import open_store
 
         config = ctx.obj.config(name)
-        store = Store(ctx.obj.path(config), create=True)
+        store = open_store(ctx.obj.path(config), create=True)
         runner = Runner(store, config, window=window or policy.ATTEMPT_WINDOW)
         stop = threading.Event()
         timer = threading.Timer(timeout, stop.set) if timeout else None

@@ -261,8 +261,9 @@ TAIL_CODES = {
 @click.option("--exclude", "excludes", multiple=True, metavar="REGEX", callback=_regexes,
               help="Hide messages whose topic matches REGEX (repeatable); wins over --include. "
                    "Hidden messages are still acknowledged.")
-@click.option("--dedup-file", default=None, metavar="PATH",
-              help="Record the gilmsg messages handled in this SQLite file: after a restart, "
+@click.option("--dedup-file", default=None, metavar="PATH|URL",
+              help="Record the gilmsg messages handled in this SQLite file (or PostgreSQL "
+                   "database: postgresql://..., shared by several hosts): after a restart, "
                    "one handled before is acknowledged again but not shown or run again.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,

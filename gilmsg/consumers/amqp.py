@@ -65,12 +65,13 @@ from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
 from gilmsg.recipient import Recipient
 
 if TYPE_CHECKING:
-    from gilmsg.outbox.dedup import Consumed
+    from gilmsg.outbox.dedup import ConsumedRecord
 
 log = logging.getLogger(__name__)
 
-#: Config key: the SQLite record of consumed messages (:class:`gilmsg.outbox.dedup.Consumed`,
-#: as ``GilmsgConsumer``'s ``<config_key>.gilmsg_dedup_path``), kept across restarts.
+#: Config key: the record of consumed messages, an SQLite file or a ``postgresql://`` URL
+#: (:func:`gilmsg.outbox.dedup.open_consumed`, as ``GilmsgConsumer``'s
+#: ``<config_key>.gilmsg_dedup_path``), kept across restarts.
 DEDUP_KEY = "gilmsg.dedup_path"
 
 #: The table of fedora-messaging's ``consumer_config`` read by :class:`GilmsgCallback`.
@@ -160,12 +161,13 @@ class GilmsgCallback:
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
         key, path = registry.lookup(cfg, DEDUP_KEY)
         if path is not None and (not isinstance(path, str) or not path):
-            raise ConfigError(f"config key {key!r} must be a file path, not {path!r}")
-        self.consumed: Consumed | None = None
+            raise ConfigError(f"config key {key!r} must be a file path or postgresql:// URL, "
+                              f"not {path!r}")
+        self.consumed: ConsumedRecord | None = None
         if path:
-            from gilmsg.outbox.dedup import Consumed
+            from gilmsg.outbox.dedup import open_consumed
 
-            self.consumed = Consumed(path)
+            self.consumed = open_consumed(path)
         self.recipient = Recipient(cfg, ack=True, consumed=self.consumed,
                                    ack_mode=self.gilmsg_ack_mode)
         log.info("%s acknowledges as %s (name %r, %s); signatures %s", type(self).__name__,

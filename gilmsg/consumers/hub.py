@@ -26,7 +26,8 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
   when one entry of ``topic`` is that ACK topic (a trailing ``*`` allowed); consumers on
   ``""`` or ``org.example.*`` never see them;
-* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file), what ``consume()``
+* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file, or a ``postgresql://``
+  URL that several hosts share), what ``consume()``
   returned from is recorded there, so a restarted hub acknowledges such a message again but
   never consumes it again; nothing is recorded before ``consume()`` returned (one that raises
   keeps no record), and in ``processed`` mode the record is committed before the
@@ -226,9 +227,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         self._consumed = None
         dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
         if dedup_path:
-            from gilmsg.outbox.dedup import Consumed
+            from gilmsg.outbox.dedup import open_consumed
 
-            self._consumed = Consumed(dedup_path)
+            self._consumed = open_consumed(dedup_path)
         try:
             self.recipient = Recipient(cfg, ack=True, ack_mode=self.gilmsg_ack_mode,
                                        consumed=self._consumed)

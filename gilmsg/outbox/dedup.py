@@ -31,7 +31,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from gilmsg.outbox import sqlite
 
@@ -52,6 +52,34 @@ def _migrate(conn: sqlite3.Connection, found: int) -> None:
     if found < 2:
         conn.execute("ALTER TABLE consumed ADD COLUMN status TEXT")
         conn.execute("ALTER TABLE consumed ADD COLUMN reason TEXT")
+
+
+class ConsumedRecord(Protocol):
+    """What the receiving side needs of a consumed-message record (either backend)."""
+
+    path: str
+
+    def done(self, key: str) -> bool: ...
+    def record(self, key: str, msg_id: Any = None) -> None: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_consumed(location: str | os.PathLike) -> ConsumedRecord:
+    """The consumed-message record at ``location``: a ``postgresql://`` URL (shared by every
+    host of a recipient service, see :class:`gilmsg.outbox.postgres.PgConsumed`), else an
+    SQLite file (:class:`Consumed`). Both have ``done``, ``record``, ``len`` and ``close``.
+
+    Raises:
+        OutboxError: the record cannot be used.
+    """
+    from gilmsg.outbox.store import is_url
+
+    if is_url(location):
+        from gilmsg.outbox.postgres import PgConsumed
+
+        return PgConsumed(str(location))
+    return Consumed(location)
 
 
 class Consumed:

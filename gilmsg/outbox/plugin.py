@@ -5,6 +5,7 @@ it stays inert unless enabled in ``fedmsg.d``::
 
     config = {
         "gilmsg.outbox": "/var/lib/gilmsg/outbox.db",   # the file publishers store into
+                                                       # (or postgresql://user@host/db)
         "gilmsg.outbox.runner": True,                  # drain it from this hub
         "gilmsg.outbox.runner_name": "outbox-runner",  # identity to send from (default: name)
     }
@@ -50,14 +51,14 @@ class OutboxProducer(Producer):
             return  # moksha: a producer that is not _initialized is left out
         from gilmsg.outbox.durable import settings
         from gilmsg.outbox.runner import Runner
-        from gilmsg.outbox.store import Store
+        from gilmsg.outbox.store import open_store
 
         cfg = dict(config)
         if config.get(NAME_KEY):
             cfg["name"] = config[NAME_KEY]
         try:
             path, _expiry, durability = settings(cfg)
-            store = Store(path, durability=durability)
+            store = open_store(path, durability=durability)
             self.runner = Runner(store, cfg)
         except GilmsgError as exc:
             log.error("gilmsg outbox runner not started: %s", exc)

@@ -24,7 +24,7 @@ from gilmsg.core.delivery import Delivery
 from gilmsg.errors import GilmsgError, OutboxError, Rejected, Timeout
 from gilmsg.outbox import policy
 from gilmsg.outbox.policy import Entry, Status
-from gilmsg.outbox.store import Store
+from gilmsg.outbox.store import OutboxStore
 
 log = logging.getLogger("gilmsg.outbox")
 
@@ -67,7 +67,7 @@ class Runner:
         ConfigError, CertificateError: the identity, its endpoint, the CA are unusable.
     """
 
-    def __init__(self, store: Store, config: Mapping[str, Any],
+    def __init__(self, store: OutboxStore, config: Mapping[str, Any],
                  window: float = policy.ATTEMPT_WINDOW, batch: int = 1000) -> None:
         from gilmsg.crypto import signing
         from gilmsg.link import link_for
@@ -169,6 +169,16 @@ class Runner:
 
         ``on_step(report)`` is called after each step that did something.
         """
+        waiter = getattr(self.store, "waiter", None)
+        wake = _Wakeup(self.link, waiter()) if waiter is not None else None
+        try:
+            return self._loop(stop, until_empty, on_step, wake)
+        finally:
+            if wake is not None:
+                wake.close()
+
+    def _loop(self, stop: threading.Event, until_empty: bool, on_step: Any,
+              wake: _Wakeup | None) -> Totals:
         seen = 0
         joined = False
         while not stop.is_set():
@@ -191,7 +201,10 @@ class Runner:
             if stop.is_set():
                 break
             try:
-                count = self.link.wait_join(seen, max(timeout, 0.001))
+                if wake is not None:
+                    count = wake.wait(max(timeout, 0.001))
+                else:
+                    count = self.link.wait_join(seen, max(timeout, 0.001))
             except GilmsgError:
                 break
             joined, seen = count > seen, count
@@ -202,3 +215,63 @@ class Runner:
         for msg_id in list(self._inflight):
             self.link.cancel(msg_id)
         self._inflight.clear()
+
+
+class _Wakeup:
+    """Wakes an idle runner when a subscriber joins **or** a store commits (PostgreSQL).
+
+    Two daemon threads: one waits on the link's joins, one on the store's ``LISTEN`` (a
+    notification is sent by each commit that stored messages, never by a rollback), so a
+    message committed in a caller's transaction is claimed at once rather than at the next
+    poll. A notification that lands between a wake-up and the step is not lost: the step reads
+    every row committed before it.
+    """
+
+    def __init__(self, link: Any, listen: Any) -> None:
+        self._link = link
+        self._listen = listen
+        self._event = threading.Event()
+        self._closed = threading.Event()
+        self.joins = 0
+        self._threads = [threading.Thread(target=self._watch_joins, daemon=True,
+                                          name="gilmsg-outbox-joins"),
+                         threading.Thread(target=self._watch_commits, daemon=True,
+                                          name="gilmsg-outbox-listen")]
+        for thread in self._threads:
+            thread.start()
+
+    def _watch_joins(self) -> None:
+        while not self._closed.is_set():
+            try:
+                count = self._link.wait_join(self.joins, 0.5)
+            except GilmsgError:
+                return
+            if count > self.joins:
+                self.joins = count
+                self._event.set()
+
+    def _watch_commits(self) -> None:
+        while not self._closed.is_set():
+            if self._listen(0.5):
+                self._event.set()
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for a join or a commit; the join count so far.
+
+        Raises:
+            GilmsgError: the link is closed (as :meth:`Link.wait_join` would).
+        """
+        if getattr(self._link, "closed", False):
+            raise GilmsgError("the runner's link is closed")
+        self._event.wait(timeout)
+        self._event.clear()
+        return self.joins
+
+    def close(self) -> None:
+        """Stop both threads and the listening connection."""
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(2.0)
+        close = getattr(self._listen, "close", None)
+        if close is not None:
+            close()

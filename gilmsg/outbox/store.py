@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gilmsg.errors import OutboxError
 from gilmsg.outbox import policy, sqlite
@@ -413,6 +413,65 @@ class Store:
         if entry is not None and before[0] != "pending":
             entry.status = Status(before[0])
         return entry
+
+
+class OutboxStore(Protocol):
+    """What the outbox, its runner and ``gilmsg-outbox`` need of a store (both backends).
+
+    :class:`Store` (SQLite) and :class:`gilmsg.outbox.postgres.PgStore` implement it with the
+    same promises; every decision comes from :mod:`gilmsg.outbox.policy`.
+    """
+
+    path: str
+    owner: str
+
+    def close(self) -> None: ...
+    def put(self, items: Sequence[tuple[str, str, Sequence[bytes], Sequence[str]]],
+            now: float, expiry: float, lease: float = 0.0,
+            require: str = "received") -> None: ...
+    def entries(self, status: Status | None = None,
+                msg_ids: Iterable[str] | None = None) -> list[Entry]: ...
+    def get(self, msg_id: str) -> Entry | None: ...
+    def events(self, msg_id: str) -> list[tuple[float, str, str | None]]: ...
+    def stats(self, now: float) -> policy.Stats: ...
+    def next_due(self) -> float | None: ...
+    def claim(self, now: float, lease: float, joined: bool = False,
+              limit: int = 1000) -> list[Stored]: ...
+    def delivered(self, msg_id: str, acks: Mapping[str, float]) -> Status | None: ...
+    def record_acks(self, msg_id: str, acks: Mapping[str, float],
+                    rejected: Mapping[str, str] | None = None) -> Status | None: ...
+    def finish_attempt(self, msg_id: str, acks: Mapping[str, float], error: str | None,
+                       now: float, rejected: Mapping[str, str] | None = None
+                       ) -> Entry | None: ...
+    def expire(self, now: float) -> list[Entry]: ...
+    def retry(self, msg_id: str | None, now: float) -> int: ...
+    def drop(self, msg_id: str, reason: str, now: float) -> Entry | None: ...
+
+
+#: URL schemes of an outbox location that select the PostgreSQL backend.
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(location: Any) -> bool:
+    """True if ``location`` is a ``postgresql://`` URL (the PostgreSQL backend)."""
+    return isinstance(location, str) and location.startswith(PG_SCHEMES)
+
+
+def open_store(location: str | os.PathLike, *, create: bool = True, readonly: bool = False,
+               durability: str = "full", adopt: bool = False) -> OutboxStore:
+    """The outbox at ``location``: a ``postgresql://`` URL (PostgreSQL), else an SQLite file.
+
+    ``adopt`` (PostgreSQL only): put gilmsg's tables into a database with tables of its own.
+
+    Raises:
+        OutboxError: the outbox cannot be used (see each backend).
+    """
+    if is_url(location):
+        from gilmsg.outbox.postgres import PgStore
+
+        return PgStore(str(location), create=create, readonly=readonly, durability=durability,
+                       adopt=adopt)
+    return Store(location, create=create, readonly=readonly, durability=durability)
 
 
 def _pid_exists(pid: int) -> bool:
