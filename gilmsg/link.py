@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg import transport as gtransport
 from gilmsg.core import wire
 from gilmsg.core.delivery import (
@@ -228,12 +229,15 @@ class Link:
             if isinstance(action, Send):
                 assert self._pub is not None
                 self._pub.send(action.frames)
+                monitoring.resent()
             elif isinstance(action, Resolve):
+                monitoring.delivery_over(action.delivery.state.value, action.delivery.acks)
                 with self._lock:
                     entry = self._futures.pop(action.delivery.msg_id, None)
                 if entry is not None:
                     _resolve(entry[0], action.result)
             elif isinstance(action, IgnoredAck):
+                monitoring.ack_refused(action.outcome.value)
                 log.warning("ignored ACK for %s from %s: %s %s", action.ack.msg_id,
                             getattr(verdict, "signer", action.signer), action.outcome.value,
                             getattr(verdict, "reason", ""))
@@ -282,6 +286,7 @@ class Link:
         with self._lock:
             for delivery in list(self._machine):  # their state says FAILED
                 self._machine.handle(Cancelled(delivery.msg_id, now, error))
+                monitoring.delivery_over("failed", delivery.acks)
             entries, self._futures = list(self._futures.values()), {}
         for future, _verify in entries:
             _resolve(future, error)
@@ -304,6 +309,7 @@ class Link:
                         continue
                     actions = self._machine.handle(Sent(delivery, frames, time.monotonic()))
                 pub.send(frames)
+                monitoring.delivery_started()
                 self._apply(actions)
 
     def _sync_listener(self, pub: Publisher) -> None:

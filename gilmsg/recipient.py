@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg.core import wire as message
 from gilmsg.core.delivery import Seen
 from gilmsg.core.receiving import Settled, describe_failure, receive
@@ -84,10 +85,12 @@ class Recipient:
         verdict = self._validator.validate(envelope)
         if not verdict.ok:
             reason = verdict.reason
+            monitoring.refused("bad signature")
         elif gconfig.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
             return True
         else:
             reason = f"routing_policy does not allow {verdict.signer} on this topic"
+            monitoring.refused("routing policy")
         log.warning(
             "dropped message %s on %s: %s", envelope.get("msg_id"), envelope.get("topic"), reason
         )
@@ -107,6 +110,7 @@ class Recipient:
         receipt = receive(topic, envelope, self.ack_topic,
                           self.common_name or "" if self.ack else None)
         if receipt.drop:
+            monitoring.refused("no msg_id")
             log.warning("dropped gilmsg message on %s: no msg_id", envelope.get("topic"))
             return False
         if receipt.key is None:
@@ -116,7 +120,9 @@ class Recipient:
                 status, reason = self._settled.answer(receipt.digest)
             self.acknowledge(envelope, status, reason, digest=receipt.digest, batch=batch)
         with self._seen_lock:
-            return self._seen.first_time(receipt.key)
+            first = self._seen.first_time(receipt.key)
+        monitoring.received(duplicate=not first)
+        return first
 
     def forget(self, envelope: Mapping[str, Any]) -> None:
         """Forget that ``envelope`` was handed over: its next copy is delivered again.
@@ -167,6 +173,8 @@ class Recipient:
         ack = message.new_envelope(self.ack_topic, body, self._link.next_i())
         signed = self._signer.sign(ack)
         self._link.send(message.encode(self.ack_topic, signed))
+        for entry in body.get(message.BATCH_FIELD) or [body]:  # counted once it is sent
+            monitoring.ack_sent(str(entry.get("status", "received")))
 
     def settlement(self, topic: str, envelope: Mapping[str, Any]) -> Settlement | None:
         """The :class:`Settlement` of a message :meth:`handle` delivered, if it acknowledged

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gilmsg import config as gconfig
-from gilmsg import transport
+from gilmsg import monitoring, transport
 from gilmsg.core import wire
 from gilmsg.core.receiving import check_ack_mode
 from gilmsg.recipient import Recipient, Settlement
@@ -148,8 +148,10 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
     recipient = Recipient(cfg, ack=ack)
     ack_topic = recipient.ack_topic.encode("utf-8")
     subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
+    monitoring.watch_subscription(subscription)
     batch: list[dict[str, Any]] = []
     try:
+        monitoring.set_consuming(True)
         while True:
             received = subscription.receive(POLL_INTERVAL)
             while batch_acks and received and len(received) < wire.MAX_BATCH:  # together
@@ -187,6 +189,8 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
                             consumed.record(key,  # type: ignore[union-attr]
                                             item[3].get("msg_id"))
     finally:
+        monitoring.set_consuming(False)
+        monitoring.remove_check("subscription")
         subscription.close()
         if consumed is not None:
             consumed.close()

@@ -1,0 +1,180 @@
+"""``--monitoring HOST:PORT``: /live, /ready and /metrics of real gilmsg processes.
+
+Every process is real (gilmsg-tail, gilmsg-logger, gilmsg-outbox, fedmsg-hub) on a DevBus with
+real certificates; every port is picked free at run time and bound on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from gilmsg.commands import _common
+from gilmsg.commands import tail as tail_cli
+from gilmsg.crypto import certs
+from gilmsg.testing import DevBus, Process
+from gilmsg.testing.bus import free_port
+
+LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
+
+#: Bound on every wait for an HTTP endpoint to come up (it is bound before the command
+#: prints its first line; this only covers process start-up).
+UP_TIMEOUT = 30.0
+
+
+def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
+    """``(status, body)`` of a GET (an HTTP error status is returned, not raised)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_up(proc: Process, base: str) -> None:
+    """Wait until ``proc`` said where it serves monitoring (it binds before saying so)."""
+    deadline = time.monotonic() + UP_TIMEOUT
+    while f"monitoring on {base}" not in proc.stderr:
+        assert proc.proc.poll() is None, f"exited {proc.proc.returncode}: {proc.stderr}"
+        assert time.monotonic() < deadline, f"no monitoring line; stderr:\n{proc.stderr}"
+        time.sleep(0.05)  # polling the stderr the reader thread collects
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition: (name, sorted labels) -> value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def publish(bus: DevBus, *lines: str, recipients: str = "r1", timeout: str = "30") -> Process:
+    """gilmsg-logger as ``pub`` with --json-report, one message per line."""
+    proc = bus.spawn([LOGGER, "--config-filename", str(bus.config_file), "--name", "pub",
+                      "--recipients", recipients, "--ack-timeout", timeout, "--json-report"],
+                     stdin=subprocess.PIPE)
+    proc.proc.stdin.write("".join(f"{line}\n" for line in lines))
+    proc.proc.stdin.close()
+    return proc
+
+
+# --------------------------------------------------------------------------------------------
+# gilmsg-tail
+
+
+def test_tail_counts_what_it_received_and_flips_ready_on_an_expired_crl(make_bus):
+    bus = make_bus(["pub", "r1"])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    tail = bus.spawn_tail("r1", "--monitoring", f"127.0.0.1:{port}")
+    wait_up(tail, base)
+    assert get(base + "/live") == (200, '{"status": "OK"}')
+
+    n = 5
+    logger = publish(bus, *[f"m{i}" for i in range(n)])
+    for _ in range(n):
+        tail.next_line()
+    assert logger.wait() == 0, logger.stderr
+
+    status, text = get(base + "/metrics")
+    assert status == 200
+    got = samples(text)
+    assert got[("gilmsg_messages_received_total", ())] == n
+    assert got[("gilmsg_acks_sent_total", (("status", "received"),))] >= n
+    assert got[("gilmsg_messages_refused_total", (("reason", "bad signature"),))] == 0
+    assert all(name.startswith("gilmsg_") for name, _ in got)
+    crl_next = got[("gilmsg_crl_next_update_seconds", ())]
+    assert crl_next > time.time()
+    assert got[("gilmsg_certificate_expiry_seconds", (("identity", "r1"),))] > time.time()
+
+    status, body = get(base + "/ready")
+    ready = json.loads(body)
+    assert status == 200, body
+    assert ready["status"] == "OK" and ready["consuming"] is True and ready["received"] == n
+
+    # The CRL is replaced by one past its next-update date: the tail can no longer validate.
+    certs.write_crl(bus.ssldir, next_update=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    status, body = get(base + "/ready")
+    assert status == 503, body
+    reason = json.loads(body)["reason"]
+    assert "CA or CRL unusable" in reason and "crl.pem" in reason and "next-update" in reason
+    assert get(base + "/live")[0] == 200  # still running
+
+
+def test_ready_says_no_endpoint_connected(make_bus):
+    bus = make_bus(["pub", "r1"])  # nothing runs: a watching tail is connected to no one
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    tail = bus.spawn([str(Path(sys.executable).parent / "gilmsg-tail"), "--config-filename",
+                      str(bus.config_file), "--no-ack", "--monitoring", f"127.0.0.1:{port}"])
+    wait_up(tail, base)
+    deadline = time.monotonic() + UP_TIMEOUT
+    while True:  # "not consuming yet" until its loop runs
+        status, body = get(base + "/ready")
+        assert status == 503, body
+        if json.loads(body)["reason"] != "not consuming yet" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert json.loads(body)["reason"] == "no endpoint connected", body
+
+
+def test_port_in_use_is_exit_4_before_anything_is_consumed(make_bus):
+    bus = make_bus(["pub", "r1"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = CliRunner().invoke(tail_cli.main, [
+            "--config-filename", str(bus.config_file), "--name", "r1", "--monitoring", address])
+    assert result.exit_code == _common.EXIT_CONFIG
+    assert result.stderr.count("\n") == 1 and address in result.stderr, result.stderr
+    assert "in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unbindable_address_is_exit_4_and_malformed_is_a_usage_error(make_bus):
+    bus = make_bus(["pub", "r1"])
+    address = f"192.0.2.1:{free_port()}"  # TEST-NET-1: no interface of this host has it
+    result = CliRunner().invoke(tail_cli.main, [
+        "--config-filename", str(bus.config_file), "--no-ack", "--monitoring", address])
+    assert result.exit_code == _common.EXIT_CONFIG, result.output
+    assert result.stderr.count("\n") == 1 and address in result.stderr
+    for bad in ("9940", "127.0.0.1:0", "127.0.0.1:http", ":9940"):
+        result = CliRunner().invoke(tail_cli.main, [
+            "--config-filename", str(bus.config_file), "--no-ack", "--monitoring", bad])
+        assert result.exit_code == _common.EXIT_USAGE, (bad, result.output)
+        assert "HOST:PORT" in result.stderr
+
+
+def test_a_scraper_that_never_reads_does_not_block_consuming(make_bus):
+    bus = make_bus(["pub", "r1"])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    tail = bus.spawn_tail("r1", "--monitoring", f"127.0.0.1:{port}")
+    wait_up(tail, base)
+    stuck = []
+    try:
+        for i in range(40):  # more than the server answers at once
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            if i % 2:
+                s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # and never reads the answer
+            stuck.append(s)
+        logger = publish(bus, "while", "stuck")
+        assert [json.loads(tail.next_line())["msg"]["log"] for _ in range(2)] == \
+            ["while", "stuck"]
+        assert logger.wait() == 0, logger.stderr
+    finally:
+        for s in stuck:
+            s.close()
+    assert get(base + "/live")[0] == 200
