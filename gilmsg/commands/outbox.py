@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from gilmsg.commands import _common
+from gilmsg.commands import _common, _monitoring
 from gilmsg.errors import ConfigError, OutboxError
 
 PROG = "gilmsg-outbox"
@@ -264,9 +264,10 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None)
               help="Give up after this long (exit 1 if something is still owed).")
 @click.option("--window", type=float, default=None, callback=_positive, metavar="SECONDS",
               help="How long one attempt re-sends before backing off (default 5).")
+@_monitoring.option
 @click.pass_context
 def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float | None,
-        window: float | None) -> None:
+        window: float | None, monitoring_address: str | None) -> None:
     """Re-send what the outbox owes until each recipient acknowledged (or it expired)."""
 
     def body() -> int:
@@ -276,6 +277,13 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
 
         config = ctx.obj.config(name)
         store = Store(ctx.obj.path(config), create=True)
+        # Bound (or exit 4) before the first attempt; scrapes read through their own handle.
+        server = _monitoring.start(PROG, monitoring_address, config)
+        if server is not None:
+            from gilmsg import monitoring
+
+            reader = Store(store.path, create=False, readonly=True)
+            monitoring.watch_outbox(lambda: reader.stats(time.time()))
         runner = Runner(store, config, window=window or policy.ATTEMPT_WINDOW)
         stop = threading.Event()
         timer = threading.Timer(timeout, stop.set) if timeout else None
@@ -301,6 +309,8 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
             if timer is not None:
                 timer.cancel()
             runner.abandon()
+            if server is not None:
+                server.close()
         left = store.stats(time.time()).counts.get("pending", 0)
         _common.note(PROG, f"{totals.delivered} delivered, {totals.expired} expired, "
                            f"{totals.attempts} attempts; {left} still pending")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gilmsg import monitoring
 from gilmsg.core.delivery import Delivery
 from gilmsg.errors import GilmsgError, OutboxError, Timeout
 from gilmsg.outbox import policy
@@ -98,6 +99,7 @@ class Runner:
         for entry in self.store.expire(now):
             report.expired.append(entry)
             self.totals.expired += 1
+            monitoring.outbox_expired()
             log.warning("outbox: %s on %s expired after %d attempts, still owed to %s",
                         entry.msg_id, entry.topic, entry.attempts, ", ".join(entry.owed))
         room = self.batch - len(self._inflight)

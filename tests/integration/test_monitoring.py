@@ -25,7 +25,8 @@ from gilmsg.crypto import certs
 from gilmsg.testing import DevBus, Process
 from gilmsg.testing.bus import free_port
 
-LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
+BIN = Path(sys.executable).parent
+LOGGER = str(BIN / "gilmsg-logger")
 
 #: Bound on every wait for an HTTP endpoint to come up (it is bound before the command
 #: prints its first line; this only covers process start-up).
@@ -178,3 +179,40 @@ def test_a_scraper_that_never_reads_does_not_block_consuming(make_bus):
         for s in stuck:
             s.close()
     assert get(base + "/live")[0] == 200
+
+
+# --------------------------------------------------------------------------------------------
+# gilmsg-outbox run
+
+
+def test_outbox_runner_exports_its_backlog_while_the_recipient_is_down(make_bus, tmp_path):
+    bus = make_bus(["pub", "r1", "runner"])
+    path = tmp_path / "outbox.db"
+    stored = subprocess.run(
+        [LOGGER, "--config-filename", str(bus.config_file), "--name", "pub", "--outbox",
+         str(path), "-r", "r1", "--ack-timeout", "0.2", "--json-report"], input="m1\nm2\n",
+        capture_output=True, text=True, timeout=60, cwd=bus.root, env=bus.env())
+    assert stored.returncode == _common.EXIT_STORED, stored.stderr
+    ids = [json.loads(line)["msg_id"] for line in stored.stdout.splitlines()]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    runner = bus.spawn([str(BIN / "gilmsg-outbox"), "--outbox", str(path), "--config-filename",
+                        str(bus.config_file), "run", "--name", "runner", "--window", "0.3",
+                        "--monitoring", f"127.0.0.1:{port}"])
+    wait_up(runner, base)
+    got = samples(get(base + "/metrics")[1])
+    assert got[("gilmsg_outbox_pending", (("recipient", "r1"),))] == 2
+    assert got[("gilmsg_outbox_oldest_pending_seconds", ())] > 0
+    status, body = get(base + "/ready")
+    assert status == 200 and json.loads(body)["pending"] >= 2, body
+
+    r1 = bus.spawn_tail("r1")
+    assert sorted(json.loads(r1.next_line())["msg_id"] for _ in ids) == sorted(ids)
+    for msg_id in ids:
+        runner.wait_for(lambda line, m=msg_id: line == f"delivered {m}")
+    got = samples(get(base + "/metrics")[1])
+    assert ("gilmsg_outbox_pending", (("recipient", "r1"),)) not in got
+    assert got[("gilmsg_outbox_oldest_pending_seconds", ())] == 0
+    assert got[("gilmsg_deliveries_total", (("outcome", "acked"),))] == 2
+    assert got[("gilmsg_ack_latency_seconds_count", (("recipient", "r1"),))] == 2
+    assert got[("gilmsg_in_flight", ())] == 0
