@@ -71,6 +71,7 @@ from typing import Any
 import fedmsg.consumers
 from moksha.hub.reactor import reactor
 
+from gilmsg import monitoring
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
 from gilmsg.core import wire
@@ -192,6 +193,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             # and starts workers: no message can arrive before the recipient exists.
             try:
                 self._setup(config)
+                from gilmsg.monitoring import reactor as monitoring_reactor
+
+                monitoring_reactor.start(config)  # gilmsg.monitoring: bound now, or exit 4
             except GilmsgError as exc:
                 if config.get(ALLOW_FAILED_KEY):
                     raise  # moksha logs it and runs on without this consumer
@@ -204,6 +208,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             return
         signals.register_hub(hub)
         reactor.callWhenRunning(signals.install_stop_handlers)
+        reactor.callWhenRunning(monitoring.set_consuming, True)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
         validate = self.validate_signatures

@@ -216,3 +216,53 @@ def test_outbox_runner_exports_its_backlog_while_the_recipient_is_down(make_bus,
     assert got[("gilmsg_deliveries_total", (("outcome", "acked"),))] == 2
     assert got[("gilmsg_ack_latency_seconds_count", (("recipient", "r1"),))] == 2
     assert got[("gilmsg_in_flight", ())] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# fedmsg-hub with a GilmsgConsumer (the stock fedmsg-hub; the example consumer)
+
+REPO = Path(__file__).resolve().parent.parent.parent
+EXAMPLE_SRC = REPO / "examples" / "gilmsg_example"
+EXAMPLE = "gilmsg_example.consumers:ExampleConsumer"
+
+
+def start_hub(bus: DevBus, address: str, wait: bool = True) -> Process:
+    return bus.spawn_hub("hub", consumers=[EXAMPLE], pythonpath=[EXAMPLE_SRC], wait=wait, **{
+        "gilmsg_example": True, "gilmsg_example.output": str(bus.root / "consumed.jsonl"),
+        "gilmsg.monitoring": address})
+
+
+def test_hub_consumer_serves_monitoring_from_the_reactor(make_bus):
+    import gilmsg
+
+    bus = make_bus(["pub", "hub"])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start_hub(bus, f"127.0.0.1:{port}")
+    assert get(base + "/live") == (200, '{"status": "OK"}')
+    n = 3
+    for i in range(n):
+        gilmsg.publish(topic="test", msg={"i": i}, modname="hubtest", recipients=["hub"],
+                       ack_timeout=30, **bus.config_for("pub"))
+    got = samples(get(base + "/metrics")[1])
+    assert got[("gilmsg_messages_received_total", ())] == n
+    assert got[("gilmsg_acks_sent_total", (("status", "received"),))] >= n
+    assert got[("gilmsg_certificate_expiry_seconds", (("identity", "hub"),))] > time.time()
+    status, body = get(base + "/ready")
+    assert status == 200 and json.loads(body)["consuming"] is True, body
+    certs.write_crl(bus.ssldir, next_update=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    status, body = get(base + "/ready")
+    assert status == 503 and "CA or CRL unusable" in json.loads(body)["reason"], body
+
+
+def test_hub_with_its_monitoring_port_in_use_exits_4_naming_it(make_bus):
+    bus = make_bus(["pub", "hub"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        hub = start_hub(bus, address, wait=False)
+        assert hub.wait() == 4
+    lines = [line for line in hub.stderr_lines if "gilmsg" in line]
+    assert lines == [f"fedmsg-hub: gilmsg consumer cannot start: cannot bind monitoring "
+                     f"endpoint {address}: Address already in use"], hub.stderr
