@@ -152,16 +152,25 @@ def watch_trust(config: Mapping[str, Any]) -> None:
     add_check("trust", check)
 
 
-def watch_subscription(subscription: Any) -> None:
-    """Register the check "no endpoint connected" for a transport subscription that reports
-    ``connected`` (the number of endpoints it is connected to now)."""
+def watch_subscription(subscription: Any, name: str = "subscription",
+                       what: str = "no endpoint connected") -> None:
+    """Register the check ``what`` (as ``name``) for a transport subscription that reports
+    ``connected`` (the number of endpoints it is connected to now): not ready while it is 0."""
     if _metrics is None or not hasattr(subscription, "connected"):
         return
 
     def check() -> str | None:
-        return None if subscription.connected else "no endpoint connected"
+        return None if subscription.connected else what
 
-    add_check("subscription", check)
+    add_check(name, check)
+
+
+def watch_counts(collect: Callable[[], Any]) -> None:
+    """Add a ``prometheus_client`` collector (``collect()`` yields metric families) to gilmsg's
+    registry: for what a component counts itself (the bridge's forwarded messages)."""
+    if _metrics is None:
+        return
+    _metrics.add_collector(collect)
 
 
 # -- hooks: no-ops until enable() ---------------------------------------------------------------
@@ -266,5 +275,5 @@ __all__ = [
     "ack_refused", "ack_sent", "add_check", "delivery_over", "delivery_started", "enable",
     "enabled", "expect_consuming", "not_ready", "outbox_expired", "ready_counters", "received",
     "recipient_label", "refused", "remove_check", "resent", "set_consuming", "watch_outbox",
-    "watch_subscription", "watch_trust",
+    "watch_counts", "watch_subscription", "watch_trust",
 ]

@@ -205,3 +205,16 @@ def counters() -> dict[str, Any]:
         "published": int(published),
         "pending": int(IN_FLIGHT._value.get()) + int(outbox),
     }
+
+
+class _Callback(Collector):
+    def __init__(self, collect: Callable[[], Any]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Any:
+        return self._collect()
+
+
+def add_collector(collect: Callable[[], Any]) -> None:
+    """Register ``collect`` (yielding metric families at each scrape) in :data:`REGISTRY`."""
+    REGISTRY.register(_Callback(collect))

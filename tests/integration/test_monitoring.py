@@ -266,3 +266,42 @@ def test_hub_with_its_monitoring_port_in_use_exits_4_naming_it(make_bus):
     lines = [line for line in hub.stderr_lines if "gilmsg" in line]
     assert lines == [f"fedmsg-hub: gilmsg consumer cannot start: cannot bind monitoring "
                      f"endpoint {address}: Address already in use"], hub.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# gilmsg-bridge (two ZeroMQ buses, one CA)
+
+
+def test_bridge_reports_what_it_carried_and_each_bus_it_misses(make_bus):
+    import pprint
+
+    import gilmsg
+
+    bus = make_bus(["zpub", "zr1", "bridge"])
+    other = json.loads(json.dumps(bus.config))  # bus b: the same names on other ports
+    other["endpoints"] = {name: [f"tcp://127.0.0.1:{free_port()}"] for name in bus.services}
+    b_file = bus.root / "b.d" / "gilmsg.py"
+    b_file.parent.mkdir()
+    b_file.write_text("config = " + pprint.pformat(other) + "\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    bridge = bus.spawn([str(BIN / "gilmsg-bridge"), "--name", "bridge", str(bus.config_file),
+                        str(b_file), "--monitoring", f"127.0.0.1:{port}"])
+    wait_up(bridge, base)
+    deadline = time.monotonic() + UP_TIMEOUT
+    while "gilmsg-bridge: forwarding" not in bridge.stderr:  # its subscriptions are made
+        assert time.monotonic() < deadline and bridge.proc.poll() is None, bridge.stderr
+        time.sleep(0.05)
+    status, body = get(base + "/ready")  # nobody runs on either bus yet
+    assert status == 503 and "no endpoint connected on bus a" in json.loads(body)["reason"]
+
+    zr1 = bus.spawn([str(BIN / "gilmsg-tail"), "--config-filename", str(b_file), "--name",
+                     "zr1", "--json"])
+    report = gilmsg.publish(topic="test", msg={"x": 1}, modname="bridgetest",
+                            recipients=["zr1"], ack_timeout=30, **bus.config_for("zpub"))
+    assert json.loads(zr1.next_line())["msg_id"] == report.msg_id
+    got = samples(get(base + "/metrics")[1])
+    assert got[("gilmsg_bridge_messages_total", (("direction", "a->b"),))] >= 1
+    assert got[("gilmsg_bridge_acks_total", (("direction", "b->a"),))] >= 1
+    status, body = get(base + "/ready")  # zpub's link is bound on a, zr1 runs on b
+    assert status == 200, body
