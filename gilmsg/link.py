@@ -23,7 +23,7 @@ from typing import Any
 from gilmsg import config as gconfig
 from gilmsg import monitoring
 from gilmsg import transport as gtransport
-from gilmsg.core import wire
+from gilmsg.core import causes, wire
 from gilmsg.core.delivery import (
     AckReceived,
     AcksReceived,
@@ -40,7 +40,7 @@ from gilmsg.core.delivery import (
     SubscriberJoined,
     Tick,
 )
-from gilmsg.errors import GilmsgError
+from gilmsg.errors import GilmsgError, Timeout
 from gilmsg.transport.base import Publisher
 
 # The logger of the link's ACK verdicts kept its old name: operators filter on it.
@@ -235,12 +235,24 @@ class Link:
                 with self._lock:
                     entry = self._futures.pop(action.delivery.msg_id, None)
                 if entry is not None:
-                    _resolve(entry[0], action.result)
+                    _resolve(entry[0], self._explained(action.result, action.delivery.topic))
             elif isinstance(action, IgnoredAck):
                 monitoring.ack_refused(action.outcome.value)
                 log.warning("ignored ACK for %s from %s: %s %s", action.ack.msg_id,
                             getattr(verdict, "signer", action.signer), action.outcome.value,
                             getattr(verdict, "reason", ""))
+
+    def _explained(self, result: Any, topic: str) -> Any:
+        """A Timeout saying why each recipient is missing, from what the transport heard of
+        the subscribers (see :mod:`gilmsg.core.causes`); other results unchanged."""
+        if not isinstance(result, Timeout):
+            return result
+        reach = getattr(self._pub, "reach", None)
+        try:
+            known = reach(topic, tuple(self._ack_topics)) if reach is not None else None
+        except GilmsgError:
+            known = None
+        return result.with_causes(causes.causes(result.missing, result.answers, known))
 
     def _run(self, ready: threading.Event) -> None:
         try:

@@ -73,6 +73,8 @@ class Result:
     error: str | None = None
     #: recipient -> {"status", "at", "reason"}: what each one answered (see gilmsg.Answer)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: missing recipient -> why (gilmsg.core.causes), when the publishing link could tell
+    causes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +93,7 @@ class Result:
             "sends": self.sends,
             "error": self.error,
             "answers": self.answers,
+            "causes": dict(self.causes),
         }
 
     def why_missing(self) -> dict[str, str]:
@@ -98,6 +101,9 @@ class Result:
         ACKs were refused (revoked, expired, other CA, other content); once per recipient."""
         out = {}
         for cn in self.missing:
+            if cn in self.causes:  # the Timeout's own words
+                out[cn] = self.causes[cn]
+                continue
             answer = self.answers.get(cn, {})
             status, reason = answer.get("status"), answer.get("reason")
             if status == "rejected":
@@ -321,7 +327,7 @@ class Session:
                 error = f"no ACK within {exc.ack_timeout:g}s"
             self.record(Result(item.line, status, exc.msg_id, exc.topic,
                                self._in_order(exc.acked), list(exc.missing), error=error,
-                               answers=_answers(exc.answers)))
+                               answers=_answers(exc.answers), causes=dict(exc.causes)))
         except InvalidInput as exc:
             self.record(Result(item.line, INVALID, error=str(exc)))
         except (_common.Interrupted, KeyboardInterrupt):

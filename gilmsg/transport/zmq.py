@@ -304,6 +304,12 @@ class ZmqPublisher:
                     continue
             time.sleep(min(remaining, 0.005))
 
+    def reach(self, topic: str, ignore: tuple[str, ...] = ()) -> str:
+        """What the subscriptions heard so far say of ``topic``: ``none``, ``elsewhere`` or
+        ``covered`` (see :meth:`gilmsg.core.subscriptions.Subscriptions.reach`)."""
+        with self._lock:
+            return self._subscriptions.reach(topic, ignore)
+
     # -- the link's thread -----------------------------------------------------------------
 
     def listen(self, topics: Sequence[str], endpoints: Sequence[str]) -> None:
