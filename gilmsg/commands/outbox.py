@@ -44,6 +44,7 @@ EXAMPLES = [
     "gilmsg-outbox --outbox outbox.db stats --json",
     "gilmsg-outbox --outbox outbox.db drop 2026-... --reason 'recipient retired'",
     "gilmsg-outbox --config-filename fedmsg.d/app.py run --name outbox-runner",
+    "gilmsg-outbox --outbox outbox.db check --oldest-warning 300 --oldest-critical 3600",
 ]
 
 
@@ -235,10 +236,16 @@ def drop(ctx: click.Context, msg_id: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for monitoring.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Pending count, oldest pending age, backlog per recipient."""
+    """Pending count, oldest pending age, backlog per recipient, last runner activity
+    (seconds ago, and which runner: host:pid:token; null if none ever ran)."""
 
     def body() -> int:
-        summary = ctx.obj.store().stats(time.time()).to_json()
+        store = ctx.obj.store()
+        now = time.time()
+        summary = store.stats(now).to_json()
+        last = store.last_runner()  # a runner records its activity every 10 s
+        summary["last_runner_age"] = None if last is None else round(now - last[0], 3)
+        summary["last_runner"] = None if last is None else last[1]
         if as_json:
             click.echo(json.dumps(summary))
         else:
@@ -322,6 +329,10 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
 
 
 log = logging.getLogger(__name__)
+
+from gilmsg.commands.outbox_check import check as _check  # noqa: E402  (its own module)
+
+main.add_command(_check)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

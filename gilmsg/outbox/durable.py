@@ -13,6 +13,7 @@ each has acknowledged, or it expires.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 import weakref
@@ -84,6 +85,7 @@ class Outbox:
         self._runner_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._unsettled: weakref.WeakSet[DurableDelivery] = weakref.WeakSet()
+        self._runner_checked = False  # warned (or not) about a missing runner
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -155,6 +157,9 @@ class Outbox:
                              wire.encode(full_topic, envelope), names))
         wall = time.time()
         self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE)
+        if not self._runner_checked:
+            self._runner_checked = True
+            warn_if_no_runner(self.store, wall)
         started = time.monotonic()
         out = []
         for msg_id, digest, frames, _names in prepared:
@@ -179,6 +184,7 @@ class Outbox:
         from gilmsg.outbox.runner import Runner
 
         self._runner = Runner(self.store, self.config, window=window)
+        self.store.runner_seen(time.time())  # active from now: no warning on the next publish
         self._stop.clear()
         self._runner_thread = threading.Thread(target=self._runner.run, args=(self._stop,),
                                                name="gilmsg-outbox-runner", daemon=True)
@@ -202,6 +208,26 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: A runner counts as active if it recorded activity this recently (it does every 10 s).
+RUNNER_RECENT = 60.0
+
+
+def warn_if_no_runner(store: Store, now: float) -> bool:
+    """Log one WARNING, with the command to run, if no runner was active on ``store`` within
+    :data:`RUNNER_RECENT` seconds (then nothing re-sends what stays owed); True if it warned."""
+    try:
+        last = store.last_runner()
+    except GilmsgError:
+        return False
+    if last is not None and now - last[0] <= RUNNER_RECENT:
+        return False
+    seen = "never" if last is None else f"last {now - last[0]:.0f}s ago"
+    log.warning("no outbox runner is active on %s (%s): what stays owed is not re-sent until "
+                "one runs: gilmsg-outbox --outbox %s run (or the fedmsg-hub plugin: "
+                "gilmsg.outbox.runner = True)", store.path, seen, shlex.quote(store.path))
+    return True
 
 
 class DurableDelivery(PendingDelivery):

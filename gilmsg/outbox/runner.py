@@ -31,6 +31,8 @@ log = logging.getLogger("gilmsg.outbox")
 IDLE_POLL = 1.0
 #: Wait between looks while attempts are in flight (their outcome is recorded after it).
 BUSY_POLL = 0.05
+#: How often a running runner records that it is active (``Store.runner_seen``).
+HEARTBEAT = 10.0
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Runner:
         self._validator.check()
         self._inflight: dict[str, tuple[Any, float, frozenset[str]]] = {}
         self.totals = Totals()
+        self._beat = float("-inf")  # monotonic time of the last heartbeat
 
     @property
     def inflight(self) -> int:
@@ -96,6 +99,9 @@ class Runner:
         report = StepReport()
         self._harvest(report)
         now = time.time()
+        if time.monotonic() - self._beat >= HEARTBEAT:  # "gilmsg-outbox stats": last runner
+            self.store.runner_seen(now)
+            self._beat = time.monotonic()
         for entry in self.store.expire(now):
             report.expired.append(entry)
             self.totals.expired += 1
