@@ -249,7 +249,7 @@ def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | No
             click.echo(line)
             return state
         for phrase in soon:  # the fedmsg#481 failure, said while there is time
-            _common.warn(PROG, f"WARNING: {phrase}")
+            _common.note(PROG, f"WARNING: {phrase}")
         summarise(list(stats.values()))
         if interrupted is not None:
             return _common.exit_code_for(interrupted)
