@@ -331,6 +331,10 @@ def run_standin(config: Mapping[str, Any], spec: StandInSpec,
     counter = 0
     endpoints = gconfig.subscribe_endpoints(cfg, skip=spec.name)
     sub = transport.module_for(cfg).subscribe([("", e) for e in endpoints], "", cfg)
+    from gilmsg import monitoring
+
+    monitoring.watch_subscription(sub)
+    monitoring.set_consuming(True)
     try:
         own = (cfg.get("endpoints") or {}).get(spec.name)
         emit({"event": "ready", "name": me, "endpoint": own, "subscribed": endpoints})
@@ -358,6 +362,7 @@ def run_standin(config: Mapping[str, Any], spec: StandInSpec,
                         emit(_received(envelope, topic, "ignore", 0.0))
                     continue
                 action, when, first = decisions.get(msg_id, now)
+                monitoring.received(duplicate=not first)
                 if first:
                     emit(_received(envelope, topic, action, spec.delay))
                 if action == "drop":
@@ -403,6 +408,7 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spec", required=True)
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--monitoring", default=None, metavar="HOST:PORT")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="standin: %(levelname)s: %(message)s")
     stop = threading.Event()
@@ -425,6 +431,12 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = parse_standin(args.spec)
         cfg = gconfig.load(filename=args.config_filename)
+        if args.monitoring:  # /live, /ready, /metrics of this stand-in (bound, or exit 4)
+            from gilmsg import monitoring
+            from gilmsg.monitoring.server import serve
+
+            serve(args.monitoring)
+            monitoring.watch_trust(cfg)
         run_standin(cfg, spec, emit, seed=args.seed, keep_running=keep_running)
     except (InvalidInput, ConfigError) as exc:
         print(f"gilmsg-standin: error: {exc}", file=sys.stderr)
@@ -543,6 +555,8 @@ class Sandbox:
         self.standins: dict[str, StandIn] = {s.name: StandIn(s) for s in self.specs}
         self.processes: dict[str, Process] = {}
         self.config: dict[str, Any] = {}
+        #: stand-in name -> ``http://127.0.0.1:PORT`` of its /live, /ready and /metrics.
+        self.monitoring: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
 
     @property
@@ -638,6 +652,9 @@ class Sandbox:
                     "--parent", str(os.getpid())]
             if self.seed is not None:
                 argv += ["--seed", str(self.seed)]
+            port = free_port()
+            argv += ["--monitoring", f"127.0.0.1:{port}"]
+            self.monitoring[spec.name] = f"http://127.0.0.1:{port}"
             self.standins[spec.name].process = self._spawn(spec.name, argv)
         if self.watch:
             self._spawn("bus", [executable("gilmsg-tail"), "--config-filename", config_file,

@@ -305,3 +305,25 @@ def test_bridge_reports_what_it_carried_and_each_bus_it_misses(make_bus):
     assert got[("gilmsg_bridge_acks_total", (("direction", "b->a"),))] >= 1
     status, body = get(base + "/ready")  # zpub's link is bound on a, zr1 runs on b
     assert status == 200, body
+
+
+# --------------------------------------------------------------------------------------------
+# the sandbox's stand-ins
+
+
+def test_sandbox_prints_and_serves_the_monitoring_url_of_each_stand_in(tmp_path):
+    import gilmsg
+    from gilmsg.commands.sandbox import instructions
+    from gilmsg.testing.sandbox import Sandbox, parse_standins
+
+    with Sandbox(tmp_path / "box", parse_standins(["r1", "gone:absent"]), relay=False) as box:
+        box.start()
+        assert list(box.monitoring) == ["r1"]  # an absent stand-in runs no process
+        url = box.monitoring["r1"]
+        assert any(line.split() == ["monitoring", "r1", f"{url}/metrics", "(/live,", "/ready)"]
+                   for line in instructions(box))
+        gilmsg.publish(topic="t", msg={}, modname="boxtest", recipients=["r1"], ack_timeout=30,
+                       **box.config_for("publisher"))
+        got = samples(get(url + "/metrics")[1])
+        assert got[("gilmsg_messages_received_total", ())] == 1
+        assert get(url + "/ready")[0] == 200
