@@ -27,39 +27,27 @@ def _address(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 #: The click option; the command's parameter is ``monitoring``.
 option = click.option(
     "--monitoring", "monitoring_address", default=None, metavar="HOST:PORT", callback=_address,
-    help="Serve /live, /ready and Prometheus /metrics over HTTP at HOST:PORT (bound exactly "
-         "there: 127.0.0.1:PORT for this host only); default: the config key "
-         "'gilmsg.monitoring', else none.")
+    help="Serve /live, /ready and Prometheus /metrics over HTTP at HOST:PORT, bound exactly "
+         "there (127.0.0.1:PORT: this host only). Exit 4 if it cannot be bound.")
 
 
 def start(prog: str, address: str | None, config: Mapping[str, Any] | None = None,
           consuming: bool = False) -> Any:
-    """Serve the monitoring endpoint at ``address`` (or the config's ``gilmsg.monitoring``).
+    """Serve the monitoring endpoint at ``address`` (``--monitoring``); None when not given.
 
-    Returns the server (None when neither names one). Watches the CA and CRL of ``config``;
-    with ``consuming``, not ready until the process consumes.
-    Prints ``<prog>: monitoring on http://HOST:PORT`` on stderr.
+    The config key ``gilmsg.monitoring`` is fedmsg-hub's (a fedmsg.d shared by a hub and the
+    commands would otherwise make them fight over one port): the commands take the option only.
+    Watches the CA and CRL of ``config``; with ``consuming``, not ready until the process
+    consumes. Prints ``<prog>: monitoring on http://HOST:PORT`` on stderr.
 
     Raises:
-        ConfigError: the address cannot be bound (exit 4), or the config's value is not
-            ``HOST:PORT``.
+        ConfigError: the address cannot be bound (exit 4); the message names it.
     """
-    if address is None and config is not None:
-        address = config.get(monitoring.CONFIG_KEY) or None
-        if address is not None and not isinstance(address, str):
-            from gilmsg.errors import ConfigError
-
-            raise ConfigError(f"config key {monitoring.CONFIG_KEY!r} must be \"HOST:PORT\", "
-                              f"got {address!r}")
     if address is None:
         return None
-    from gilmsg.errors import ConfigError
     from gilmsg.monitoring.server import serve
 
-    try:
-        server = serve(address)
-    except InvalidInput as exc:
-        raise ConfigError(f"config key {monitoring.CONFIG_KEY!r}: {exc}") from None
+    server = serve(address)
     if config is not None:
         monitoring.watch_trust(config)
     if consuming:

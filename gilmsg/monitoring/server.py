@@ -101,8 +101,8 @@ class MonitoringServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """``http://HOST:PORT`` as bound."""
-        host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else host
+        host, port = str(self.server_address[0]), int(self.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
 
     def process_request(self, request: Any, client_address: Any) -> None:
