@@ -231,7 +231,9 @@ class Link:
                 self._pub.send(action.frames)
                 monitoring.resent()
             elif isinstance(action, Resolve):
-                monitoring.delivery_over(action.delivery.state.value, action.delivery.acks)
+                done = action.delivery  # ACKs heard by this delivery (not an outbox's earlier)
+                monitoring.delivery_over(done.state.value,
+                                         {w: t for w, t in done.acks.items() if w in done.heard})
                 with self._lock:
                     entry = self._futures.pop(action.delivery.msg_id, None)
                 if entry is not None:

@@ -187,20 +187,20 @@ def refused(reason: str) -> None:
     """A received message was dropped without an ACK, for ``reason`` (a
     :data:`REFUSAL_REASONS` value)."""
     if _metrics is not None:
-        _metrics.MESSAGES_REFUSED.labels(_pick(reason, REFUSAL_REASONS)).inc()
+        _metrics.child(_metrics.MESSAGES_REFUSED, _pick(reason, REFUSAL_REASONS)).inc()
 
 
 def ack_sent(status: str, count: int = 1) -> None:
     """``count`` ACKs of ``status`` were sent (a batch counts each entry)."""
     if _metrics is not None:
-        _metrics.ACKS_SENT.labels(_pick(status, ACK_STATUSES)).inc(count)
+        _metrics.child(_metrics.ACKS_SENT, _pick(status, ACK_STATUSES)).inc(count)
 
 
 def ack_refused(reason: str) -> None:
     """An ACK heard by a publisher did not count, for ``reason`` (an
     :data:`ACK_REFUSAL_REASONS` value)."""
     if _metrics is not None:
-        _metrics.ACKS_REFUSED.labels(_pick(reason, ACK_REFUSAL_REASONS)).inc()
+        _metrics.child(_metrics.ACKS_REFUSED, _pick(reason, ACK_REFUSAL_REASONS)).inc()
 
 
 def resent(count: int = 1) -> None:
@@ -220,9 +220,9 @@ def delivery_over(outcome: str, acks: Mapping[str, float]) -> None:
     ``acks``: recipient -> seconds from the publish to its ACK."""
     if _metrics is not None:
         _metrics.IN_FLIGHT.dec()
-        _metrics.DELIVERIES.labels(_pick(outcome, DELIVERY_OUTCOMES)).inc()
+        _metrics.child(_metrics.DELIVERIES, _pick(outcome, DELIVERY_OUTCOMES)).inc()
         for who, seconds in acks.items():
-            _metrics.ACK_LATENCY.labels(recipient_label(who)).observe(seconds)
+            _metrics.child(_metrics.ACK_LATENCY, recipient_label(who)).observe(seconds)
 
 
 def outbox_expired(count: int = 1) -> None:

@@ -68,6 +68,18 @@ for _reason in monitoring.ACK_REFUSAL_REASONS:
     ACKS_REFUSED.labels(_reason)
 
 
+_children: dict[tuple[int, str], Any] = {}
+
+
+def child(family: Any, value: str) -> Any:
+    """``family.labels(value)``, cached (label values are bounded: so is the cache)."""
+    key = (id(family), value)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = family.labels(value)
+    return found
+
+
 class _Outbox(Collector):
     """``gilmsg_outbox_pending{recipient}`` and ``gilmsg_outbox_oldest_pending_seconds``, read
     from :attr:`source` (a callable returning :class:`gilmsg.outbox.policy.Stats`) per scrape."""
