@@ -327,3 +327,23 @@ def test_sandbox_prints_and_serves_the_monitoring_url_of_each_stand_in(tmp_path)
         got = samples(get(url + "/metrics")[1])
         assert got[("gilmsg_messages_received_total", ())] == 1
         assert get(url + "/ready")[0] == 200
+
+
+def test_hub_outbox_plugin_exports_its_backlog_from_the_reactor(make_bus, tmp_path):
+    bus = make_bus(["pub", "hub", "r2", "runner"])
+    path = tmp_path / "outbox.db"
+    stored = subprocess.run(
+        [LOGGER, "--config-filename", str(bus.config_file), "--name", "pub", "--outbox",
+         str(path), "-r", "r2", "--ack-timeout", "0.2", "-m", "owed"],
+        capture_output=True, text=True, timeout=60, cwd=bus.root, env=bus.env())
+    assert stored.returncode == _common.EXIT_STORED, stored.stderr
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    hub = bus.spawn_hub("hub", consumers=[EXAMPLE], pythonpath=[EXAMPLE_SRC], **{
+        "gilmsg_example": True, "gilmsg.outbox": str(path), "gilmsg.outbox.runner": True,
+        "gilmsg.outbox.runner_name": "runner", "gilmsg.monitoring": f"127.0.0.1:{port}"})
+    assert hub.proc.poll() is None
+    got = samples(get(base + "/metrics")[1])
+    assert got[("gilmsg_outbox_pending", (("recipient", "r2"),))] == 1  # r2 is down
+    status, body = get(base + "/ready")
+    assert status == 200 and json.loads(body)["pending"] >= 1, body
