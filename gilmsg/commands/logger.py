@@ -131,8 +131,10 @@ class Result:
                     f"(acknowledged by: {got}){ident}")
         if self.status == STORED:
             got = ", ".join(self.acked) or "nobody"
+            whys = "".join(f"; {cn}: {why}" for cn, why in self.why_missing().items())
             return (f"{where}: stored, delivery continues in the outbox: still owed to "
-                    f"{', '.join(self.missing)} ({self.error}; acknowledged by: {got}){ident}")
+                    f"{', '.join(self.missing)} ({self.error}{whys}; acknowledged by: {got})"
+                    f"{ident}")
         if self.status == INVALID:
             return f"{where}: not sent: {self.error}"
         if self.status == NOT_SENT:

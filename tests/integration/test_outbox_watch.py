@@ -45,6 +45,7 @@ def test_logger_warns_once_while_no_runner_runs_and_stats_shows_the_last_one(mak
     assert len(warnings) == 1, stored.stderr  # once, for two messages
     assert "(never)" in warnings[0] and f"gilmsg-outbox --outbox {path} run" in warnings[0]
     assert stats(bus, path)["last_runner"] is None
+    assert "still owed to r1 (no ACK within 0.2s; r1: no subscriber connected;" in stored.stderr
 
     runner = bus.spawn([str(BIN / "gilmsg-outbox"), "--outbox", str(path), "--config-filename",
                         str(bus.config_file), "run", "--name", "runner"])
