@@ -7,6 +7,7 @@ where they are first used.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from gilmsg import _aliases
@@ -28,6 +29,18 @@ from gilmsg.tail import Tail, tail_messages
 __version__ = "0.2.0"
 
 _aliases.install()
+
+#: The start of the UserWarning setuptools 81 prints when ``pkg_resources`` is imported.
+_PKG_RESOURCES_WARNING = "pkg_resources is deprecated as an API"
+
+# moksha.hub and fedmsg.meta import pkg_resources (hence gilmsg's setuptools<82 pin), and
+# setuptools prints two lines about it to every such process's stderr. gilmsg's users can do
+# nothing about that, so once gilmsg is imported that one warning is ignored, and nothing else.
+# fedmsg-hub --with-consumers imports the consumer classes (so gilmsg) before moksha; without it,
+# moksha imports pkg_resources before it loads any consumer or producer entry point, so the
+# filter must come earlier: a fedmsg.d file that imports gilmsg (config files run first), or
+# PYTHONWARNINGS (contrib/systemd/gilmsg-hub@.service sets it).
+warnings.filterwarnings("ignore", message=_PKG_RESOURCES_WARNING, category=UserWarning)
 
 
 def init(**config: Any) -> None:

@@ -20,10 +20,12 @@ process) instead of costing a whole ``ack_timeout``; with ``gilmsg.strict_recipi
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gilmsg.core import wire
 from gilmsg.errors import InvalidInput
 
 #: Config key: group name -> list of recipient names (or ``@group``\ s).
@@ -134,6 +136,10 @@ def resolve(recipients: Any, config: Mapping[str, Any], strict: bool | None = No
     expanded = expand(recipients, config)
     if not isinstance(expanded, list) or not all(isinstance(r, str) for r in expanded):
         return expanded
+    try:
+        wire.check_recipients(expanded)
+    except InvalidInput:
+        return expanded  # refused by the caller's check, with its message: no warning first
     missing = unknown(expanded, config)
     if not missing:
         return expanded
@@ -147,5 +153,15 @@ def resolve(recipients: Any, config: Mapping[str, Any], strict: bool | None = No
         new = [m for m in missing if m not in _warned]
         _warned.update(new)
     if new:
-        log.warning("%s", text)
+        _warn(text)
     return expanded
+
+
+def _warn(text: str) -> None:
+    """Log ``text`` at WARNING; where logging is not configured (a plain script, in which
+    Python would print the bare message), print ``gilmsg: warning: <text>`` on stderr instead."""
+    if log.hasHandlers():
+        log.warning("%s", text)
+    elif log.isEnabledFor(logging.WARNING):
+        sys.stderr.write(f"gilmsg: warning: {text}\n")
+        sys.stderr.flush()

@@ -41,7 +41,7 @@ from gilmsg.core.delivery import (
     Tick,
 )
 from gilmsg.errors import GilmsgError, Timeout
-from gilmsg.transport.base import Publisher
+from gilmsg.transport.base import Publisher, Transport
 
 # The logger of the link's ACK verdicts kept its old name: operators filter on it.
 log = logging.getLogger("gilmsg.transport")
@@ -62,11 +62,11 @@ class Link:
         ConfigError: the identity's endpoint cannot be bound (or connected).
     """
 
-    def __init__(self, transport: Any, publishing: gconfig.Publishing, ack_topic: str,
+    def __init__(self, transport: Transport, publishing: gconfig.Publishing, ack_topic: str,
                  ack_endpoints: Sequence[str], config: Mapping[str, Any]) -> None:
         self.publishing = publishing
         self._config = config  # for the transport's own keys, read when it opens
-        self._transport_module = transport
+        self._transport: Transport = transport
         self._lock = threading.Lock()  # the machine, the deliveries in it, _futures, _i
         self._machine = Machine()
         self._futures: dict[str, tuple[Future, Verify]] = {}
@@ -132,6 +132,13 @@ class Link:
         if self._pub is None or self.closed:
             raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
         self._pub.send(frames)
+
+    def remember_route(self, msg_id: str, route: str) -> None:
+        """ACKs sent here for ``msg_id`` go to ``route`` (transport metadata of the received
+        message, such as AMQP's ``reply_to``); ignored by transports that need no routing."""
+        remember = getattr(self._transport, "remember_route", None)  # optional for old modules
+        if remember is not None:
+            remember(msg_id, route)
 
     def send_plain(self, frames: Sequence[bytes], post_init_sleep: float) -> None:
         """A plain publish; like fedmsg, this identity's first one waits ``post_init_sleep``."""
@@ -258,8 +265,7 @@ class Link:
 
     def _run(self, ready: threading.Event) -> None:
         try:
-            self._pub = self._transport_module.open_publisher(self.publishing,
-                                                                self._config)
+            self._pub = self._transport.open_publisher(self.publishing, self._config)
         except BaseException as exc:  # handed to the constructor's caller
             self._start_error = exc
             self._stopped.set()
@@ -377,7 +383,7 @@ def _resolve(future: Future, result: Report | BaseException | None) -> None:
         future.set_result(result)
 
 
-_links: dict[tuple[Any, gconfig.Publishing], Link] = {}
+_links: dict[tuple[str, gconfig.Publishing], Link] = {}
 _links_lock = threading.Lock()
 
 

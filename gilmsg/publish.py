@@ -10,6 +10,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
@@ -36,7 +37,7 @@ def calling_module() -> str:
     Walks frames directly: fedmsg's own guess uses ``inspect.stack()``, which reads source files
     and costs about 0.3 ms per call.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         top = str(frame.f_globals.get("__name__", "")).split(".")[0]
         if top not in ("gilmsg", "fedmsg"):

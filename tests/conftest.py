@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from gilmsg.testing import DevBus
+from tests.chaos.options import pytest_addoption  # noqa: F401  (--seed, --duration)
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # Started as a background job (`./run tests &`): SIGINT arrives ignored and children would
@@ -33,13 +34,15 @@ def make_bus(tmp_path):
 def _close_links():
     """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
     yield
-    from gilmsg import transport
+    from gilmsg import link
 
-    transport.close_all()
+    link.close_all()
 
 
 #: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
-FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load")}
+FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load"),
+             "chaos": ("chaos", "-m chaos"), "chaos_planted": ("chaos_planted",
+                                                              "-m chaos_planted")}
 
 
 def full_run(config) -> bool:
@@ -64,7 +67,7 @@ def pytest_collection_modifyitems(config, items):
     markexpr = config.option.markexpr or ""
     for item in items:
         for marker, (word, how) in FULL_ONLY.items():
-            if marker in item.keywords and word not in markexpr:
+            if item.get_closest_marker(marker) is not None and word not in markexpr:
                 item.add_marker(pytest.mark.skip(
                     reason=f"{marker}: not in the default run; run it with ./run tests {how}"))
 
@@ -92,7 +95,7 @@ def make_amqp_bus(make_bus, rabbitmq):
     """Factory: ``make_amqp_bus(["pub", "r1"])``: a bus whose every endpoint is the broker."""
 
     def make(services, extra=None):
-        bus = make_bus(services, extra={"gilmsg_transport": "amqp", **(extra or {})})
+        bus = make_bus(services, extra={"gilmsg.transport": "amqp", **(extra or {})})
         bus.config["endpoints"] = {name: [rabbitmq.url] for name in bus.services}
         bus.write_config()
         return bus

@@ -31,7 +31,7 @@ BRIDGE_CODES = {
 }
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, BRIDGE_CODES,
                                      omit=(_common.EXIT_NOT_ACKNOWLEDGED,
                                            _common.EXIT_BAD_INPUT)))
@@ -46,7 +46,7 @@ BRIDGE_CODES = {
 def cli(config_a: str, config_b: str, name: str, duration: float | None,
         monitoring_address: str | None, debug: bool) -> None:
     """Forward every message between the buses of CONFIG_A and CONFIG_B (fedmsg config files;
-    ``gilmsg_transport`` says which transport each bus uses), and each ACK back to the bus of
+    ``gilmsg.transport`` says which transport each bus uses), and each ACK back to the bus of
     its message. Both buses must trust the same CA and share topic_prefix and environment.
     Prints a line starting with "gilmsg-bridge: forwarding" on stderr once both buses are up,
     and what it carried (JSON) on stdout when it stops."""

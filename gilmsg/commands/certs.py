@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE
+from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE, Group
 from gilmsg.crypto import certs
 from gilmsg.errors import CertificateError, GilmsgError, InvalidInput
 
@@ -46,7 +46,7 @@ ssldir_option = click.option(
 )
 
 
-class _Group(click.Group):
+class _Group(Group):
     """Turns gilmsg errors into one line on stderr and the documented exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -93,7 +93,7 @@ def _run(ctx: click.Context, body: Any) -> None:
     _common.run(PROG, body, obj.debug)
 
 
-@click.group(context_settings=_common.CONTEXT_SETTINGS,
+@click.group(cls=_common.Group, context_settings=_common.CONTEXT_SETTINGS,
              epilog=_common.epilog(EXAMPLES, CODES, omit=(_common.EXIT_BAD_INPUT,
                                                           _common.EXIT_NOT_ACKNOWLEDGED)))
 @click.option("--outbox", "outbox", default=None, metavar="PATH",
@@ -305,22 +305,33 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
                 expired.append(entry.msg_id)
                 click.echo(f"expired {entry.msg_id} owed to {','.join(entry.owed)}")
 
+        def summary() -> int:
+            """Print what this run did (also when a signal ends it); return the pending count."""
+            totals = runner.totals
+            left = store.stats(time.time()).counts.get("pending", 0)
+            _common.note(PROG, f"{totals.delivered} delivered, {totals.expired} expired, "
+                               f"{totals.attempts} attempts; {left} still pending")
+            return int(left)
+
         click.echo(f"{PROG}: running on {store.path} from {runner.link.address}", err=True)
         sys.stderr.flush()
         if timer is not None:
             timer.daemon = True
             timer.start()
         try:
-            totals = runner.run(stop, until_empty=until_empty, on_step=on_step)
+            runner.run(stop, until_empty=until_empty, on_step=on_step)
+        except (_common.Interrupted, KeyboardInterrupt):
+            # SIGTERM (systemctl stop) or Ctrl-C: the summary still says what was done, then
+            # the command exits 143 or 130.
+            summary()
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
             runner.abandon()
             if server is not None:
                 server.close()
-        left = store.stats(time.time()).counts.get("pending", 0)
-        _common.note(PROG, f"{totals.delivered} delivered, {totals.expired} expired, "
-                           f"{totals.attempts} attempts; {left} still pending")
+        left = summary()
         if until_empty and (left or expired):
             return EXIT_NOT_DONE
         return _common.EXIT_OK

@@ -205,10 +205,12 @@ EXAMPLES = [
 TAIL_CODES = {
     _common.EXIT_OK: "stopped after --count messages",
     _common.EXIT_NOT_ACKNOWLEDGED: "stopped after --count messages; an --exec command failed",
+    _common.EXIT_OUTBOX: "--dedup-file: the de-duplication record cannot be used (not "
+                         "gilmsg's, corrupt, read-only, disk full)",
 }
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, TAIL_CODES,
                                      omit=(_common.EXIT_BAD_INPUT,)))
 @click.option("--config-filename", type=click.Path(dir_okay=False), default=None, metavar="FILE",

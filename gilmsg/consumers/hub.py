@@ -28,7 +28,9 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   ``""`` or ``org.example.*`` never see them;
 * with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file), what ``consume()``
   returned from is recorded there, so a restarted hub acknowledges such a message again but
-  never consumes it again (``docs/outbox.rst`` gives the crash windows);
+  never consumes it again; nothing is recorded before ``consume()`` returned (one that raises
+  keeps no record), and in ``processed`` mode the record is committed before the
+  ``processed`` ACK is sent (``docs/outbox.rst`` gives the crash windows);
 * with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg;
   true when neither is set), a
   message whose signature, certificate chain, CRL status or topic does not hold is logged and
@@ -72,10 +74,10 @@ import fedmsg.consumers
 from moksha.hub.reactor import reactor
 
 from gilmsg import monitoring
+from gilmsg.config import registry
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
-from gilmsg.core import wire
-from gilmsg.core.receiving import check_ack_mode
+from gilmsg.core.receiving import Drop, Handed, Why, check_ack_mode
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
 from gilmsg.recipient import Recipient, own_certificate_problem
 
@@ -100,8 +102,8 @@ ALLOW_FAILED_KEY = "gilmsg.allow_failed_consumers"
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
 _RECEIVED = "_gilmsg_received"
-#: Key set on a moksha wrapper: the durable dedup key to record once consume() returned.
-_DEDUP_KEY = "_gilmsg_dedup_key"
+#: Key set on a moksha wrapper: what the recipient handed over, reported once consume() is over.
+_HANDED = "_gilmsg_handed"
 #: ``<config_key>`` + this names the consumer's durable dedup file (see gilmsg.outbox.dedup).
 DEDUP_KEY_SUFFIX = ".gilmsg_dedup_path"
 
@@ -180,11 +182,12 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     identity: str
     common_name: str
     recipient: Recipient
+    #: (FedmsgConsumer's) True, False or None: the config key ``validate_signatures`` decides
+    validate_signatures: bool | None
+    consume: Callable[[Message], Any]
 
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
-        self._settlements: dict[int, Any] = {}
-        self._settlements_lock = threading.Lock()
         self._acks_wanted = False
         self._stopping = False
         config = hub.config
@@ -211,6 +214,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         reactor.callWhenRunning(monitoring.set_consuming, True)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
+        registry.check(config)  # the hub's config never went through gilmsg.config.load
         validate = self.validate_signatures
         if validate is None:
             validate = config.get("validate_signatures", True)
@@ -219,27 +223,27 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         cfg = dict(config)
         cfg["name"] = self.identity
         cfg["validate_signatures"] = self.validate_signatures
-        try:
-            self.recipient = Recipient(cfg, ack=True)
-        except ConfigError as exc:  # say which consumer and identity (CertificateError too)
-            raise type(exc)(
-                f"{type(self).__name__} acknowledging as {self.identity!r}: {exc}"
-            ) from None
-        self.common_name = self.recipient.common_name or ""
-        self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
         key = self.config_key + ACK_MODE_KEY_SUFFIX
         try:
             self.gilmsg_ack_mode = check_ack_mode(config.get(key, self.gilmsg_ack_mode), key)
         except InvalidInput as exc:
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
-        if self.gilmsg_ack_mode == "processed":
-            self.consume = self._settling(self.consume)  # type: ignore[method-assign]
         self._consumed = None
         dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
         if dedup_path:
             from gilmsg.outbox.dedup import Consumed
 
             self._consumed = Consumed(dedup_path)
+        try:
+            self.recipient = Recipient(cfg, ack=True, ack_mode=self.gilmsg_ack_mode,
+                                       consumed=self._consumed)
+        except ConfigError as exc:  # say which consumer and identity (CertificateError too)
+            raise type(exc)(
+                f"{type(self).__name__} acknowledging as {self.identity!r}: {exc}"
+            ) from None
+        self.common_name = self.recipient.common_name or ""
+        self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        self.consume = self._reporting(self.consume)
         problem = own_certificate_problem(cfg)
         if problem:
             log.warning("%s: the certificate of %r will be refused by its peers (%s): every "
@@ -256,7 +260,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     # moksha calls _consume() in the reactor thread as each message arrives (FedmsgConsumer's
     # version validates there), queues it, and a worker's _do_work() validates it again before
     # pre_consume/consume/post_consume. Here the reactor thread checks, acknowledges and
-    # deduplicates on receipt (Recipient.handle), so ACKs never wait behind a slow consume()
+    # deduplicates on receipt (Recipient.receive), so ACKs never wait behind a slow consume()
     # and repeats never enter the queue; the two validate() calls moksha makes for that same
     # message object are skipped. A message that reaches _do_work() another way (fedmsg's
     # datagrepper backlog, replay) is handled there instead.
@@ -272,39 +276,38 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         """Worker thread (reactor thread in blocking mode): moksha's pre/consume/post."""
         if not message.pop(_RECEIVED, False) and not self._receive(message):
             return True
-        key = message.pop(_DEDUP_KEY, None)
-        handled = self._skipping_validate(message, super()._do_work)
-        if key is not None and handled:  # consume() returned: it never gets this one again
-            try:
-                self._consumed.record(key, message["body"].get("msg_id"))  # type: ignore[union-attr]
-            except GilmsgError as exc:
-                log.error("gilmsg could not record %s as consumed: %s", _msg_id(message), exc)
-        return handled
+        previous = getattr(self._tls, "handed", None)
+        self._tls.handed = message.pop(_HANDED, None)  # for _reporting's consume()
+        try:
+            return self._skipping_validate(message, super()._do_work)
+        finally:
+            self._tls.handed = previous
 
-    def _settling(self, consume: Callable[[Message], Any]) -> Callable[[Message], Any]:
-        """``consume`` followed by the message's ``processed`` or ``rejected`` ACK."""
+    def _reporting(self, consume: Callable[[Message], Any]) -> Callable[[Message], Any]:
+        """``consume`` followed by its outcome to the recipient: once it returned, the durable
+        record (if any) is committed, then (``processed`` mode) the ``processed`` ACK sent; one
+        that raised is not recorded and (``processed`` mode) is settled ``rejected``."""
 
-        def settling_consume(message: Message) -> Any:
-            with self._settlements_lock:
-                settlement = self._settlements.pop(id(message), None)
+        def reporting_consume(message: Message) -> Any:
+            handed, self._tls.handed = getattr(self._tls, "handed", None), None
             try:
                 result = consume(message)
             except Exception as exc:
-                if settlement is not None:
-                    self._settle(settlement.reject, exc)
+                if handed is not None:
+                    self._report(self.recipient.failed, handed, exc)
                 raise  # moksha logs it and counts it, as for any consumer
-            if settlement is not None:
-                self._settle(settlement.processed)
+            if handed is not None:
+                self._report(self.recipient.finished, handed)
             return result
 
-        return settling_consume
+        return reporting_consume
 
     @staticmethod
-    def _settle(call: Callable[..., Any], *args: Any) -> None:
+    def _report(call: Callable[..., Any], handed: Handed, *args: Any) -> None:
         try:
-            call(*args)
-        except GilmsgError as exc:  # link closed at shutdown: the publisher times out
-            log.error("gilmsg could not settle a message: %s", exc)
+            call(handed, *args)
+        except GilmsgError as exc:  # record unwritable; link closed at shutdown
+            log.error("gilmsg could not record or settle %s: %s", handed.msg_id, exc)
 
     def _receive(self, message: Message) -> bool:
         """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
@@ -316,21 +319,16 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                 log.warning("dropped message %s: topic %r does not match its envelope's %r",
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
-            # False: forged (logged by the recipient) or a repeat (acknowledged again).
-            if not self.recipient.handle(topic, envelope):
-                return False
-            if self.gilmsg_ack_mode == "processed":
-                settlement = self.recipient.settlement(topic, envelope)
-                if settlement is not None:  # kept beside the wrapper until consume() is over
-                    with self._settlements_lock:
-                        self._settlements[id(message)] = settlement
-            if getattr(self, "_consumed", None) is not None and wire.is_gilmsg(envelope):
-                key = wire.digest(envelope)
-                if self._consumed.done(key):  # type: ignore[union-attr]
+            # Drop: forged (logged by the recipient), a repeat or consumed before a restart
+            # (acknowledged again).
+            result = self.recipient.receive(topic, envelope)
+            if isinstance(result, Drop):
+                if result.why is Why.CONSUMED:
                     log.info("%s: %s consumed before (durable record); acknowledged, not "
-                             "consumed again", type(self).__name__, envelope.get("msg_id"))
-                    return False
-                message[_DEDUP_KEY] = key
+                             "consumed again", type(self).__name__, result.msg_id)
+                return False
+            if result.handed.key is not None:  # kept beside the wrapper until consume()
+                message[_HANDED] = result.handed
             return True
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
             log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)

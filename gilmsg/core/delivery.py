@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -25,7 +24,7 @@ from gilmsg.errors import GilmsgError, Rejected, Timeout
 __all__ = [
     "SUSPICIOUS", "AckReceived", "AcksReceived", "Action", "Answer", "Backoff", "Cancelled",
     "Delivery", "Event", "IgnoredAck", "Ledger", "Machine", "Outcome", "Report", "Resolve",
-    "Seen", "Send", "Sent", "State", "SubscriberJoined", "Tick",
+    "Send", "Sent", "State", "SubscriberJoined", "Tick",
 ]
 
 
@@ -297,41 +296,6 @@ class Ledger:
         return min(times) if times else None
 
 
-class Seen:
-    """A bounded memory of msg_ids already delivered to the application.
-
-    Remembers the ``capacity`` most recently seen ids; an id older than that would be delivered
-    again (redelivery stops after the publisher's timeout, so a capacity far above the message
-    rate times the timeout is enough).
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, msg_id: object) -> bool:
-        return msg_id in self._ids
-
-    def first_time(self, msg_id: str) -> bool:
-        """Record ``msg_id``; True if it was not remembered already."""
-        if msg_id in self._ids:
-            self._ids.move_to_end(msg_id)
-            return False
-        self._ids[msg_id] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return True
-
-    def forget(self, msg_id: str) -> None:
-        """Forget ``msg_id``: its next :meth:`first_time` is True again."""
-        self._ids.pop(msg_id, None)
-
-
 @dataclass(frozen=True)
 class Report:
     """What a successful acknowledged publish returns.
@@ -539,14 +503,14 @@ class Machine:
             self._sent(delivery, event.at)
             heapq.heappush(self._deadlines, (delivery.deadline, next(self._seq), delivery))
         elif isinstance(event, AckReceived):
-            delivery = self._ledger.get(event.ack.msg_id)
-            if delivery is not None:
-                outcome = delivery.on_ack(event.signer, event.ack, event.at, event.claimed,
-                                          event.refusal)
-                self._observe(delivery, event.at, outcome)
+            acked = self._ledger.get(event.ack.msg_id)
+            if acked is not None:
+                outcome = acked.on_ack(event.signer, event.ack, event.at, event.claimed,
+                                       event.refusal)
+                self._observe(acked, event.at, outcome)
                 if outcome in SUSPICIOUS:
                     actions.append(IgnoredAck(event.ack, event.signer, outcome))
-                self._settle(delivery, actions)
+                self._settle(acked, actions)
         elif isinstance(event, AcksReceived):
             self._batch(event, actions)
         elif isinstance(event, Tick):
@@ -566,10 +530,10 @@ class Machine:
                     self._sent(delivery, event.at)
                     actions.append(Send(delivery.msg_id, self._frames[delivery.msg_id]))
         elif isinstance(event, Cancelled):
-            delivery = self._ledger.get(event.msg_id)
-            if delivery is not None:
+            cancelled = self._ledger.get(event.msg_id)
+            if cancelled is not None:
                 state = State.CANCELLED if event.error is None else State.FAILED
-                actions.append(self._finish(delivery, state, event.error))
+                actions.append(self._finish(cancelled, state, event.error))
         else:
             raise TypeError(f"not a delivery event: {event!r}")
         if not isinstance(event, Cancelled):  # the one place where a deadline is checked

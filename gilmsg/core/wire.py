@@ -20,7 +20,7 @@ from typing import Any
 from gilmsg.errors import InvalidInput
 
 __all__ = [
-    "ACK_STATUSES", "CREDENTIAL_FIELDS", "MAX_ACK_TIMEOUT", "MAX_FRAME_BYTES",
+    "ACK_STATUSES", "CREDENTIAL_FIELDS", "MAX_ACK_TIMEOUT", "MAX_FRAME_BYTES", "MIN_ACK_TIMEOUT",
     "BATCH_FIELD", "BATCH_VERSION", "MAX_BATCH", "MAX_REASON_CHARS", "PROTOCOL_VERSION",
     "RECIPIENTS_FIELD", "REQUIRE_LEVELS", "VERSION_FIELD", "Ack", "ack_body", "batch_body",
     "bound_reason", "canonical_bytes", "check_recipients", "check_require", "check_timeout",
@@ -58,6 +58,9 @@ MAX_FRAME_BYTES = 1 << 20
 
 #: Longest ``ack_timeout`` accepted, in seconds (about 31 years; a thread can wait ~9e9 s).
 MAX_ACK_TIMEOUT = 1e9
+#: Shortest ``ack_timeout`` accepted, in seconds: the fastest signed round trip measured on
+#: loopback (bench/run_all.py's bare pyzmq floor) takes about that long.
+MIN_ACK_TIMEOUT = 0.001
 
 
 class _Encoder(json.JSONEncoder):
@@ -143,6 +146,9 @@ def check_timeout(ack_timeout: Any) -> float:
     if value > MAX_ACK_TIMEOUT:
         raise InvalidInput(f"ack_timeout must be at most {MAX_ACK_TIMEOUT:g} seconds, "
                            f"got {ack_timeout!r}")
+    if value < MIN_ACK_TIMEOUT:
+        raise InvalidInput(f"ack_timeout must be at least {MIN_ACK_TIMEOUT:g} seconds (a signed "
+                           f"ACK takes about that long to come back), got {ack_timeout!r}")
     return value
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography import x509
 
@@ -193,12 +193,12 @@ class TrustStore:
             crl_stamp, crl = self._load_crl(refresh=False)
             if crl_url and _crl_stale(crl, now):
                 crl_stamp, crl = self._load_crl(refresh=True)
-            if not crl.is_signature_valid(ca.public_key()) and _is_url(self.ca_location):
+            if not crl.is_signature_valid(_issuer_key(ca)) and _is_url(self.ca_location):
                 if not ca_refreshed:  # the CA may have been rotated: fetch it once more
                     ca_stamp, ca = self._load_ca(refresh=True)
-                if crl_url and not crl.is_signature_valid(ca.public_key()):
+                if crl_url and not crl.is_signature_valid(_issuer_key(ca)):
                     crl_stamp, crl = self._load_crl(refresh=True)
-            if not crl.is_signature_valid(ca.public_key()):
+            if not crl.is_signature_valid(_issuer_key(ca)):
                 raise CertificateError(
                     f"CRL {self.crl_location} is not signed by CA {self.ca_location}"
                 )
@@ -257,3 +257,9 @@ class TrustStore:
 def _crl_stale(crl: x509.CertificateRevocationList, now: float) -> bool:
     next_update = crl.next_update_utc
     return next_update is not None and next_update.timestamp() < now
+
+
+def _issuer_key(ca: x509.Certificate) -> Any:
+    """The CA's public key, as ``is_signature_valid`` takes it (a CA never has an X25519 or
+    X448 key, which cannot sign; the CRL check then fails as for any wrong key)."""
+    return ca.public_key()

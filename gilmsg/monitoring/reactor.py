@@ -30,7 +30,9 @@ def start(config: Mapping[str, Any]) -> Any:
         ConfigError: the value is not ``HOST:PORT``, or it cannot be bound (names it).
     """
     global _port
-    address = config.get(monitoring.CONFIG_KEY)
+    from gilmsg.config import registry
+
+    address = registry.get(config, monitoring.CONFIG_KEY)
     if not address:
         return None
     if _port is not None:

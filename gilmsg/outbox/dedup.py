@@ -10,11 +10,14 @@ The receiving side asks :meth:`Consumed.done` before handing a message over, and
 * ``GilmsgConsumer`` with the config key ``<config_key>.gilmsg_dedup_path`` records it after
   ``consume()`` returned without raising.
 
-The one window where a crash repeats a message: after the application finished with it and
-before the record's commit returned (microseconds), and only if the message then arrives again
-(a runner re-sends it because its ACK was lost, or it was never acknowledged). The record is
-committed without fsync (``synchronous=NORMAL``): it survives the process being killed; a
-machine crash (power loss) may forget the last records, which may repeat those messages.
+The record is committed before a ``processed`` / ``rejected`` ACK is sent
+(:mod:`gilmsg.core.receiving` orders it so). The one window where a crash repeats a message:
+after the application finished with it and before the record's commit returned (the commit
+itself: typically tens of microseconds, milliseconds at worst, see ``docs/outbox.rst``), and
+only if the message then arrives again (a runner re-sends it because its ACK was lost, or it
+was never acknowledged). The record is committed without fsync (``synchronous=NORMAL``): it
+survives the process being killed; a machine crash (power loss) may forget the last records,
+which may repeat those messages.
 """
 
 from __future__ import annotations

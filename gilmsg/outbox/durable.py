@@ -22,6 +22,7 @@ from typing import Any
 
 from gilmsg import config as gconfig
 from gilmsg import groups
+from gilmsg.config import registry
 from gilmsg.core import wire
 from gilmsg.core.delivery import Delivery, Report
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput, OutboxError, Timeout
@@ -37,6 +38,23 @@ PATH_KEY = "gilmsg.outbox"
 EXPIRY_KEY = "gilmsg.outbox.expiry"
 #: fedmsg.d key: ``"full"`` (fsync every commit; default) or ``"normal"`` (see Store).
 DURABILITY_KEY = "gilmsg.outbox.durability"
+#: fedmsg.d key: the ACK status that settles a recipient, ``"received"`` (default) or
+#: ``"processed"``; read by ``Outbox`` and by every runner of the file.
+REQUIRE_KEY = "gilmsg.outbox.require"
+
+
+def required_status(config: dict[str, Any] | Any) -> str:
+    """The ``gilmsg.outbox.require`` level of ``config`` (default ``"received"``).
+
+    Raises:
+        ConfigError: it is neither ``"received"`` nor ``"processed"``.
+    """
+    value = config.get(REQUIRE_KEY, "received")
+    try:
+        return wire.check_require(value)
+    except InvalidInput:
+        raise ConfigError(f"{REQUIRE_KEY} must be 'received' or 'processed', not {value!r}"
+                          ) from None
 
 
 def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
@@ -49,12 +67,12 @@ def settings(config: dict[str, Any], path: Any = None, expiry: Any = None,
     path = path if path is not None else config.get(PATH_KEY)
     if not path:
         raise ConfigError(f"no outbox file: pass a path or set the config key {PATH_KEY!r}")
-    expiry = expiry if expiry is not None else config.get(EXPIRY_KEY, policy.DEFAULT_EXPIRY)
+    expiry = expiry if expiry is not None else registry.get(config, EXPIRY_KEY)
     try:
         expiry = policy.check_expiry(expiry)
     except ValueError as exc:
         raise ConfigError(f"{EXPIRY_KEY}: {exc}") from None
-    durability = durability if durability is not None else config.get(DURABILITY_KEY, "full")
+    durability = durability if durability is not None else registry.get(config, DURABILITY_KEY)
     if durability not in ("full", "normal"):
         raise ConfigError(f"{DURABILITY_KEY} must be 'full' or 'normal', not {durability!r}")
     return str(path), expiry, durability
@@ -80,6 +98,7 @@ class Outbox:
                  durability: str | None = None, **config: Any) -> None:
         self.config = gconfig.load(config)
         self.path, self.expiry, durability = settings(self.config, path, expiry, durability)
+        self.require = required_status(self.config)
         self.store = Store(self.path, durability=durability)
         self._runner: Any = None
         self._runner_thread: threading.Thread | None = None
@@ -160,11 +179,13 @@ class Outbox:
         if not self._runner_checked:
             self._runner_checked = True
             warn_if_no_runner(self.store, wall)
-        started = time.monotonic()
+        # ACK times are recorded as wall + (monotonic offset from ``started``): take both clocks
+        # together, after the commit, or every ACK is recorded that commit's duration early.
+        started, wall = time.monotonic(), time.time()
         out = []
         for msg_id, digest, frames, _names in prepared:
             delivery = Delivery(msg_id, digest, frames[0].decode("utf-8"), names, started,
-                                started + ack_timeout)
+                                started + ack_timeout, require=self.require)
             future = link.start(delivery, frames, validator.validate)
             pending = DurableDelivery(link, delivery, future, self.store, wall)
             if not pending.settled.is_set():

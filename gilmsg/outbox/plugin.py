@@ -12,6 +12,8 @@ it stays inert unless enabled in ``fedmsg.d``::
 It runs a :class:`~gilmsg.outbox.runner.Runner` in its own thread (never in the reactor), logs
 ``gilmsg outbox runner started`` once running, and stops with the hub. An unusable outbox or
 identity is logged at start and the hub runs without the runner (moksha's rule for producers).
+Once running, an outbox that cannot be written (a full disk) is logged and retried every
+:data:`RETRY_AFTER` seconds; the runner stops only with the hub.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from moksha.hub.api.producer import Producer
 
-from gilmsg.errors import GilmsgError
+from gilmsg.errors import GilmsgError, OutboxError
 
 log = logging.getLogger("gilmsg.outbox")
 
@@ -32,6 +34,9 @@ ENABLE_KEY = "gilmsg.outbox.runner"
 NAME_KEY = "gilmsg.outbox.runner_name"
 #: Logged once the runner thread runs (tests and operators wait for it).
 READY_LOG = "gilmsg outbox runner started"
+#: Seconds the hub's runner waits after its outbox could not be used (disk full, locked ...)
+#: before it tries again: the runner lives as long as the hub, not until the first full disk.
+RETRY_AFTER = 1.0
 
 
 class OutboxProducer(Producer):
@@ -66,10 +71,15 @@ class OutboxProducer(Producer):
     def _run(self) -> None:
         log.info("%s on %s from %s", READY_LOG, self.runner.store.path,
                  self.runner.link.address)
-        try:
-            self.runner.run(self._stop)
-        except Exception:
-            log.exception("gilmsg outbox runner stopped")
+        while not self._stop.is_set():
+            try:
+                self.runner.run(self._stop)
+                return
+            except OutboxError:  # logged by the runner; a full disk frees up: try again
+                self._stop.wait(RETRY_AFTER)
+            except Exception:
+                log.exception("gilmsg outbox runner stopped")
+                return
 
     def stop(self) -> None:
         """Stop the runner thread (attempts in flight are left to their leases)."""

@@ -76,6 +76,9 @@ class Runner:
         self.store = store
         self.window = window
         self.batch = batch
+        from gilmsg.outbox.durable import required_status
+
+        self.require = required_status(dict(config))
         self.link = link_for(config)
         self.link.listen_now()
         self._validator = signing.validator_for(config)
@@ -118,7 +121,8 @@ class Runner:
             started = time.monotonic()
             already = {who: 0.0 for who in entry.acked}  # their repeat ACKs are not warnings
             delivery = Delivery(entry.msg_id, stored.digest, entry.topic, entry.recipients,
-                                started, started + self.window, acks=already)
+                                started, started + self.window, acks=already,
+                                require=self.require)
             wall = time.time()
             future = self.link.start(delivery, stored.frames, self._validator.validate)
             self._inflight[entry.msg_id] = (future, wall, frozenset(already))

@@ -63,7 +63,7 @@ class Env:
 
     def __init__(self, root) -> None:
         self.bus = DevBus(root, ["pub", "r1", "mallory"],
-                          extra={"gilmsg_transport": "memory", "validate_signatures": True})
+                          extra={"gilmsg.transport": "memory", "validate_signatures": True})
         self.pub_config = self.bus.config_for("pub")
         self.ack_topic = gilmsg.config.ack_topic(self.pub_config)
         self.r1 = signing.Signer(str(self.bus.ssldir / "r1.key"), str(self.bus.ssldir / "r1.crt"))
@@ -108,10 +108,10 @@ class Env:
         assert not self.link.closed
 
     def close(self) -> None:
-        from gilmsg import transport
+        from gilmsg import link
 
         self.pending.cancel()
-        transport.close_all()
+        link.close_all()
         self.bus.close()
 
 

@@ -234,7 +234,7 @@ def test_the_publisher_ack_queue_goes_with_its_link(make_amqp_bus, rabbitmq):
 def test_a_broker_nobody_listens_on_is_a_config_error(make_bus):
     from gilmsg.testing import free_port
 
-    bus = make_bus(["pub"], extra={"gilmsg_transport": "amqp"})
+    bus = make_bus(["pub"], extra={"gilmsg.transport": "amqp"})
     bus.config["endpoints"]["pub"] = [f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"]
     with pytest.raises(gilmsg.ConfigError, match="cannot connect to the AMQP broker"):
         publish(bus, ["r1"], timeout=1)

@@ -34,7 +34,7 @@ from gilmsg.crypto import certs, signing
 from gilmsg.errors import ConfigError
 from gilmsg.testing import DEFAULT_WAIT, HUB_READY_LOG, DevBus, Process
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_SRC = REPO / "examples" / "gilmsg_example"
 EXAMPLE = "gilmsg_example.consumers:ExampleConsumer"
 OTHER = "gilmsg_example.consumers:OtherExampleConsumer"

@@ -18,13 +18,14 @@ from zmq.utils.monitor import recv_monitor_message
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg import transport
+from gilmsg import link as glink
 from gilmsg.core import wire
 from gilmsg.core.delivery import State
 from gilmsg.crypto import certs, signing
 from gilmsg.publish import publish_async, wait
 from gilmsg.recipient import Recipient
 from gilmsg.testing import DEFAULT_WAIT, free_port
+from gilmsg.transport import zmq as zmq_transport
 
 SUCCESS_TIMEOUT = 30.0  # generous: recipient processes need ~1 s to import and connect
 
@@ -43,7 +44,7 @@ class Raw:
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.pub.bind(bus.config["endpoints"][name][0])
         self.sub = self.ctx.socket(zmq.SUB)
-        transport.tune(self.sub)
+        zmq_transport.tune(self.sub)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.monitor = self.sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.connected: set[str] = set()
@@ -730,7 +731,7 @@ def test_an_interrupted_publish_says_who_had_acknowledged(make_bus, raw_factory)
 
 def test_wait_subscriber_follows_subscribers_coming_and_going(make_bus):
     bus = make_bus(["pub"])
-    link = transport.link_for(bus.config_for("pub"))
+    link = glink.link_for(bus.config_for("pub"))
     topic = "org.gilmsg.test.x.y"
     assert not link.wait_subscriber(topic, 0.05)
     ctx = zmq.Context()
@@ -756,7 +757,7 @@ def test_publishes_that_time_out_at_once_leave_nothing_behind(make_bus):
     for _ in range(50):  # each gives up before the link thread may even have seen it
         with pytest.raises(gilmsg.Timeout):
             publish(bus, timeout=1e-9)
-    link = transport.link_for(bus.config_for("pub"))
+    link = glink.link_for(bus.config_for("pub"))
     assert set(publish(bus).acks) == {"r1"}
     assert link.pending == 0
 

@@ -22,14 +22,13 @@ from gilmsg.core.delivery import (
     Outcome,
     Report,
     Resolve,
-    Seen,
     Send,
     Sent,
     State,
     SubscriberJoined,
     Tick,
 )
-from gilmsg.core.receiving import receive
+from gilmsg.core.receiving import Seen, receive
 from gilmsg.core.subscriptions import Subscriptions
 from gilmsg.core.wire import Ack
 from gilmsg.errors import CertificateError, InvalidInput, NotDelivered, Rejected, Timeout

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gilmsg.config import registry
 from gilmsg.errors import ConfigError
 
 #: Topic suffix of acknowledgements: ``<topic_prefix>.<environment>.gilmsg.ack``.
@@ -64,8 +65,14 @@ def load(
     keys the caller may set freely; nested values are shared with the sources and must be
     treated as read-only (gilmsg only reads them). fedmsg itself is not imported.
 
+    The gilmsg keys are checked (:func:`gilmsg.config.registry.check`): an old spelling or an
+    unknown key is logged once.
+    With ``gilmsg.fedora_messaging_config``, the broker URL and TLS settings of that
+    fedora-messaging file fill in what is not set (:mod:`gilmsg.config.fedora_messaging`).
+
     Raises:
-        ConfigError: the file is missing or broken, or no configuration defines endpoints.
+        ConfigError: the file is missing or broken, no configuration defines endpoints, or
+            ``gilmsg.strict_config`` is true and a gilmsg key is unknown.
     """
     overrides = overrides or {}
     if filename is None:
@@ -74,6 +81,11 @@ def load(
     merged.update(overrides)
     if filename is not None:
         merged[FILENAME_KEY] = filename
+    registry.check(merged)
+    if merged.get("gilmsg.fedora_messaging_config"):  # broker URL and TLS from its config.toml
+        from gilmsg.config import fedora_messaging as fm_config
+
+        merged = fm_config.apply(merged)
     return merged
 
 
@@ -158,6 +170,13 @@ def _read_files(filenames: list[str]) -> dict[str, Any]:
         except OSError as exc:
             warnings.warn(str(exc), stacklevel=2)
             continue
+        if not isinstance(variables.get("config"), dict):
+            found = "sets no 'config'" if "config" not in variables else (
+                f"sets 'config' to something other than a dict "
+                f"({type(variables['config']).__name__})")
+            raise ConfigError(
+                f"{filename} {found}: a fedmsg config file must define config = dict(...) "
+                f"(endpoints=..., ...)")
         _merge(config, variables["config"])
     return config
 
@@ -213,11 +232,19 @@ def process_name(config: Mapping[str, Any]) -> str:
     if not name and config.get("active"):
         return "relay_inbound"
     if not name or not isinstance(name, str):
-        known = ", ".join(sorted(config.get("endpoints") or {})) or "none configured"
         raise ConfigError(
-            f"config key 'name' is not set: pass name=<one of the endpoints: {known}>"
+            f"no identity: config key 'name' is not set: give this process's fedmsg name with "
+            f"--name NAME (in Python: name=NAME), {_identities(config)}"
         )
     return name
+
+
+def _identities(config: Mapping[str, Any]) -> str:
+    """The end of an error message that lists the identities of the bus a process can be."""
+    names = [n for n in sorted(config.get("endpoints") or {}) if not n.startswith("relay_")]
+    if not names:
+        return "and add its endpoints entry (no identity is configured)"
+    return "one of: " + ", ".join(names)
 
 
 def certname(config: Mapping[str, Any]) -> str:
@@ -283,7 +310,9 @@ def publishing(config: Mapping[str, Any]) -> Publishing:
         addresses = [addresses]
     if not addresses:
         raise ConfigError(
-            f"config key endpoints[{name!r}] is missing: this process publishes there"
+            f"{name!r} is not an identity of this bus: config key endpoints[{name!r}] (where it "
+            f"would publish) is missing: use --name NAME (in Python: name=NAME), "
+            f"{_identities(config)}; or add endpoints[{name!r}] and certnames[{name!r}]"
         )
     return Publishing(name, "bind", tuple(addresses))
 
