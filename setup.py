@@ -62,6 +62,8 @@ setup(
         "pyzmq>=25",
         "click>=8",
         "cryptography>=42",
+        # /metrics of --monitoring and gilmsg.monitoring (imported only when enabled).
+        "prometheus_client>=0.17",
     ],
     extras_require={
         # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg.transport = "amqp".

@@ -21,8 +21,9 @@ from concurrent.futures import Future
 from typing import Any
 
 from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg import transport as gtransport
-from gilmsg.core import wire
+from gilmsg.core import causes, wire
 from gilmsg.core.admission import reason_kind
 from gilmsg.core.delivery import (
     AckReceived,
@@ -40,7 +41,7 @@ from gilmsg.core.delivery import (
     SubscriberJoined,
     Tick,
 )
-from gilmsg.errors import GilmsgError
+from gilmsg.errors import GilmsgError, Timeout
 from gilmsg.logsummary import RefusalLog
 from gilmsg.transport.base import Publisher, Transport
 
@@ -241,17 +242,34 @@ class Link:
             if isinstance(action, Send):
                 assert self._pub is not None
                 self._pub.send(action.frames)
+                monitoring.resent()
             elif isinstance(action, Resolve):
+                done = action.delivery  # ACKs heard by this delivery (not an outbox's earlier)
+                monitoring.delivery_over(done.state.value,
+                                         {w: t for w, t in done.acks.items() if w in done.heard})
                 with self._lock:
                     entry = self._futures.pop(action.delivery.msg_id, None)
                 if entry is not None:
-                    _resolve(entry[0], action.result)
+                    _resolve(entry[0], self._explained(action.result, action.delivery.topic))
             elif isinstance(action, IgnoredAck):
                 reason = getattr(verdict, "reason", "")
                 kind = action.outcome.value + (f" ({reason_kind(reason)})" if reason else "")
                 refused_acks.refused(kind, f"ignored ACK for {action.ack.msg_id} from "
                                            f"{getattr(verdict, 'signer', action.signer)}: "
                                            f"{action.outcome.value} {reason}".rstrip())
+                monitoring.ack_refused(action.outcome.value)
+
+    def _explained(self, result: Any, topic: str) -> Any:
+        """A Timeout saying why each recipient is missing, from what the transport heard of
+        the subscribers (see :mod:`gilmsg.core.causes`); other results unchanged."""
+        if not isinstance(result, Timeout):
+            return result
+        reach = getattr(self._pub, "reach", None)
+        try:
+            known = reach(topic, tuple(self._ack_topics)) if reach is not None else None
+        except GilmsgError:
+            known = None
+        return result.with_causes(causes.causes(result.missing, result.answers, known))
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -296,6 +314,7 @@ class Link:
         with self._lock:
             for delivery in list(self._machine):  # their state says FAILED
                 self._machine.handle(Cancelled(delivery.msg_id, now, error))
+                monitoring.delivery_over("failed", delivery.acks)
             entries, self._futures = list(self._futures.values()), {}
         for future, _verify in entries:
             _resolve(future, error)
@@ -318,6 +337,7 @@ class Link:
                         continue
                     actions = self._machine.handle(Sent(delivery, frames, time.monotonic()))
                 pub.send(frames)
+                monitoring.delivery_started()
                 self._apply(actions)
 
     def _sync_listener(self, pub: Publisher) -> None:

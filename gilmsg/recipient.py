@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg.core import wire as message
 from gilmsg.core.admission import Admission, reason_kind
 from gilmsg.core.admission import refusal as admission_refusal
@@ -157,7 +158,7 @@ class Recipient:
             return str(verdict.reason)
         if gconfig.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
             return None
-        return f"routing_policy does not allow {verdict.signer} on this topic"
+        return f"{_ROUTING_REFUSAL} {verdict.signer} on this topic"
 
     def inadmissible(self, envelope: Mapping[str, Any]) -> str | None:
         """Why this (authentic) gilmsg message is still refused at this recipient's clock:
@@ -173,6 +174,7 @@ class Recipient:
         reason = self.refusal(envelope)
         if reason is None:
             return True
+        monitoring.refused(_refusal_label(reason))
         _log_refused(envelope, reason)
         return False
 
@@ -201,6 +203,7 @@ class Recipient:
         assert result is not None
         if isinstance(result, Drop):
             if result.why is Why.REFUSED:
+                monitoring.refused(_refusal_label(result.reason))
                 _log_refused(envelope, result.reason)
             elif result.why is Why.INADMISSIBLE:
                 reason = result.reason or ""
@@ -210,6 +213,11 @@ class Recipient:
             elif result.why is Why.NO_MSG_ID:
                 refused_messages.refused("no msg_id", f"dropped gilmsg message on "
                                                       f"{envelope.get('topic')}: no msg_id")
+                monitoring.refused("no msg_id")
+            else:  # a repeat, in this process or in the durable record: acknowledged again
+                monitoring.received(duplicate=True)
+        elif result.handed.key is not None:  # a gilmsg message, handed over
+            monitoring.received()
         return result
 
     def handle(self, topic: str, envelope: Mapping[str, Any]) -> bool:
@@ -332,12 +340,25 @@ class Recipient:
         ack = message.new_envelope(topic, body, self._link.next_i())
         signed = self._signer.sign(ack, hash_name)
         self._link.send(message.encode(topic, signed))
+        for entry in body.get(message.BATCH_FIELD) or [body]:  # counted once it is sent
+            monitoring.ack_sent(str(entry.get("status", "received")))
 
 
 def _reason(reason: BaseException | str) -> str:
     if isinstance(reason, BaseException):
         return describe_failure(reason)
     return message.bound_reason(reason)
+
+
+#: how :meth:`Recipient.refusal` words a routing_policy refusal (told apart in the metrics)
+_ROUTING_REFUSAL = "routing_policy does not allow"
+
+
+def _refusal_label(reason: str | None) -> str:
+    """The ``gilmsg_messages_refused_total`` reason of a :meth:`Recipient.refusal`."""
+    if reason is not None and reason.startswith(_ROUTING_REFUSAL):
+        return "routing policy"
+    return "bad signature"
 
 
 def _log_refused(envelope: Mapping[str, Any], reason: str | None) -> None:

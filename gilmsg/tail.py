@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gilmsg import config as gconfig
-from gilmsg import transport
+from gilmsg import monitoring, transport
 from gilmsg.core import wire
 from gilmsg.core.receiving import Deliver, Handed, check_ack_mode
 from gilmsg.recipient import Recipient
@@ -180,7 +180,9 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
     holder.append(recipient)
     ack_topics = [[recipient.ack_topic.encode("utf-8")], [recipient.batch_topic.encode("utf-8")]]
     subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
+    monitoring.watch_subscription(subscription)
     try:
+        monitoring.set_consuming(True)
         while True:
             received = subscription.receive(POLL_INTERVAL)
             while batch_acks and received and len(received) < wire.MAX_BATCH:  # together
@@ -209,6 +211,8 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
                     finally:  # the loop body is over with it (Tail did this already, or not)
                         recipient.ended(handed)
     finally:
+        monitoring.set_consuming(False)
+        monitoring.remove_check("subscription")
         subscription.close()
         if consumed is not None:
             consumed.close()

@@ -149,7 +149,7 @@ class Session:
                 error = f"no ACK within {exc.ack_timeout:g}s"
             self.record(Result(item.line, status, exc.msg_id, exc.topic,
                                self._in_order(exc.acked), list(exc.missing), error=error,
-                               answers=answers_json(exc.answers)))
+                               answers=answers_json(exc.answers), causes=dict(exc.causes)))
         except InvalidInput as exc:
             self.record(Result(item.line, INVALID, error=str(exc)))
         except (_common.Interrupted, KeyboardInterrupt):

@@ -47,6 +47,8 @@ class Result:
     error: str | None = None
     #: recipient -> {"status", "at", "reason"}: what each one answered (see gilmsg.Answer)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: missing recipient -> why (gilmsg.core.causes), when the publishing link could tell
+    causes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,7 @@ class Result:
             "sends": self.sends,
             "error": self.error,
             "answers": self.answers,
+            "causes": dict(self.causes),
         }
 
     def why_missing(self) -> dict[str, str]:
@@ -72,6 +75,9 @@ class Result:
         ACKs were refused (revoked, expired, other CA, other content); once per recipient."""
         out = {}
         for cn in self.missing:
+            if cn in self.causes:  # the Timeout's own words
+                out[cn] = self.causes[cn]
+                continue
             answer = self.answers.get(cn, {})
             status, reason = answer.get("status"), answer.get("reason")
             if status == "rejected":
@@ -99,8 +105,10 @@ class Result:
                     f"(acknowledged by: {got}){ident}")
         if self.status == STORED:
             got = ", ".join(self.acked) or "nobody"
+            whys = "".join(f"; {cn}: {why}" for cn, why in self.why_missing().items())
             return (f"{where}: stored, delivery continues in the outbox: still owed to "
-                    f"{', '.join(self.missing)} ({self.error}; acknowledged by: {got}){ident}")
+                    f"{', '.join(self.missing)} ({self.error}{whys}; acknowledged by: {got})"
+                    f"{ident}")
         if self.status == INVALID:
             return f"{where}: not sent: {self.error}"
         if self.status == NOT_SENT:

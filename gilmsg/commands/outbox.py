@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from gilmsg.commands import _common
+from gilmsg.commands import _common, _monitoring
 from gilmsg.errors import ConfigError, OutboxError
 
 PROG = "gilmsg-outbox"
@@ -47,6 +47,7 @@ EXAMPLES = [
     "gilmsg-outbox --outbox postgresql://gilmsg@db.example.org/app init",
     "gilmsg-outbox --outbox outbox.db drop 2026-... --reason 'recipient retired'",
     "gilmsg-outbox --config-filename fedmsg.d/app.py run --name outbox-runner",
+    "gilmsg-outbox --outbox outbox.db check --oldest-warning 300 --oldest-critical 3600",
 ]
 
 
@@ -243,10 +244,17 @@ def drop(ctx: click.Context, msg_id: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for monitoring.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Pending count, oldest pending age, backlog per recipient."""
+    """Pending count, oldest pending age, backlog per recipient, last runner activity
+    (seconds ago, and which runner: host:pid:token; null if none ever ran)."""
 
     def body() -> int:
-        summary = ctx.obj.store().stats(time.time()).to_json()
+        store = ctx.obj.store()
+        now = time.time()
+        summary = store.stats(now).to_json()
+        # a runner records its activity every 10 s (the PostgreSQL store keeps none yet)
+        last = getattr(store, "last_runner", lambda: None)()
+        summary["last_runner_age"] = None if last is None else round(now - last[0], 3)
+        summary["last_runner"] = None if last is None else last[1]
         if as_json:
             click.echo(json.dumps(summary))
         else:
@@ -330,9 +338,10 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None)
               help="Give up after this long (exit 1 if something is still owed).")
 @click.option("--window", type=float, default=None, callback=_positive, metavar="SECONDS",
               help="How long one attempt re-sends before backing off (default 5).")
+@_monitoring.option
 @click.pass_context
 def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float | None,
-        window: float | None) -> None:
+        window: float | None, monitoring_address: str | None) -> None:
     """Re-send what the outbox owes until each recipient acknowledged (or it expired)."""
 
     def body() -> int:
@@ -342,6 +351,13 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
 
         config = ctx.obj.config(name)
         store = open_store(ctx.obj.path(config), create=True)
+        # Bound (or exit 4) before the first attempt; scrapes read through their own handle.
+        server = _monitoring.start(PROG, monitoring_address, config)
+        if server is not None:
+            from gilmsg import monitoring
+
+            reader = open_store(ctx.obj.path(config), create=False, readonly=True)
+            monitoring.watch_outbox(lambda: reader.stats(time.time()))
         runner = Runner(store, config, window=window or policy.ATTEMPT_WINDOW)
         stop = threading.Event()
         timer = threading.Timer(timeout, stop.set) if timeout else None
@@ -380,6 +396,8 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
             if timer is not None:
                 timer.cancel()
             runner.abandon()
+            if server is not None:
+                server.close()
         left = summary()
         if until_empty and (left or expired):
             return EXIT_NOT_DONE
@@ -389,6 +407,10 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
 
 
 log = logging.getLogger(__name__)
+
+from gilmsg.commands.outbox_check import check as _check  # noqa: E402  (its own module)
+
+main.add_command(_check)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

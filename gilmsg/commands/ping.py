@@ -192,14 +192,17 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
               help="--nagios: WARNING when a recipient's average RTT reaches MS.")
 @click.option("-C", "--critical", type=click.FloatRange(min=0), default=None, metavar="MS",
               help="--nagios: CRITICAL when a recipient's average RTT reaches MS.")
+@click.option("--expiry-warning", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="WARNING when this identity's certificate or the CRL expires within DAYS "
+                   "(default 14; 0: never).")
 @click.option("--strict", is_flag=True,
               help="Refuse (exit 2) a RECIPIENT that no identity of the bus holds, when the "
                    "config lists them (gilmsg.known_recipients, gilmsg.recipients).")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | None,
         active: bool, count: int, interval: float, timeout: float, topic: str, as_json: bool,
-        nagios: bool, warning: float | None, critical: float | None, strict: bool,
-        debug: bool) -> None:
+        nagios: bool, warning: float | None, critical: float | None,
+        expiry_warning: float | None, strict: bool, debug: bool) -> None:
     """Ask each RECIPIENT (certificate CN, or @GROUP) to acknowledge a probe; show who answered.
 
     The probe is a gilmsg message on <topic_prefix>.<environment>.gilmsg.ping naming every
@@ -208,7 +211,8 @@ def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | No
     tail_messages() listen to every topic and answer it.
     """
     options = Options(recipients, config_filename, name, active, count, interval, timeout,
-                      topic, as_json, nagios, warning, critical, strict)
+                      topic, as_json, nagios, warning, critical, strict,
+                      expiry_warning)
     if not nagios:
         _common.run(PROG, lambda: body(options, debug), debug=debug)
     sys.exit(run_nagios(options, debug))
@@ -231,6 +235,8 @@ class Options:
     warning: float | None
     critical: float | None
     strict: bool
+    #: --expiry-warning DAYS (None: the default, gilmsg.monitoring.expiry.DEFAULT_DAYS)
+    expiry_warning: float | None = None
 
     @property
     def quiet(self) -> bool:
@@ -294,10 +300,17 @@ def run_probes(options: Options, refused: RefusedAcks) -> int:
         interrupted = exc
     if not any(s.sent for s in stats.values()) and interrupted is not None:
         raise interrupted
+    from gilmsg.monitoring import expiry
+
+    soon = expiry.expiring(cfg, expiry.DEFAULT_DAYS if options.expiry_warning is None
+                           else options.expiry_warning)
     if options.nagios:
         state, line = nagios_status(list(stats.values()), options.warning, options.critical)
+        state, line = expiry.nagios_with(state, line, soon)
         click.echo(line)
         return state
+    for phrase in soon:  # the fedmsg#481 failure, said while there is time
+        _common.note(PROG, f"WARNING: {phrase}")
     summarise(options, list(stats.values()))
     if interrupted is not None:
         return _common.exit_code_for(interrupted)

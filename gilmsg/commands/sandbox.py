@@ -93,6 +93,8 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
     for spec in box.specs:
         lines.append(f"  stand-in   {spec.name:<14} {cfg['endpoints'][spec.name][0]}   "
                      f"{spec.describe()}")
+    for name, url in box.monitoring.items():
+        lines.append(f"  monitoring {name:<14} {url}/metrics   (/live, /ready)")
     for group, members in (cfg.get(groups.GROUPS_KEY) or {}).items():
         lines.append(f"  group      @{group:<13} {', '.join(members)}")
     if box.relay:

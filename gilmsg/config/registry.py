@@ -144,6 +144,9 @@ KEYS: tuple[Key, ...] = (
     Key("gilmsg.max_clock_skew", "number of seconds", 300.0,
         "A recipient answers a message stamped further ahead of its clock rejected.",
         _RECIPIENTS),
+    Key("gilmsg.monitoring", '"HOST:PORT"', None,
+        "Serve /live, /ready and /metrics over HTTP there, from the hub's reactor.",
+        "fedmsg-hub (GilmsgConsumer, the outbox runner plugin)"),
     Key("gilmsg.strict_config", "bool", False,
         "An unknown key in gilmsg's namespaces is a ConfigError (exit 4), not a warning.", _ALL),
 )

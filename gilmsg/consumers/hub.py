@@ -74,6 +74,7 @@ from typing import Any
 import fedmsg.consumers
 from moksha.hub.reactor import reactor
 
+from gilmsg import monitoring
 from gilmsg.config import registry
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
@@ -196,6 +197,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             # and starts workers: no message can arrive before the recipient exists.
             try:
                 self._setup(config)
+                from gilmsg.monitoring import reactor as monitoring_reactor
+
+                monitoring_reactor.start(config)  # gilmsg.monitoring: bound now, or exit 4
             except GilmsgError as exc:
                 if config.get(ALLOW_FAILED_KEY):
                     raise  # moksha logs it and runs on without this consumer
@@ -208,6 +212,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             return
         signals.register_hub(hub)
         reactor.callWhenRunning(signals.install_stop_handlers)
+        reactor.callWhenRunning(monitoring.set_consuming, True)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
         registry.check(config)  # the hub's config never went through gilmsg.config.load

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import shlex
 import threading
 import time
 import weakref
@@ -130,6 +131,7 @@ class Outbox:
         self._stop = threading.Event()
         self._unsettled: weakref.WeakSet[DurableDelivery] = weakref.WeakSet()
         self._i = itertools.count(1)
+        self._runner_checked = False  # warned (or not) about a missing runner
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -213,6 +215,9 @@ class Outbox:
         wall = time.time()
         self.store.put(prepared, wall, self.expiry, lease=ack_timeout + policy.LEASE_GRACE,
                        require=require)
+        if not self._runner_checked:
+            self._runner_checked = True
+            warn_if_no_runner(self.store, wall)
         # ACK times are recorded as wall + (monotonic offset from ``started``): take both clocks
         # together, after the commit, or every ACK is recorded that commit's duration early.
         started, wall = time.monotonic(), time.time()
@@ -297,6 +302,7 @@ class Outbox:
         from gilmsg.outbox.runner import Runner
 
         self._runner = Runner(self.store, self.config, window=window)
+        self.store.runner_seen(time.time())  # active from now: no warning on the next publish
         self._stop.clear()
         self._runner_thread = threading.Thread(target=self._runner.run, args=(self._stop,),
                                                name="gilmsg-outbox-runner", daemon=True)
@@ -333,6 +339,27 @@ class Enqueued:
     msg_id: str
     topic: str
     recipients: tuple[str, ...]
+#: A runner counts as active if it recorded activity this recently (it does every 10 s).
+RUNNER_RECENT = 60.0
+
+
+def warn_if_no_runner(store: Any, now: float) -> bool:
+    """Log one WARNING, with the command to run, if no runner was active on ``store`` within
+    :data:`RUNNER_RECENT` seconds (then nothing re-sends what stays owed); True if it warned."""
+    last_runner = getattr(store, "last_runner", None)  # the PostgreSQL store keeps none yet
+    if last_runner is None:
+        return False
+    try:
+        last = last_runner()
+    except GilmsgError:
+        return False
+    if last is not None and now - last[0] <= RUNNER_RECENT:
+        return False
+    seen = "never" if last is None else f"last {now - last[0]:.0f}s ago"
+    log.warning("no outbox runner is active on %s (%s): what stays owed is not re-sent until "
+                "one runs: gilmsg-outbox --outbox %s run (or the fedmsg-hub plugin: "
+                "gilmsg.outbox.runner = True)", store.path, seen, shlex.quote(store.path))
+    return True
 
 
 class DurableDelivery(PendingDelivery):

@@ -60,6 +60,7 @@ class OutboxProducer(Producer):
             path, _expiry, durability = settings(cfg)
             store = open_store(path, durability=durability)
             self.runner = Runner(store, cfg)
+            _monitor(cfg, store.path)
         except GilmsgError as exc:
             log.error("gilmsg outbox runner not started: %s", exc)
             raise
@@ -87,3 +88,19 @@ class OutboxProducer(Producer):
         if self._thread is not None:
             self._thread.join(2.0)
             self.runner.abandon()
+
+
+def _monitor(config: dict[str, Any], path: str) -> None:
+    """With ``gilmsg.monitoring``: serve it in the reactor and export this outbox's backlog
+    (read through a handle of its own, at each scrape)."""
+    from gilmsg import monitoring
+    from gilmsg.monitoring import reactor as monitoring_reactor
+
+    if monitoring_reactor.start(config) is None:
+        return
+    import time
+
+    from gilmsg.outbox.store import open_store
+
+    reader = open_store(path, create=False, readonly=True)
+    monitoring.watch_outbox(lambda: reader.stats(time.time()))

@@ -444,6 +444,10 @@ class PgStore:
 
     # -- storing -----------------------------------------------------------------------------
 
+    def runner_seen(self, now: float) -> None:
+        """Runner activity is not kept in PostgreSQL yet: nothing is recorded (so
+        ``gilmsg-outbox stats`` shows no last runner and publishers do not warn)."""
+
     def put(self, items: Sequence[tuple[str, str, Sequence[bytes], Sequence[str]]], now: float,
             expiry: float, lease: float = 0.0, require: str = "received") -> None:
         """Store the items in one commit (see ``Store.put``); on OutboxError none is stored.

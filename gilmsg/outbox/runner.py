@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg.core.delivery import Delivery
 from gilmsg.errors import GilmsgError, OutboxError, Rejected, Timeout
 from gilmsg.outbox import policy
@@ -32,6 +33,8 @@ log = logging.getLogger("gilmsg.outbox")
 IDLE_POLL = 1.0
 #: Wait between looks while attempts are in flight (their outcome is recorded after it).
 BUSY_POLL = 0.05
+#: How often a running runner records that it is active (``Store.runner_seen``).
+HEARTBEAT = 10.0
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Runner:
                                          accept_sha1=gconfig.accept_sha1(config))
         self._inflight: dict[str, tuple[Any, float, frozenset[str]]] = {}
         self.totals = Totals()
+        self._beat = float("-inf")  # monotonic time of the last heartbeat
 
     @property
     def inflight(self) -> int:
@@ -99,9 +103,13 @@ class Runner:
         report = StepReport()
         self._harvest(report)
         now = time.time()
+        if time.monotonic() - self._beat >= HEARTBEAT:  # "gilmsg-outbox stats": last runner
+            self.store.runner_seen(now)
+            self._beat = time.monotonic()
         for entry in self.store.expire(now):
             report.expired.append(entry)
             self.totals.expired += 1
+            monitoring.outbox_expired()
             log.warning("outbox: %s on %s expired after %d attempts, still owed to %s",
                         entry.msg_id, entry.topic, entry.attempts, ", ".join(entry.owed))
         room = self.batch - len(self._inflight)

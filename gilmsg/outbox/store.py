@@ -251,6 +251,22 @@ class Store:
             return None
         return min(row[0], row[1])
 
+    # -- runner activity (a heartbeat row in the event log) -----------------------------------
+
+    def runner_seen(self, now: float) -> None:
+        """Record that this process's runner is active at ``now`` (only the latest is kept)."""
+        with self._write(light=True) as conn:
+            conn.execute("DELETE FROM events WHERE kind = 'runner' AND msg_id = ''")
+            conn.execute("INSERT INTO events (at, msg_id, kind, detail) VALUES (?, '', "
+                         "'runner', ?)", (now, self.owner))
+
+    def last_runner(self) -> tuple[float, str] | None:
+        """``(when, owner)`` of the latest runner activity recorded, or None if never."""
+        with self._read() as conn:
+            row = conn.execute("SELECT at, detail FROM events WHERE kind = 'runner' AND "
+                               "msg_id = '' ORDER BY at DESC LIMIT 1").fetchone()
+        return None if row is None else (row[0], row[1] or "")
+
     # -- the runner's side -------------------------------------------------------------------
 
     def claim(self, now: float, lease: float, joined: bool = False,
@@ -443,6 +459,7 @@ class OutboxStore(Protocol):
     def finish_attempt(self, msg_id: str, acks: Mapping[str, float], error: str | None,
                        now: float, rejected: Mapping[str, str] | None = None
                        ) -> Entry | None: ...
+    def runner_seen(self, now: float) -> None: ...
     def expire(self, now: float) -> list[Entry]: ...
     def retry(self, msg_id: str | None, now: float) -> int: ...
     def drop(self, msg_id: str, reason: str, now: float) -> Entry | None: ...

@@ -171,6 +171,8 @@ class Reconnector:
         self.monitor = sock.get_monitor_socket(self._EVENTS)
         self._dropped: dict[str, float] = {}  # endpoint (as libzmq reports it) -> since when
         self.reconnects = 0  #: how many endpoints were re-connected here
+        #: The endpoints connected now (as libzmq reports them), for monitoring.
+        self.connected: set[str] = set()
 
     def on_events(self, now: float) -> None:
         """Read every pending monitor event (never blocks)."""
@@ -181,8 +183,11 @@ class Reconnector:
                 return
             if event == zmq.EVENT_DISCONNECTED:
                 self._dropped.setdefault(endpoint, now)
+                self.connected.discard(endpoint)
             else:
                 self._dropped.pop(endpoint, None)
+                if event == zmq.EVENT_CONNECTED:
+                    self.connected.add(endpoint)
 
     def next_due(self) -> float | None:
         """When :meth:`reconnect_due` has something to do (monotonic seconds), or None."""
@@ -314,6 +319,12 @@ class ZmqPublisher:
                     pub.poll(int(min(remaining, 0.05) * 1000) + 1)
                     continue
             time.sleep(min(remaining, 0.005))
+
+    def reach(self, topic: str, ignore: tuple[str, ...] = ()) -> str:
+        """What the subscriptions heard so far say of ``topic``: ``none``, ``elsewhere`` or
+        ``covered`` (see :meth:`gilmsg.core.subscriptions.Subscriptions.reach`)."""
+        with self._lock:
+            return self._subscriptions.reach(topic, ignore)
 
     # -- the link's thread -----------------------------------------------------------------
 
@@ -467,6 +478,11 @@ class ZmqSubscription:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def connected(self) -> int:
+        """How many endpoints are connected now (as far as the last :meth:`receive` heard)."""
+        return sum(len(w.connected) for w in list(self._watchers.values()))
 
     def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
         """One message from each socket that has one, waiting up to ``timeout`` seconds."""

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from gilmsg.errors import ConfigError, InvalidInput
-from gilmsg.testing.bus import DEFAULT_WAIT, Process, child_env, config_copy
+from gilmsg.testing.bus import DEFAULT_WAIT, Process, child_env, config_copy, free_port
 from gilmsg.testing.sandbox.config import CONFIG_NAME, bus_config, render_config, write_config
 from gilmsg.testing.sandbox.pki import ensure_pki
 from gilmsg.testing.sandbox.spec import (
@@ -185,6 +185,8 @@ class Sandbox:
         self.standins: dict[str, StandIn] = {s.name: StandIn(s) for s in self.specs}
         self.processes: dict[str, Process] = {}
         self.config: dict[str, Any] = {}
+        #: stand-in name -> ``http://127.0.0.1:PORT`` of its /live, /ready and /metrics.
+        self.monitoring: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self._lock: int | None = None
 
@@ -307,6 +309,9 @@ class Sandbox:
                     "--parent", str(os.getpid())]
             if self.seed is not None:
                 argv += ["--seed", str(self.seed)]
+            port = free_port()
+            argv += ["--monitoring", f"127.0.0.1:{port}"]
+            self.monitoring[spec.name] = f"http://127.0.0.1:{port}"
             self.standins[spec.name].process = self._spawn(spec.name, argv)
         if self.watch:
             self._spawn("bus", [executable("gilmsg-tail"), "--config-filename", config_file,

@@ -73,6 +73,10 @@ def run_standin(config: Mapping[str, Any], spec: StandInSpec,
     counter = 0
     endpoints = gconfig.subscribe_endpoints(cfg, skip=spec.name)
     sub = transport.module_for(cfg).subscribe([("", e) for e in endpoints], "", cfg)
+    from gilmsg import monitoring
+
+    monitoring.watch_subscription(sub)
+    monitoring.set_consuming(True)
     try:
         own = (cfg.get("endpoints") or {}).get(spec.name)
         emit({"event": "ready", "name": me, "endpoint": own, "subscribed": endpoints})
@@ -100,6 +104,7 @@ def run_standin(config: Mapping[str, Any], spec: StandInSpec,
                         emit(_received(envelope, topic, "ignore", 0.0))
                     continue
                 action, when, first = decisions.get(msg_id, now)
+                monitoring.received(duplicate=not first)
                 if first:
                     emit(_received(envelope, topic, action, spec.delay))
                 if action == "drop":
@@ -145,6 +150,7 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spec", required=True)
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--monitoring", default=None, metavar="HOST:PORT")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="standin: %(levelname)s: %(message)s")
     stop = threading.Event()
@@ -167,6 +173,12 @@ def standin_main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = parse_standin(args.spec)
         cfg = gconfig.load(filename=args.config_filename)
+        if args.monitoring:  # /live, /ready, /metrics of this stand-in (bound, or exit 4)
+            from gilmsg import monitoring
+            from gilmsg.monitoring.server import serve
+
+            serve(args.monitoring)
+            monitoring.watch_trust(cfg)
         run_standin(cfg, spec, emit, seed=args.seed, keep_running=keep_running)
     except (InvalidInput, ConfigError) as exc:
         print(f"gilmsg-standin: error: {exc}", file=sys.stderr)
