@@ -49,7 +49,8 @@ setup(
     ],
     python_requires=">=3.11",
     packages=find_packages(include=["gilmsg", "gilmsg.*"]),
-    # The code is annotated (PEP 561): type checkers read gilmsg's hints from the installed copy.
+    # The code is annotated (PEP 561): type checkers read gilmsg's hints from the installed copy;
+    # mypy gilmsg is clean (./run tests runs it).
     package_data={"gilmsg": ["py.typed"]},
     install_requires=[
         # The extras bring pygments/psutil, without which fedmsg-tail and fedmsg-hub fail.
@@ -61,12 +62,18 @@ setup(
         "pyzmq>=25",
         "click>=8",
         "cryptography>=42",
+        # /metrics of --monitoring and gilmsg.monitoring (imported only when enabled).
+        "prometheus_client>=0.17",
     ],
     extras_require={
-        # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg_transport = "amqp".
+        # gilmsg over AMQP (RabbitMQ, fedora-messaging): gilmsg.transport = "amqp".
         "amqp": ["pika>=1.3", "fedora-messaging>=3.4"],
-        "test": ["pytest", "pytest-timeout", "ruff", "hypothesis", "pika>=1.3",
-                 "fedora-messaging>=3.4"],
+        # A PostgreSQL outbox / consumed-message record (postgresql:// locations): psycopg 3.
+        "postgresql": ["psycopg[binary]>=3.2"],
+        "test": ["pytest", "pytest-timeout", "ruff", "mypy", "hypothesis", "pika>=1.3",
+                 "fedora-messaging>=3.4", "psycopg[binary]>=3.2",
+                 # Only to prove docs/outbox.rst's SQLAlchemy recipe for publish(connection=).
+                 "sqlalchemy>=2"],
         # ./run docs: the Sphinx site of docs/ (user guide, CLI and API reference).
         "docs": ["sphinx>=7", "sphinx-click>=5"],
         # bench/run_all.py draws the latency distribution; tests never import it.

@@ -7,9 +7,14 @@ In one run, on loopback, signatures on, one recipient (a gilmsg-tail process):
   Report awaited: messages per second, AMQP and ZeroMQ;
 - fedora-messaging's own confirmed ``fedora_messaging.api.publish`` to the same broker
   (broker confirm only: it says nothing about any consumer), sequential, p50/p99, and its
-  throughput (it has no in-flight mode: one confirm at a time), in a subprocess.
+  throughput (it has no in-flight mode: one confirm at a time), in a subprocess;
+- the round trip over mutual TLS (``amqps://``, a second local broker with a TLS listener and
+  certificates made here) beside plain AMQP and fedmsg;
+- failover on a 3-node cluster (loopback): the node the publisher and the recipient are
+  connected to is killed (SIGKILL); the time from the kill to the end of the next
+  acknowledged publish, ``--failovers`` times (the killed node is started again in between).
 
-Usage: .venv/bin/python bench/bench_amqp.py [--n 300] [--inflight 1000]
+Usage: .venv/bin/python bench/bench_amqp.py [--n 300] [--inflight 1000] [--failovers 3]
 Needs the amqp extra and Debian's rabbitmq-server (see gilmsg/testing/rabbitmq.py).
 """
 
@@ -26,9 +31,16 @@ import time
 from pathlib import Path
 
 import gilmsg
+from gilmsg.link import link_for
 from gilmsg.publish import publish_async
 from gilmsg.testing import DevBus
-from gilmsg.testing.rabbitmq import LocalRabbitMQ, missing_reason
+from gilmsg.testing.rabbitmq import (
+    LocalRabbitCluster,
+    LocalRabbitMQ,
+    make_tls_files,
+    missing_reason,
+)
+from gilmsg.transport import amqp as amqp_transport
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_protocol import fmt, quiet_tail  # noqa: E402
@@ -79,16 +91,65 @@ def bench_bus(bus: DevBus, n: int, count: int) -> dict:
     return {"rt": rt, "rate": rate, "resends": resends}
 
 
+def amqp_bus(root: Path, urls: list[str], extra: dict | None = None) -> DevBus:
+    bus = DevBus(root, ["pub", "r1"], extra={"gilmsg.transport": "amqp", **(extra or {})})
+    bus.config["endpoints"] = {n: list(urls) for n in bus.services}
+    bus.write_config()
+    return bus
+
+
+def bench_tls(tmp: Path, n: int) -> list[float]:
+    files = make_tls_files(tmp / "pki")
+    with LocalRabbitMQ(tmp / "rabbitmq-tls", tls=files) as broker:
+        assert broker.tls_url is not None
+        bus = amqp_bus(tmp / "tls", [broker.tls_url], {"gilmsg.amqp_tls": files.client_settings()})
+        try:
+            quiet_tail(bus, "r1")
+            cfg = bus.config_for("pub")
+            gilmsg.publish(topic="warm", msg={}, modname="bench", recipients=["r1"],
+                           ack_timeout=30, **cfg)
+            round_trips(cfg, 20)
+            return round_trips(cfg, n)
+        finally:
+            bus.close()
+
+
+def bench_failover(tmp: Path, times: int) -> list[float]:
+    """Seconds from SIGKILL of the publisher's node to the end of the next acknowledged
+    publish (one recipient, a gilmsg-tail, on the same node), ``times`` times."""
+    out = []
+    with LocalRabbitCluster(tmp / "cluster") as cluster:
+        bus = amqp_bus(tmp / "failover", cluster.urls)
+        try:
+            quiet_tail(bus, "r1")
+            cfg = bus.config_for("pub")
+            by_url = {amqp_transport.redacted(node.url): node for node in cluster.nodes}
+            for _ in range(times):
+                gilmsg.publish(topic="warm", msg={}, modname="bench", recipients=["r1"],
+                               ack_timeout=30, **cfg)
+                node = by_url[link_for(gilmsg.config.load(cfg))._pub.address]
+                t = time.monotonic()
+                node.stop(kill=True)
+                gilmsg.publish(topic="fo", msg={}, modname="bench", recipients=["r1"],
+                               ack_timeout=60, **cfg)
+                out.append(time.monotonic() - t)
+                node.start()  # rejoins the cluster from its own data
+        finally:
+            bus.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300, help="sequential publishes per figure")
     parser.add_argument("--inflight", type=int, default=1000, help="messages in flight")
+    parser.add_argument("--failovers", type=int, default=3, help="cluster nodes killed")
     args = parser.parse_args()
     reason = missing_reason()
     if reason:
         sys.exit(f"bench_amqp: {reason}")
     with tempfile.TemporaryDirectory() as tmp, LocalRabbitMQ(Path(tmp) / "rabbitmq") as broker:
-        amqp_bus = DevBus(Path(tmp) / "amqp", ["pub", "r1"], extra={"gilmsg_transport": "amqp"})
+        amqp_bus = DevBus(Path(tmp) / "amqp", ["pub", "r1"], extra={"gilmsg.transport": "amqp"})
         amqp_bus.config["endpoints"] = {n: [broker.url] for n in amqp_bus.services}
         amqp_bus.write_config()
         zmq_bus = DevBus(Path(tmp) / "zmq", ["pub", "r1"])
@@ -106,10 +167,13 @@ def main() -> None:
         if out.returncode:
             sys.exit(f"fedora-messaging publish failed: {out.stderr[-2000:]}")
         fm = json.loads(out.stdout.strip().splitlines()[-1])
+        tls_rt = bench_tls(Path(tmp), args.n)
+        failover = bench_failover(Path(tmp), args.failovers) if args.failovers else []
 
     print(f"one recipient, signatures on, loopback; n={args.n}, in flight={args.inflight}; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     print(f"gilmsg over AMQP     round trip (signed ACK)  {fmt(amqp['rt'])}")
+    print(f"gilmsg over AMQP+TLS round trip (signed ACK)  {fmt(tls_rt)}   (mutual TLS)")
     print(f"gilmsg over fedmsg   round trip (signed ACK)  {fmt(zmq['rt'])}")
     print(f"fedora-messaging     confirmed publish        {fmt(fm['times'])}"
           "   (broker confirm only)")
@@ -119,6 +183,10 @@ def main() -> None:
           f"   (re-sends {zmq['resends']})")
     print(f"fedora-messaging     sequential {args.n / fm['total']:8.0f} msg/s confirmed by the "
           f"broker (mean {statistics.fmean(fm['times']) * 1000:.3f} ms)")
+    if failover:
+        print("3-node cluster       failover (SIGKILL of the publisher's node -> next "
+              "acknowledged publish): " + ", ".join(f"{v:.3f} s" for v in failover)
+              + f"   (max {max(failover):.3f} s)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ fresh link dropping ``--loss`` of the packets both ways, starts a real ``gilmsg-
 warm-up message (60 s timeout, not counted), then ``--messages`` acknowledged publishes one after
 the other, each with ``--ack-timeout``. Modes, interleaved run by run so both see the same load:
 
-* ``before``: ``gilmsg_heartbeat_ivl``, ``gilmsg_connect_timeout``, ``gilmsg_tcp_user_timeout``
-  and ``gilmsg_tcp_keepalive_idle`` set to 0 (the sockets as they were: no health options);
-* ``after``: the defaults of ``gilmsg.transport.LINK_DEFAULTS``.
+* ``before``: ``gilmsg.heartbeat_ivl``, ``gilmsg.connect_timeout``, ``gilmsg.tcp_user_timeout``
+  and ``gilmsg.tcp_keepalive_idle`` set to 0 (the sockets as they were: no health options);
+* ``after``: the defaults of ``gilmsg.transport.zmq.LINK_DEFAULTS``.
 
 Per mode it prints: the fraction of publishes acknowledged within the timeout, how many runs had
 a timeout, the slowest acknowledgement, how late the recipient got a message at worst (first
@@ -37,8 +37,8 @@ from gilmsg.testing import DevBus, Process, free_port  # noqa: E402
 from gilmsg.testing.lossy_link import LossyLink, unavailable  # noqa: E402
 
 MODES = {
-    "before": {"gilmsg_heartbeat_ivl": 0, "gilmsg_tcp_user_timeout": 0,
-               "gilmsg_tcp_keepalive_idle": 0, "gilmsg_connect_timeout": 0},
+    "before": {"gilmsg.heartbeat_ivl": 0, "gilmsg.tcp_user_timeout": 0,
+               "gilmsg.tcp_keepalive_idle": 0, "gilmsg.connect_timeout": 0},
     "after": {},
 }
 

@@ -64,6 +64,8 @@ class _Side:
         self.transport = gtransport.module_for(config)
         self.ack_topic = gconfig.ack_topic(config)
         self.ack_topic_bytes = self.ack_topic.encode("utf-8")
+        #: Single ACKs and version 3 batches, and version 4 batches.
+        self.ack_topics_bytes = {t.encode("utf-8") for t in gconfig.ack_topics(config)}
         self.publishing = gconfig.publishing(config)
         self.pub: Any = None
         self.sub: Any = None
@@ -154,7 +156,7 @@ class Bridge:
         try:
             while not self._stop.is_set():
                 for _name, _endpoint, frames in side.sub.receive(POLL_S):
-                    if bytes(frames[0]) == side.ack_topic_bytes:
+                    if bytes(frames[0]) in side.ack_topics_bytes:
                         self._ack_from(side, frames)
                     else:
                         self._message_from(side, frames)

@@ -50,7 +50,7 @@ def publish_deferred(
         if pending is not None:
             pending.cancel()
 
-    result = defer.Deferred(cancel)
+    result: defer.Deferred[Any] = defer.Deferred(cancel)
 
     def fire(future: Future) -> None:  # reactor thread
         if result.called:

@@ -64,6 +64,11 @@ class NotDelivered(GilmsgError):
             ``missing`` one whose ACKs were refused says why in its reason.
         refused: recipient -> why its ACKs did not count (revoked or expired certificate, wrong
             CA, other content), for recipients of :attr:`missing` that did answer.
+        causes: recipient -> why it is missing, for every one of :attr:`missing`, when the
+            publishing link could tell (see :mod:`gilmsg.core.causes`): "no subscriber
+            connected", "subscribers connected, none subscribed to this topic", "subscribed,
+            no ACK", "ACKs refused: <why>", "rejected: <why>", "received, not processed".
+            Empty when not known.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class NotDelivered(GilmsgError):
         rejected: Mapping[str, str] | None = None,
         answers: Mapping[str, Any] | None = None,
         refused: Mapping[str, str] | None = None,
+        causes: Mapping[str, str] | None = None,
     ) -> None:
         self.msg_id = msg_id
         self.topic = topic
@@ -83,7 +89,13 @@ class NotDelivered(GilmsgError):
         self.rejected = dict(rejected or {})
         self.answers = dict(answers or {})
         self.refused = {k: v for k, v in (refused or {}).items() if k not in self.rejected}
+        self.causes = {k: v for k, v in (causes or {}).items() if k in self.missing}
         super().__init__(self._describe())
+
+    def _who(self) -> str:
+        """The missing recipients, each with its cause when known."""
+        return ", ".join(f"{who} ({self.causes[who]})" if who in self.causes else who
+                         for who in self.missing)
 
     def _describe(self) -> str:  # pragma: no cover - each subclass says it its way
         return f"{self.msg_id} on {self.topic} not delivered"
@@ -96,6 +108,7 @@ class NotDelivered(GilmsgError):
         )
         refused += "".join(
             f"; ACKs from {who} refused: {why}" for who, why in sorted(self.refused.items())
+            if who not in self.causes  # said already, as the cause
         )
         return f"(acknowledged by: {got}{refused})"
 
@@ -122,19 +135,25 @@ class Timeout(NotDelivered):
         rejected: Mapping[str, str] | None = None,
         answers: Mapping[str, Any] | None = None,
         refused: Mapping[str, str] | None = None,
+        causes: Mapping[str, str] | None = None,
     ) -> None:
         self.ack_timeout = ack_timeout
-        super().__init__(msg_id, topic, acked, missing, rejected, answers, refused)
+        super().__init__(msg_id, topic, acked, missing, rejected, answers, refused, causes)
 
     def _describe(self) -> str:
-        return (f"no ACK within {self.ack_timeout:g}s from {', '.join(self.missing)} "
+        return (f"no ACK within {self.ack_timeout:g}s from {self._who()} "
                 f"for {self.msg_id} on {self.topic} {self._details()}")
+
+    def with_causes(self, causes: Mapping[str, str]) -> Timeout:
+        """The same Timeout, saying why each recipient is missing."""
+        return Timeout(self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout,
+                       self.rejected, self.answers, self.refused, causes)
 
     def __reduce__(self):  # keep it picklable despite the custom __init__
         return (
             type(self),
             (self.msg_id, self.topic, self.acked, self.missing, self.ack_timeout, self.rejected,
-             self.answers, self.refused),
+             self.answers, self.refused, self.causes),
         )
 
 
@@ -158,7 +177,7 @@ class Rejected(NotDelivered):
         return (
             type(self),
             (self.msg_id, self.topic, self.acked, self.missing, self.rejected, self.answers,
-             self.refused),
+             self.refused, self.causes),
         )
 
 

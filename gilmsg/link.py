@@ -21,8 +21,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg import transport as gtransport
-from gilmsg.core import wire
+from gilmsg.core import causes, wire
+from gilmsg.core.admission import reason_kind
 from gilmsg.core.delivery import (
     AckReceived,
     AcksReceived,
@@ -39,11 +41,16 @@ from gilmsg.core.delivery import (
     SubscriberJoined,
     Tick,
 )
-from gilmsg.errors import GilmsgError
-from gilmsg.transport.base import Publisher
+from gilmsg.errors import GilmsgError, Timeout
+from gilmsg.logsummary import RefusalLog
+from gilmsg.transport.base import Publisher, Transport
 
 # The logger of the link's ACK verdicts kept its old name: operators filter on it.
 log = logging.getLogger("gilmsg.transport")
+
+#: Every ACK this process refused, summarised: the first of each reason at once, then one line
+#: per interval with the counts (anyone with a certificate can send thousands a second).
+refused_acks = RefusalLog(log, "ACKs")
 
 #: Longest sleep of an idle link thread.
 IDLE_POLL = 1.0
@@ -61,11 +68,11 @@ class Link:
         ConfigError: the identity's endpoint cannot be bound (or connected).
     """
 
-    def __init__(self, transport: Any, publishing: gconfig.Publishing, ack_topic: str,
+    def __init__(self, transport: Transport, publishing: gconfig.Publishing, ack_topic: str,
                  ack_endpoints: Sequence[str], config: Mapping[str, Any]) -> None:
         self.publishing = publishing
         self._config = config  # for the transport's own keys, read when it opens
-        self._transport_module = transport
+        self._transport: Transport = transport
         self._lock = threading.Lock()  # the machine, the deliveries in it, _futures, _i
         self._machine = Machine()
         self._futures: dict[str, tuple[Future, Verify]] = {}
@@ -134,6 +141,13 @@ class Link:
         if self._pub is None or self.closed:
             raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
         self._pub.send(frames)
+
+    def remember_route(self, msg_id: str, route: str) -> None:
+        """ACKs sent here for ``msg_id`` go to ``route`` (transport metadata of the received
+        message, such as AMQP's ``reply_to``); ignored by transports that need no routing."""
+        remember = getattr(self._transport, "remember_route", None)  # optional for old modules
+        if remember is not None:
+            remember(msg_id, route)
 
     def send_plain(self, frames: Sequence[bytes], post_init_sleep: float) -> None:
         """A plain publish; like fedmsg, this identity's first one waits ``post_init_sleep``."""
@@ -232,20 +246,38 @@ class Link:
             if isinstance(action, Send):
                 assert self._pub is not None
                 self._pub.send(action.frames)
+                monitoring.resent()
             elif isinstance(action, Resolve):
+                done = action.delivery  # ACKs heard by this delivery (not an outbox's earlier)
+                monitoring.delivery_over(done.state.value,
+                                         {w: t for w, t in done.acks.items() if w in done.heard})
                 with self._lock:
                     entry = self._futures.pop(action.delivery.msg_id, None)
                 if entry is not None:
-                    _resolve(entry[0], action.result)
+                    _resolve(entry[0], self._explained(action.result, action.delivery.topic))
             elif isinstance(action, IgnoredAck):
-                log.warning("ignored ACK for %s from %s: %s %s", action.ack.msg_id,
-                            getattr(verdict, "signer", action.signer), action.outcome.value,
-                            getattr(verdict, "reason", ""))
+                reason = getattr(verdict, "reason", "")
+                kind = action.outcome.value + (f" ({reason_kind(reason)})" if reason else "")
+                refused_acks.refused(kind, f"ignored ACK for {action.ack.msg_id} from "
+                                           f"{getattr(verdict, 'signer', action.signer)}: "
+                                           f"{action.outcome.value} {reason}".rstrip())
+                monitoring.ack_refused(action.outcome.value)
+
+    def _explained(self, result: Any, topic: str) -> Any:
+        """A Timeout saying why each recipient is missing, from what the transport heard of
+        the subscribers (see :mod:`gilmsg.core.causes`); other results unchanged."""
+        if not isinstance(result, Timeout):
+            return result
+        reach = getattr(self._pub, "reach", None)
+        try:
+            known = reach(topic, tuple(self._ack_topics)) if reach is not None else None
+        except GilmsgError:
+            known = None
+        return result.with_causes(causes.causes(result.missing, result.answers, known))
 
     def _run(self, ready: threading.Event) -> None:
         try:
-            self._pub = self._transport_module.open_publisher(self.publishing,
-                                                                self._config)
+            self._pub = self._transport.open_publisher(self.publishing, self._config)
         except BaseException as exc:  # handed to the constructor's caller
             self._start_error = exc
             self._stopped.set()
@@ -286,6 +318,7 @@ class Link:
         with self._lock:
             for delivery in list(self._machine):  # their state says FAILED
                 self._machine.handle(Cancelled(delivery.msg_id, now, error))
+                monitoring.delivery_over("failed", delivery.acks)
             entries, self._futures = list(self._futures.values()), {}
         for future, _verify in entries:
             _resolve(future, error)
@@ -309,6 +342,7 @@ class Link:
                         continue
                     actions = self._machine.handle(Sent(delivery, frames, time.monotonic()))
                 pub.send(frames)
+                monitoring.delivery_started()
                 self._apply(actions)
 
     def _sync_listener(self, pub: Publisher) -> None:
@@ -362,7 +396,7 @@ def _resolve(future: Future, result: Report | BaseException | None) -> None:
         future.set_result(result)
 
 
-_links: dict[tuple[Any, gconfig.Publishing], Link] = {}
+_links: dict[tuple[str, gconfig.Publishing], Link] = {}
 _links_lock = threading.Lock()
 
 
@@ -384,8 +418,8 @@ def link_for(config: Mapping[str, Any]) -> Link:
         if link is None or link.closed:
             link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints,
                                                config)
-            return link
     link.listen(ack_topic, ack_endpoints)
+    link.listen(gconfig.batch_ack_topic(config), ack_endpoints)  # version 4 batches
     return link
 
 

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
@@ -36,7 +38,7 @@ def calling_module() -> str:
     Walks frames directly: fedmsg's own guess uses ``inspect.stack()``, which reads source files
     and costs about 0.3 ms per call.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         top = str(frame.f_globals.get("__name__", "")).split(".")[0]
         if top not in ("gilmsg", "fedmsg"):
@@ -189,7 +191,7 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
 
     envelope = wire.new_envelope(full_topic, body, link.next_i(), recipients)
     if signer is not None:
-        envelope = signer.sign(envelope)
+        envelope = signer.sign(envelope, gconfig.signature_hash(cfg))
     frames = wire.encode(full_topic, envelope)
     if pre_fire_hook is not None:
         pre_fire_hook(copy.deepcopy(envelope))  # what it changes would break the signature
@@ -208,7 +210,8 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
         deadline=started + ack_timeout,
         require=require,
     )
-    pending = PendingDelivery(link, delivery, link.start(delivery, frames, validator.validate))
+    verify = functools.partial(validator.validate, accept_sha1=gconfig.accept_sha1(cfg))
+    pending = PendingDelivery(link, delivery, link.start(delivery, frames, verify))
     pending.future.add_done_callback(pending._cancelled_by_caller)
     return pending
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from gilmsg import config as gconfig
-from gilmsg import transport
+from gilmsg import monitoring, transport
 from gilmsg.core import wire
-from gilmsg.core.receiving import check_ack_mode
-from gilmsg.recipient import Recipient, Settlement
+from gilmsg.core.receiving import Deliver, Handed, check_ack_mode
+from gilmsg.recipient import Recipient
 
 #: How often (s) the receive loop wakes up with nothing to read, so signals are handled.
 POLL_INTERVAL = 0.5
@@ -31,40 +31,61 @@ class Tail(Iterator[Item]):
 
     Also a context manager, and, with ``ack_mode="processed"``, the handle that settles the
     message it yielded last: :meth:`processed`, :meth:`reject`, or implicitly (see
-    :func:`tail_messages`).
+    :func:`tail_messages`). It tells the recipient when the loop body is over with a message;
+    the recipient records it (durable record), then settles it, in that order.
     """
 
-    def __init__(self, items: Iterator[tuple[Item, Settlement | None]], settle: bool) -> None:
+    def __init__(self, items: Iterator[tuple[Item, Handed]], settle: bool,
+                 recipient: list[Recipient]) -> None:
         self._items = items
         self._settle = settle
-        self._current: Settlement | None = None
+        self._recipient = recipient  # filled in by the generator once it started
+        self._current: Handed | None = None
 
     def __iter__(self) -> Tail:
         return self
 
     def __next__(self) -> Item:
-        self.processed()  # asking for the next message settles the previous one
-        item, settlement = next(self._items)
-        self._current = settlement if self._settle else None
+        self._over(settle=True)  # asking for the next message settles the previous one
+        item, handed = next(self._items)
+        self._current = handed if handed.key is not None else None
         return item
 
     def processed(self) -> bool:
         """Send ``processed`` for the message yielded last, if it is still unsettled."""
-        current, self._current = self._current, None
-        return current.processed() if current is not None else False
+        if not self._settle:
+            return False
+        return self._over(settle=True)
 
     def reject(self, reason: BaseException | str) -> bool:
         """Send ``rejected`` with ``reason`` for the message yielded last (an exception gives
         its type and message, bounded); False if there is none to settle."""
+        if not self._settle:
+            return False
         current, self._current = self._current, None
-        return current.reject(reason) if current is not None else False
+        if current is None:
+            return False
+        return self._recipient[0].rejected(current, reason)
+
+    def _over(self, settle: bool) -> bool:
+        """The loop body is over with the message yielded last: recorded, then (``settle``,
+        in processed mode) settled ``processed``."""
+        current, self._current = self._current, None
+        if current is None:
+            return False
+        if settle:
+            return self._recipient[0].finished(current)
+        self._recipient[0].ended(current)
+        return False
 
     def close(self) -> None:
         """Disconnect. A message yielded last and not settled stays answered ``received``."""
-        self._current = None
-        close = getattr(self._items, "close", None)
-        if close is not None:
-            close()
+        try:
+            self._over(settle=False)
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
 
     def __enter__(self) -> Tail:
         return self
@@ -111,13 +132,15 @@ def tail_messages(
     * a message left unsettled (the loop ended by an exception outside a ``with`` block, or
       :meth:`Tail.close`) stays answered ``received``: its publisher times out, and says so.
 
-    ``dedup_path``: an SQLite file (see :mod:`gilmsg.outbox.dedup`) recording the gilmsg
-    messages consumed, so that a restarted process never yields one again (its repeats are
-    still acknowledged). A message counts as consumed, and is recorded, when the generator is
-    resumed or closed after yielding it: the loop body that got it has ended (normally, by
-    ``break``, or by an exception). A crash inside the loop body yields it again after the
-    restart if it is re-sent; a crash after the body ended and before the record's commit
-    returned (microseconds) does too.
+    ``dedup_path``: an SQLite file or a ``postgresql://`` URL (see :mod:`gilmsg.outbox.dedup`)
+    recording the gilmsg messages consumed, so that a restarted process never yields one again
+    (its repeats are still acknowledged). A message counts as consumed, and is recorded, when
+    the generator is resumed or closed after yielding it: the loop body that got it has ended
+    (normally, by ``break``, or by an exception). A crash inside the loop body yields it again
+    after the restart if it is re-sent; a crash after the body ended and before the record's
+    commit returned (the commit: typically tens of microseconds on SQLite, a network round trip
+    on PostgreSQL) does too. In ``processed`` mode the record is committed before the
+    ``processed`` / ``rejected`` ACK is sent.
 
     ``batch_acks=True``: messages that arrive together (up to 64) are acknowledged with one
     signed, batched ACK (for publishers that take them) before the first of them is yielded:
@@ -133,23 +156,33 @@ def tail_messages(
             cannot be written.
     """
     settle = check_ack_mode(ack_mode) == "processed" and ack
-    return Tail(_items(topic, ack, show_acks, settle, dedup_path, batch_acks, config), settle)
+    holder: list[Recipient] = []
+    return Tail(_items(topic, ack, show_acks, settle, dedup_path, batch_acks, config, holder),
+                settle, holder)
 
 
 def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str | None,
-           batch_acks: bool, config: dict[str, Any]
-           ) -> Iterator[tuple[Item, Settlement | None]]:
+           batch_acks: bool, config: dict[str, Any], holder: list[Recipient]
+           ) -> Iterator[tuple[Item, Handed]]:
     cfg = gconfig.load(config)
     consumed = None
     if dedup_path is not None:
-        from gilmsg.outbox.dedup import Consumed
+        from gilmsg.outbox.dedup import open_consumed
 
-        consumed = Consumed(dedup_path)
-    recipient = Recipient(cfg, ack=ack)
-    ack_topic = recipient.ack_topic.encode("utf-8")
-    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
-    batch: list[dict[str, Any]] = []
+        consumed = open_consumed(dedup_path)
     try:
+        recipient = Recipient(cfg, ack=ack, ack_mode="processed" if settle else "received",
+                              consumed=consumed)
+    except BaseException:
+        if consumed is not None:
+            consumed.close()
+        raise
+    holder.append(recipient)
+    ack_topics = [[recipient.ack_topic.encode("utf-8")], [recipient.batch_topic.encode("utf-8")]]
+    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
+    monitoring.watch_subscription(subscription)
+    try:
+        monitoring.set_consuming(True)
         while True:
             received = subscription.receive(POLL_INTERVAL)
             while batch_acks and received and len(received) < wire.MAX_BATCH:  # together
@@ -162,31 +195,24 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
             for group in groups:
                 ready = []
                 for name, endpoint, frames in group:
-                    if not show_acks and frames[:1] == [ack_topic]:
+                    if not show_acks and frames[:1] in ack_topics:
                         continue
                     decoded = wire.decode(frames)
                     if decoded is None:
                         continue
                     msg_topic, envelope = decoded
-                    if not recipient.handle(msg_topic, envelope, batch if ack else None):
-                        continue
-                    key = None
-                    if consumed is not None and wire.is_gilmsg(envelope):
-                        key = wire.digest(envelope)  # the key Recipient deduplicates on
-                        if consumed.done(key):
-                            continue
-                    ready.append(((name, endpoint, msg_topic, envelope), key))
-                if batch:
-                    recipient.flush(batch)  # every ACK is out before its message is yielded
-                for item, key in ready:
-                    settlement = recipient.settlement(item[2], item[3]) if settle else None
+                    result = recipient.receive(msg_topic, envelope, batch=batch_acks)
+                    if isinstance(result, Deliver):
+                        ready.append(((name, endpoint, msg_topic, envelope), result.handed))
+                recipient.tick()  # every ACK is out before its message is yielded
+                for item, handed in ready:
                     try:
-                        yield item, settlement
-                    finally:
-                        if key is not None:
-                            consumed.record(key,  # type: ignore[union-attr]
-                                            item[3].get("msg_id"))
+                        yield item, handed
+                    finally:  # the loop body is over with it (Tail did this already, or not)
+                        recipient.ended(handed)
     finally:
+        monitoring.set_consuming(False)
+        monitoring.remove_check("subscription")
         subscription.close()
         if consumed is not None:
             consumed.close()

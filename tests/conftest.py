@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from gilmsg.testing import DevBus
+from tests.chaos.options import pytest_addoption  # noqa: F401  (--seed, --duration)
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # Started as a background job (`./run tests &`): SIGINT arrives ignored and children would
@@ -30,16 +31,27 @@ def make_bus(tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_refusal_logs():
+    """Each test sees its own first refusal of each reason logged (the logs are per process)."""
+    from gilmsg import logsummary
+
+    logsummary.reset_all()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _close_links():
     """Each test's in-process publishers go with it: no sockets left reconnecting to dead buses."""
     yield
-    from gilmsg import transport
+    from gilmsg import link
 
-    transport.close_all()
+    link.close_all()
 
 
 #: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
-FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load")}
+FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load"),
+             "chaos": ("chaos", "-m chaos"), "chaos_planted": ("chaos_planted",
+                                                              "-m chaos_planted")}
 
 
 def full_run(config) -> bool:
@@ -64,7 +76,7 @@ def pytest_collection_modifyitems(config, items):
     markexpr = config.option.markexpr or ""
     for item in items:
         for marker, (word, how) in FULL_ONLY.items():
-            if marker in item.keywords and word not in markexpr:
+            if item.get_closest_marker(marker) is not None and word not in markexpr:
                 item.add_marker(pytest.mark.skip(
                     reason=f"{marker}: not in the default run; run it with ./run tests {how}"))
 
@@ -92,9 +104,38 @@ def make_amqp_bus(make_bus, rabbitmq):
     """Factory: ``make_amqp_bus(["pub", "r1"])``: a bus whose every endpoint is the broker."""
 
     def make(services, extra=None):
-        bus = make_bus(services, extra={"gilmsg_transport": "amqp", **(extra or {})})
+        bus = make_bus(services, extra={"gilmsg.transport": "amqp", **(extra or {})})
         bus.config["endpoints"] = {name: [rabbitmq.url] for name in bus.services}
         bus.write_config()
         return bus
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throw-away PostgreSQL server on 127.0.0.1 for the whole session (about 4 s to
+    initialise and start), stopped by pid and its directory removed at the end; skipped, with
+    the reason, where the server package or psycopg is missing."""
+    from gilmsg.testing import postgres as testing_postgres
+
+    reason = testing_postgres.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = testing_postgres.LocalPostgres(fsync=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Factory, once per backend: ``store_location()`` is a new, empty outbox location (an
+    SQLite file name, or the URL of a fresh database of the session's PostgreSQL server)."""
+    if request.param == "sqlite":
+        names = iter(range(1_000_000))
+        return lambda: str(tmp_path / f"store{next(names)}.db")
+    server = request.getfixturevalue("postgres")
+    return server.create_database

@@ -29,7 +29,8 @@ from gilmsg.errors import CertificateError, ConfigError, GilmsgError, InvalidInp
 #: ``--recipients``: every message was sent, which confirms nothing); gilmsg-tail: stopped
 #: after ``--count`` messages.
 EXIT_OK = 0
-#: At least one message was not acknowledged by every required recipient in time.
+#: At least one message was not acknowledged by every required recipient in time, or a
+#: recipient rejected it (``--require processed``).
 EXIT_NOT_ACKNOWLEDGED = 1
 #: Usage error, from click: unknown option, bad option value (an empty recipient name ...).
 EXIT_USAGE = 2
@@ -52,7 +53,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 #: Exit code -> meaning, in the order they are documented.
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success: every message was acknowledged by every recipient",
-    EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time",
+    EXIT_NOT_ACKNOWLEDGED: "some recipients did not acknowledge in time, or rejected a message",
     EXIT_USAGE: "usage error: unknown option or bad option value",
     EXIT_BAD_INPUT: "bad input: a line is not JSON, or stdin was empty",
     EXIT_CONFIG: "bad configuration or certificates",
@@ -186,7 +187,7 @@ def exit_code_for(exc: BaseException) -> int:
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at emit time (click's test runner swaps it)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -217,7 +218,14 @@ def setup_logging(prog: str, debug: bool = False, quiet: bool = False) -> None:
 
 
 def teardown_logging() -> None:
-    """Undo :func:`setup_logging` (the commands are also run in-process by tests)."""
+    """Undo :func:`setup_logging` (the commands are also run in-process by tests).
+
+    Refusal counts not yet summarised (:mod:`gilmsg.logsummary`) are logged first, through
+    the command's own handler and filters.
+    """
+    from gilmsg.logsummary import flush_all
+
+    flush_all()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_gilmsg_cli", False):
@@ -308,3 +316,75 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+class _OneLineUsageError(click.UsageError):
+    """A click usage error shown as the one line every gilmsg command promises."""
+
+    def __init__(self, original: click.UsageError) -> None:
+        super().__init__(original.format_message(), original.ctx)
+
+    def show(self, file: Any = None) -> None:
+        prog = self.ctx.find_root().info_name if self.ctx is not None else "gilmsg"
+        error(prog or "gilmsg", f"{self.format_message()} (see {prog} --help)")
+
+
+class _OneLineUsage:
+    """Mixin for click commands: usage errors are one line, ``<prog>: error: <what> (see <prog>
+    --help)``, exit 2, instead of click's multi-line usage block."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, _spread_multi_values(self, args))  # type: ignore[misc]
+        except click.UsageError as exc:
+            raise _OneLineUsageError(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except _OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _OneLineUsageError(exc) from None
+
+
+def _spread_multi_values(command: Any, args: list[str]) -> list[str]:
+    """``--recipients A B`` (gilmsg 0.1.2's form: several values after one option) becomes
+    ``--recipients A --recipients B`` for the options named in the command's
+    ``spread_options``; only for commands with no positional arguments, where a bare word after
+    such an option can mean nothing else. A ``--`` ends the spreading."""
+    spread = getattr(command, "spread_options", ())
+    if not spread:
+        return args
+    out: list[str] = []
+    option: str | None = None
+    for index, arg in enumerate(args):
+        if arg == "--":
+            out += args[index:]
+            break
+        if option is not None and out and out[-1] != option and not arg.startswith("-"):
+            out += [option, arg]
+            continue
+        name = arg.split("=", 1)[0]
+        option = name if name in spread else (None if arg.startswith("-") else option)
+        out.append(arg)
+    return out
+
+
+class Command(_OneLineUsage, click.Command):
+    """A gilmsg command: one-line usage errors (and ``spread_options``, see
+    :func:`_spread_multi_values`)."""
+
+    spread_options: tuple[str, ...] = ()
+
+
+class Group(_OneLineUsage, click.Group):
+    """A gilmsg command group: one-line usage errors, in the group and its subcommands."""
+
+    command_class = Command
+
+
+class SpreadingCommand(Command):
+    """gilmsg-logger's command: ``--recipients A B`` as gilmsg 0.1.2 accepted it."""
+
+    spread_options = ("-r", "--recipients")

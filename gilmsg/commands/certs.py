@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE
+from gilmsg.commands._common import EXIT_CONFIG, EXIT_USAGE, Group
 from gilmsg.crypto import certs
 from gilmsg.errors import CertificateError, GilmsgError, InvalidInput
 
@@ -46,7 +46,7 @@ ssldir_option = click.option(
 )
 
 
-class _Group(click.Group):
+class _Group(Group):
     """Turns gilmsg errors into one line on stderr and the documented exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -88,12 +88,15 @@ def init(ssldir: Path, force: bool, days: int) -> None:
 @click.option("--force", is_flag=True, help="Replace existing keys and certificates (rotation).")
 @click.option("--days", type=click.IntRange(min=1), default=365, show_default=True,
               help="Validity of the certificates.")
-def issue(names: tuple[str, ...], ssldir: Path, force: bool, days: int) -> None:
+@click.option("--key-type", type=click.Choice(certs.KEY_TYPES), default="rsa", show_default=True,
+              help="rsa (fedmsg's) or ed25519 (gilmsg peers only: stock fedmsg cannot "
+                   "validate what it signs).")
+def issue(names: tuple[str, ...], ssldir: Path, force: bool, days: int, key_type: str) -> None:
     """Issue NAME.key (0600) and NAME.crt (CN=NAME) for each NAME, signed by the CA."""
     for name in names:
         certs.check_name(name)
     for name in names:
-        key, crt = certs.issue(ssldir, name, force=force, days=days)
+        key, crt = certs.issue(ssldir, name, force=force, days=days, key_type=key_type)
         click.echo(f"issued {crt} (key {key})")
 
 

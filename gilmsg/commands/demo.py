@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pprint
 import shutil
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from gilmsg.commands import _common
 from gilmsg.core import wire
 from gilmsg.crypto import certs, signing
 from gilmsg.testing import HUB_LOGGING, HUB_READY_LOG, Process
+from gilmsg.testing.bus import write_config_file
 
 TAILS = ("recipient-a", "recipient-b")
 #: The example consumer (examples/gilmsg_example) in a real fedmsg-hub acknowledges as "hub".
@@ -80,11 +80,10 @@ def start_hub(cfg: dict[str, Any], workdir: Path) -> tuple[Process, Path]:
     record = workdir / "consumed.jsonl"
     hub_cfg = {**cfg, "name": "hub", "logging": HUB_LOGGING, "gilmsg_example": True,
                "gilmsg_example.output": str(record)}
-    config_file = workdir / "hub.py"
     # fedmsg-hub runs its config files first: importing gilmsg there silences moksha's
     # pkg_resources warning, which comes before any consumer is loaded (gilmsg/__init__.py).
-    config_file.write_text("import gilmsg  # noqa: F401\n\nconfig = " + pprint.pformat(hub_cfg)
-                           + "\n")
+    config_file = write_config_file(workdir / "hub.py", hub_cfg,
+                                    preamble="import gilmsg  # noqa: F401\n\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hub = Process([_command("fedmsg-hub"), "--config-filename", str(config_file)], env=env,
                   cwd=workdir)
@@ -97,6 +96,60 @@ def check(passed: bool, failure: str) -> bool:
     if not passed:
         say(f"  UNEXPECTED: {failure}")
     return passed
+
+
+def show_deliveries(pub_cfg: dict[str, Any], procs: list[Process], hub: Process,
+                    record: Path) -> bool:
+    """Step 4: 21 messages to every recipient; True when each tail printed each once, in
+    order, and the hub's consume() recorded each once."""
+    ok = True
+    say(f"4. publisher sends to {', '.join(RECIPIENTS)} and waits for their signed ACKs")
+    started = time.monotonic()
+    report = gilmsg.publish(topic="hello", msg={"n": 0}, modname="demo",
+                            recipients=RECIPIENTS, ack_timeout=15, **pub_cfg)
+    assert report is not None  # with recipients, publish returns a Report or raises
+    say(f"  delivered {report.msg_id} in {time.monotonic() - started:.3f}s, "
+        f"{report.sends} send(s) (the tails may still have been connecting)")
+    for name, seconds in report.acks.items():
+        say(f"    ACK from {name} after {seconds * 1000:.1f} ms")
+    times = []
+    for n in range(1, 21):
+        report = gilmsg.publish(topic="hello", msg={"n": n}, modname="demo",
+                                recipients=RECIPIENTS, ack_timeout=5, **pub_cfg)
+        assert report is not None
+        times.append(report.elapsed * 1000)
+    times.sort()
+    say(f"  20 more: median round trip {times[10]:.2f} ms, slowest {times[-1]:.2f} ms")
+    for name, proc in zip(TAILS, procs[:2], strict=True):
+        got = [json.loads(proc.next_line())["msg"]["n"] for _ in range(21)]
+        ok &= check(got == list(range(21)), f"{name} printed {got}, not 0 to 20 in order")
+    # The hub acknowledges on receipt; its consume() may still be writing the last lines.
+    for _ in range(21):
+        hub.wait_for(lambda line: "ExampleConsumer consumed " in line)
+    consumed = [json.loads(line) for line in record.read_text().splitlines()]
+    numbers = sorted(c["msg"]["n"] for c in consumed)
+    ok &= check(numbers == list(range(21)), f"the hub consumed {numbers}, not 0 to 20 once")
+    say("  each gilmsg-tail printed every message exactly once, in order, and the hub's")
+    say(f"  consume() recorded each exactly once ({len(consumed)} lines in {record.name})")
+    return ok
+
+
+def show_timeout(pub_cfg: dict[str, Any], stopped: Process) -> bool:
+    """Step 5: ``stopped`` (recipient-b) stops; True when the next publish raises a Timeout
+    naming it missing and the others as acknowledged."""
+    say("5. recipient-b stops; the next publish must fail loudly")
+    stopped.stop()
+    try:
+        gilmsg.publish(topic="hello", msg={"n": 99}, modname="demo",
+                       recipients=RECIPIENTS, ack_timeout=1, **pub_cfg)
+        say("  UNEXPECTED: publish succeeded")
+        return False
+    except gilmsg.Timeout as exc:
+        say(f"  gilmsg.Timeout: {exc}")
+        say(f"    acknowledged: {sorted(exc.acked)}; missing: {list(exc.missing)}")
+        expected = exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a", "hub"}
+        return check(expected, "the Timeout should name recipient-b missing, the others "
+                               "acknowledged")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,45 +179,8 @@ def main(config_filename: str) -> None:
         procs.append(hub)
         pub_cfg = {**cfg, "name": "publisher"}
         gilmsg.init(**pub_cfg)
-        say(f"4. publisher sends to {', '.join(RECIPIENTS)} and waits for their signed ACKs")
-        started = time.monotonic()
-        report = gilmsg.publish(topic="hello", msg={"n": 0}, modname="demo",
-                                recipients=RECIPIENTS, ack_timeout=15, **pub_cfg)
-        say(f"  delivered {report.msg_id} in {time.monotonic() - started:.3f}s, "
-            f"{report.sends} send(s) (the tails may still have been connecting)")
-        for name, seconds in report.acks.items():
-            say(f"    ACK from {name} after {seconds * 1000:.1f} ms")
-        times = []
-        for n in range(1, 21):
-            report = gilmsg.publish(topic="hello", msg={"n": n}, modname="demo",
-                                    recipients=RECIPIENTS, ack_timeout=5, **pub_cfg)
-            times.append(report.elapsed * 1000)
-        times.sort()
-        say(f"  20 more: median round trip {times[10]:.2f} ms, slowest {times[-1]:.2f} ms")
-        for name, proc in zip(TAILS, procs[:2], strict=True):
-            got = [json.loads(proc.next_line())["msg"]["n"] for _ in range(21)]
-            ok &= check(got == list(range(21)), f"{name} printed {got}, not 0 to 20 in order")
-        # The hub acknowledges on receipt; its consume() may still be writing the last lines.
-        for _ in range(21):
-            hub.wait_for(lambda line: "ExampleConsumer consumed " in line)
-        consumed = [json.loads(line) for line in record.read_text().splitlines()]
-        numbers = sorted(c["msg"]["n"] for c in consumed)
-        ok &= check(numbers == list(range(21)), f"the hub consumed {numbers}, not 0 to 20 once")
-        say("  each gilmsg-tail printed every message exactly once, in order, and the hub's")
-        say(f"  consume() recorded each exactly once ({len(consumed)} lines in {record.name})")
-        say("5. recipient-b stops; the next publish must fail loudly")
-        procs[1].stop()
-        try:
-            gilmsg.publish(topic="hello", msg={"n": 99}, modname="demo",
-                           recipients=RECIPIENTS, ack_timeout=1, **pub_cfg)
-            say("  UNEXPECTED: publish succeeded")
-            ok = False
-        except gilmsg.Timeout as exc:
-            say(f"  gilmsg.Timeout: {exc}")
-            say(f"    acknowledged: {sorted(exc.acked)}; missing: {list(exc.missing)}")
-            expected = exc.missing == ("recipient-b",) and set(exc.acked) == {"recipient-a", "hub"}
-            ok &= check(expected, "the Timeout should name recipient-b missing, the others "
-                                  "acknowledged")
+        ok &= show_deliveries(pub_cfg, procs, hub, record)
+        ok &= show_timeout(pub_cfg, procs[1])
     except gilmsg.GilmsgError as exc:
         click.echo(f"gilmsg-demo: error: {exc}", err=True)
         sys.exit(_common.EXIT_CONFIG)

@@ -2,7 +2,8 @@
 
 ``list``, ``show``, ``stats`` read; ``retry`` and ``drop`` change what is owed (both recorded in
 the outbox's event log); ``run`` re-sends what is owed until each recipient acknowledged or the
-message expired (the same runner as the ``fedmsg-hub`` plugin). The outbox is ``--outbox PATH``,
+message expired (the same runner as the ``fedmsg-hub`` plugin); ``init`` and ``migrate`` prepare a
+PostgreSQL outbox. The outbox is ``--outbox PATH`` (an SQLite file or a ``postgresql://`` URL),
 else the config key ``gilmsg.outbox``.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import click
 
-from gilmsg.commands import _common
+from gilmsg.commands import _common, _monitoring
 from gilmsg.errors import ConfigError, OutboxError
 
 PROG = "gilmsg-outbox"
@@ -34,16 +35,19 @@ CODES = {
     _common.EXIT_USAGE: "usage error: unknown option or bad option value",
     _common.EXIT_CONFIG: "bad configuration or certificates (run), or no outbox named",
     _common.EXIT_FAILURE: "unexpected failure (run with --debug)",
-    _common.EXIT_OUTBOX: "the outbox file cannot be used: missing, corrupt, read-only, disk "
-                         "full, newer schema",
+    _common.EXIT_OUTBOX: "the outbox cannot be used: missing, corrupt, read-only, disk full, "
+                         "newer or older schema; PostgreSQL: unreachable, credentials refused, "
+                         "not gilmsg's database, connection lost",
     _common.EXIT_INTERRUPTED: "interrupted by Ctrl-C; 143 for SIGTERM",
 }
 
 EXAMPLES = [
     "gilmsg-outbox --outbox /var/lib/gilmsg/outbox.db list",
     "gilmsg-outbox --outbox outbox.db stats --json",
+    "gilmsg-outbox --outbox postgresql://gilmsg@db.example.org/app init",
     "gilmsg-outbox --outbox outbox.db drop 2026-... --reason 'recipient retired'",
     "gilmsg-outbox --config-filename fedmsg.d/app.py run --name outbox-runner",
+    "gilmsg-outbox --outbox outbox.db check --oldest-warning 300 --oldest-critical 3600",
 ]
 
 
@@ -75,15 +79,15 @@ class Ctx:
         return str(path)
 
     def store(self, create: bool = False) -> Any:
-        from gilmsg.outbox.store import Store
+        from gilmsg.outbox.store import open_store
 
         path = self.path()
         try:
-            return Store(path, create=create)
+            return open_store(path, create=create)
         except OutboxError as exc:
             if "read-only" not in str(exc):
                 raise
-            return Store(path, create=False, readonly=True)
+            return open_store(path, create=False, readonly=True)
 
 
 def _run(ctx: click.Context, body: Any) -> None:
@@ -92,11 +96,12 @@ def _run(ctx: click.Context, body: Any) -> None:
     _common.run(PROG, body, obj.debug)
 
 
-@click.group(context_settings=_common.CONTEXT_SETTINGS,
+@click.group(cls=_common.Group, context_settings=_common.CONTEXT_SETTINGS,
              epilog=_common.epilog(EXAMPLES, CODES, omit=(_common.EXIT_BAD_INPUT,
                                                           _common.EXIT_NOT_ACKNOWLEDGED)))
-@click.option("--outbox", "outbox", default=None, metavar="PATH",
-              help="The outbox file (default: the config key gilmsg.outbox).")
+@click.option("--outbox", "outbox", default=None, metavar="PATH|URL",
+              help="The outbox: an SQLite file or postgresql://user@host:port/dbname "
+                   "(default: the config key gilmsg.outbox).")
 @click.option("--config-filename", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Read this fedmsg config file instead of fedmsg.d/.")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
@@ -118,7 +123,7 @@ def _age(now: float, then: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-STATES = ["pending", "delivered", "expired", "dropped", "all"]
+STATES = ["pending", "delivered", "rejected", "expired", "dropped", "all"]
 
 
 @main.command("list")
@@ -143,9 +148,11 @@ def list_(ctx: click.Context, state: str, as_json: bool) -> None:
                         "msg_id": entry.msg_id, "recipient": who, "status": entry.status.value,
                         "topic": entry.topic, "age": round(now - entry.created, 3),
                         "attempts": entry.attempts, "acked": who in entry.acked,
+                        "rejected": entry.rejected.get(who), "require": entry.require,
                         "last_error": entry.last_error, "reason": entry.reason}))
                 else:
-                    detail = entry.last_error or entry.reason or ""
+                    detail = (f"rejected: {entry.rejected[who]}" if who in entry.rejected
+                              else entry.last_error or entry.reason or "")
                     click.echo(f"{entry.msg_id}  {who}  {entry.status.value}  "
                                f"age {_age(now, entry.created)}  attempts {entry.attempts}"
                                + (f"  {detail}" if detail else ""))
@@ -176,6 +183,8 @@ def show(ctx: click.Context, msg_id: str, as_json: bool) -> None:
             "created": entry.created, "expires": entry.expires, "attempts": entry.attempts,
             "next_attempt": entry.next_attempt if entry.status.value == "pending" else None,
             "recipients": {who: entry.acked.get(who) for who in entry.recipients},
+            "require": entry.require,
+            "rejected": dict(entry.rejected),
             "last_error": entry.last_error, "reason": entry.reason, "finished": entry.finished,
             "events": [{"at": at, "kind": kind, "detail": detail}
                        for at, kind, detail in events],
@@ -235,15 +244,80 @@ def drop(ctx: click.Context, msg_id: str, reason: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for monitoring.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Pending count, oldest pending age, backlog per recipient."""
+    """Pending count, oldest pending age, backlog per recipient, last runner activity
+    (seconds ago, and which runner: host:pid:token; null if none ever ran)."""
 
     def body() -> int:
-        summary = ctx.obj.store().stats(time.time()).to_json()
+        store = ctx.obj.store()
+        now = time.time()
+        summary = store.stats(now).to_json()
+        # a runner records its activity every 10 s (the PostgreSQL store keeps none yet)
+        last = getattr(store, "last_runner", lambda: None)()
+        summary["last_runner_age"] = None if last is None else round(now - last[0], 3)
+        summary["last_runner"] = None if last is None else last[1]
         if as_json:
             click.echo(json.dumps(summary))
         else:
             for key, value in summary.items():
                 click.echo(f"{key}: {value}")
+        return _common.EXIT_OK
+
+    _run(ctx, body)
+
+
+def _pg_url(ctx: click.Context, what: str) -> str:
+    from gilmsg.outbox.store import is_url
+
+    url = ctx.obj.path()
+    if not is_url(url):
+        raise click.BadParameter(f"{what} is for a postgresql:// outbox, not the SQLite file "
+                                 f"{url} (SQLite files are created and migrated on open)",
+                                 param_hint="--outbox")
+    return str(url)
+
+
+@main.command()
+@click.option("--dedup", is_flag=True,
+              help="Also create the consumed-message record's table (gilmsg-tail --dedup-file).")
+@click.pass_context
+def init(ctx: click.Context, dedup: bool) -> None:
+    """Create gilmsg's tables (schema gilmsg) in a PostgreSQL database, even one with tables
+    of its own: the transactional outbox (publish(connection=...)) needs them there."""
+
+    def body() -> int:
+        from gilmsg.outbox import postgres
+
+        url = _pg_url(ctx, "init")
+        store = postgres.PgStore(url, adopt=True)
+        store.close()
+        if dedup:
+            postgres.connect(url, postgres.PgConsumed.KIND, adopt=True).close()
+        _common.note(PROG, f"{store.path}: gilmsg outbox ready (schema {postgres.NAMESPACE!r}, "
+                           f"version {postgres.VERSIONS['outbox']})")
+        return _common.EXIT_OK
+
+    _run(ctx, body)
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Bring a PostgreSQL outbox (and its consumed-message record, if any) to this gilmsg's
+    schema version. Upgrade gilmsg on every host sharing it first."""
+
+    def body() -> int:
+        from gilmsg.outbox import postgres
+
+        url = _pg_url(ctx, "migrate")
+        before, after = postgres.migrate(url, "outbox")
+        conn = postgres.connect_raw(url, "outbox")
+        try:
+            has_dedup = postgres.found_version(conn, postgres.PgConsumed.KIND) is not None
+        finally:
+            conn.close()
+        if has_dedup:
+            postgres.migrate(url, postgres.PgConsumed.KIND)
+        _common.note(PROG, f"{postgres.redact(url)}: outbox schema version {before} -> {after}")
         return _common.EXIT_OK
 
     _run(ctx, body)
@@ -264,18 +338,26 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: float | None)
               help="Give up after this long (exit 1 if something is still owed).")
 @click.option("--window", type=float, default=None, callback=_positive, metavar="SECONDS",
               help="How long one attempt re-sends before backing off (default 5).")
+@_monitoring.option
 @click.pass_context
 def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float | None,
-        window: float | None) -> None:
+        window: float | None, monitoring_address: str | None) -> None:
     """Re-send what the outbox owes until each recipient acknowledged (or it expired)."""
 
     def body() -> int:
         from gilmsg.outbox import policy
         from gilmsg.outbox.runner import Runner
-        from gilmsg.outbox.store import Store
+        from gilmsg.outbox.store import open_store
 
         config = ctx.obj.config(name)
-        store = Store(ctx.obj.path(config), create=True)
+        store = open_store(ctx.obj.path(config), create=True)
+        # Bound (or exit 4) before the first attempt; scrapes read through their own handle.
+        server = _monitoring.start(PROG, monitoring_address, config)
+        if server is not None:
+            from gilmsg import monitoring
+
+            reader = open_store(ctx.obj.path(config), create=False, readonly=True)
+            monitoring.watch_outbox(lambda: reader.stats(time.time()))
         runner = Runner(store, config, window=window or policy.ATTEMPT_WINDOW)
         stop = threading.Event()
         timer = threading.Timer(timeout, stop.set) if timeout else None
@@ -314,6 +396,8 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
             if timer is not None:
                 timer.cancel()
             runner.abandon()
+            if server is not None:
+                server.close()
         left = summary()
         if until_empty and (left or expired):
             return EXIT_NOT_DONE
@@ -323,6 +407,10 @@ def run(ctx: click.Context, name: str | None, until_empty: bool, timeout: float 
 
 
 log = logging.getLogger(__name__)
+
+from gilmsg.commands.outbox_check import check as _check  # noqa: E402  (its own module)
+
+main.add_command(_check)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

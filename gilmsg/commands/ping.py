@@ -24,7 +24,7 @@ import click
 
 import gilmsg
 from gilmsg.commands import _common
-from gilmsg.commands.logger import expand_recipients, prepare_config, split_recipients
+from gilmsg.commands._setup import expand_recipients, prepare_config, split_recipients
 from gilmsg.core.wire import MAX_ACK_TIMEOUT
 from gilmsg.errors import GilmsgError, NotDelivered
 
@@ -32,6 +32,17 @@ PROG = "gilmsg-ping"
 #: modname and topic of probes: ``<topic_prefix>.<environment>.gilmsg.ping``.
 PROBE_MODNAME = "gilmsg"
 PROBE_TOPIC = "ping"
+#: ``--topic``'s default: what follows ``<topic_prefix>.<environment>.``.
+DEFAULT_TOPIC = f"{PROBE_MODNAME}.{PROBE_TOPIC}"
+
+
+def split_topic(topic: str) -> tuple[str, str]:
+    """``(modname, topic)`` for a ``--topic`` value: the part of the full topic after
+    ``<topic_prefix>.<environment>.``. ``compose.rawhide.complete`` -> ``("compose",
+    "rawhide.complete")``; a single word ``w`` -> ``("gilmsg", "w")`` (gilmsg's own namespace, as
+    before this option took whole topics)."""
+    modname, _, rest = topic.partition(".")
+    return (modname, rest) if rest else (PROBE_MODNAME, modname)
 
 #: Nagios/Icinga plugin exit codes.
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
@@ -60,6 +71,8 @@ try:  # the publisher logs "<outcome> <reason>"; a colon between them reads bett
 except ImportError:  # pragma: no cover - the reason is then shown as logged
     _OUTCOMES = []
 
+#: The publisher's per-interval summary of refused ACKs (gilmsg.logsummary): ping says it itself.
+_REFUSAL_SUMMARY = re.compile(r"refused \d+ more ACKs in the last ")
 _IGNORED_ACK = re.compile(r"ignored ACK for (?P<msg_id>\S+) from (?P<signer>[^:]+): (?P<why>.*)")
 
 
@@ -100,7 +113,7 @@ class RefusedAcks(logging.Handler):
         self.by_msg: dict[str, dict[str, str]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = _IGNORED_ACK.match(record.getMessage())
+        match = _IGNORED_ACK.search(record.getMessage())
         if match:
             why = match["why"].strip()
             for outcome in _OUTCOMES:
@@ -111,7 +124,8 @@ class RefusedAcks(logging.Handler):
 
     def filter_cli(self, record: logging.LogRecord) -> bool:
         """A filter for the stderr handler: False for the records this handler collects."""
-        return not _IGNORED_ACK.match(record.getMessage())
+        message = record.getMessage()
+        return not (_IGNORED_ACK.search(message) or _REFUSAL_SUMMARY.match(message))
 
 
 def _positive_seconds(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
@@ -130,23 +144,27 @@ def _recipients(_ctx: click.Context, _param: click.Parameter,
 
 
 def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, seq: int,
-          topic: str) -> tuple[str | None, dict[str, float], dict[str, str], tuple[str, ...]]:
-    """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing)``.
+          topic: str
+          ) -> tuple[str | None, Mapping[str, float], Mapping[str, str], Sequence[str],
+                     Mapping[str, str]]:
+    """Send one probe: ``(msg_id, acked name -> seconds, rejected name -> reason, missing,
+    refused name -> why its ACK did not count)``.
 
     Raises:
         GilmsgError: anything but a Timeout or a rejection (configuration, certificates).
     """
     body = {"gilmsg_ping": seq, "sent_at": time.time()}
+    modname, topic = split_topic(topic)
     try:
-        report = gilmsg.publish(topic=topic, msg=body, modname=PROBE_MODNAME,
+        report = gilmsg.publish(topic=topic, msg=body, modname=modname,
                                 recipients=recipients, ack_timeout=timeout, **config)
     except NotDelivered as exc:  # Timeout, or Rejected as soon as one recipient refused
-        return exc.msg_id, exc.acked, exc.rejected, exc.missing
+        return exc.msg_id, exc.acked, exc.rejected, exc.missing, exc.refused
     assert report is not None
-    return report.msg_id, report.acks, {}, ()
+    return report.msg_id, report.acks, {}, (), {}
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, PING_CODES, omit=(_common.EXIT_BAD_INPUT,))
                + "\n\n" + NAGIOS_HELP)
 @click.argument("recipients", nargs=-1, metavar="RECIPIENT...", callback=_recipients)
@@ -162,9 +180,10 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
               metavar="SECONDS", help="Pause between probes.")
 @click.option("-t", "--timeout", type=float, default=2.0, show_default=True, metavar="SECONDS",
               callback=_positive_seconds, help="How long each probe waits for every ACK.")
-@click.option("--topic", default=PROBE_TOPIC, show_default=True, metavar="TOPIC",
-              help="Probe topic, after '<topic_prefix>.<environment>.gilmsg.'; a hub consumer "
-                   "only hears its own topics.")
+@click.option("--topic", default=DEFAULT_TOPIC, show_default=True, metavar="TOPIC",
+              help="Probe topic, after '<topic_prefix>.<environment>.' (a single word W means "
+                   "gilmsg.W); a hub consumer only hears its own topics, e.g. "
+                   "compose.rawhide.complete.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per probe, then one summary object, on stdout.")
 @click.option("--nagios", is_flag=True,
@@ -173,14 +192,17 @@ def probe(config: dict[str, Any], recipients: tuple[str, ...], timeout: float, s
               help="--nagios: WARNING when a recipient's average RTT reaches MS.")
 @click.option("-C", "--critical", type=click.FloatRange(min=0), default=None, metavar="MS",
               help="--nagios: CRITICAL when a recipient's average RTT reaches MS.")
+@click.option("--expiry-warning", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="WARNING when this identity's certificate or the CRL expires within DAYS "
+                   "(default 14; 0: never).")
 @click.option("--strict", is_flag=True,
               help="Refuse (exit 2) a RECIPIENT that no identity of the bus holds, when the "
                    "config lists them (gilmsg.known_recipients, gilmsg.recipients).")
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | None,
         active: bool, count: int, interval: float, timeout: float, topic: str, as_json: bool,
-        nagios: bool, warning: float | None, critical: float | None, strict: bool,
-        debug: bool) -> None:
+        nagios: bool, warning: float | None, critical: float | None,
+        expiry_warning: float | None, strict: bool, debug: bool) -> None:
     """Ask each RECIPIENT (certificate CN, or @GROUP) to acknowledge a probe; show who answered.
 
     The probe is a gilmsg message on <topic_prefix>.<environment>.gilmsg.ping naming every
@@ -188,107 +210,163 @@ def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | No
     path (process, subscription, certificate, CRL, the way back). gilmsg-tail and
     tail_messages() listen to every topic and answer it.
     """
-    quiet = as_json or nagios
-
-    def body() -> int:
-        _common.setup_logging(PROG, debug=debug, quiet=False)
-        refused = RefusedAcks()
-        gil_log = logging.getLogger("gilmsg")
-        gil_log.addHandler(refused)
-        for handler in logging.getLogger().handlers:
-            if getattr(handler, "_gilmsg_cli", False):
-                handler.addFilter(refused.filter_cli)
-                if quiet:
-                    handler.setLevel(logging.ERROR)
-        try:
-            return run_probes(refused)
-        finally:
-            gil_log.removeHandler(refused)
-
-    def run_probes(refused: RefusedAcks) -> int:
-        cfg = prepare_config(config_filename, name, active, None)
-        names = expand_recipients(cfg, recipients, strict)
-        if not quiet:
-            _common.warn_own_certificate(PROG, cfg, "recipients that validate signatures "
-                                                    "drop the probe")
-        stats = {r: RecipientStats(r) for r in names}
-        if not quiet:
-            click.echo(f"PING {' '.join(names)}: {count} probe(s), timeout {timeout:g}s")
-        interrupted = None
-        try:
-            for seq in range(1, count + 1):
-                if seq > 1 and interval:
-                    time.sleep(interval)
-                msg_id, acked, rejected, missing = probe(cfg, names, timeout, seq, topic)
-                why = refused.by_msg.pop(msg_id or "", {})
-                for who, reason in rejected.items():
-                    why[who] = f"rejected: {reason or 'no reason given'}"
-                for who in names:
-                    if who in acked:
-                        stats[who].rtts.append(acked[who])
-                    else:
-                        stats[who].missed += 1
-                        if who in why:
-                            stats[who].refused = why[who]
-                report_probe(seq, msg_id, names, acked, missing, why)
-        except (_common.Interrupted, KeyboardInterrupt) as exc:
-            interrupted = exc
-        if not any(s.sent for s in stats.values()):
-            if interrupted is not None:
-                raise interrupted
-        if nagios:
-            state, line = nagios_status(list(stats.values()), warning, critical)
-            click.echo(line)
-            return state
-        summarise(list(stats.values()))
-        if interrupted is not None:
-            return _common.exit_code_for(interrupted)
-        return (_common.EXIT_OK if all(s.missed == 0 for s in stats.values())
-                else _common.EXIT_NOT_ACKNOWLEDGED)
-
-    def report_probe(seq: int, msg_id: str | None, names: tuple[str, ...],
-                     acked: Mapping[str, float], missing: Sequence[str],
-                     why: Mapping[str, str]) -> None:
-        if nagios:
-            return
-        if as_json:
-            click.echo(json.dumps({
-                "probe": seq, "msg_id": msg_id,
-                "results": {n: {"answered": n in acked,
-                                "rtt_ms": round(acked[n] * 1000, 3) if n in acked else None,
-                                "refused": None if n in acked else why.get(n)}
-                            for n in names}}, sort_keys=True))
-            return
-        parts = []
-        for n in names:
-            if n in acked:
-                parts.append(f"{n} {acked[n] * 1000:.1f} ms")
-            elif n in why:
-                parts.append(f"{n} ACK REFUSED ({why[n]})")
-            else:
-                parts.append(f"{n} NO ANSWER")
-        click.echo(f"probe {seq}: " + ", ".join(parts))
-
-    def summarise(all_stats: list[RecipientStats]) -> None:
-        if as_json:
-            click.echo(json.dumps({"summary": [s.to_json() for s in all_stats]}, sort_keys=True))
-            return
-        click.echo("--- gilmsg-ping summary ---")
-        for s in all_stats:
-            line = f"{s.name}: {len(s.rtts)}/{s.sent} answered"
-            if s.rtts:
-                ms = [r * 1000 for r in s.rtts]
-                line += (f", rtt min/avg/max {min(ms):.1f}/{statistics.fmean(ms):.1f}/"
-                         f"{max(ms):.1f} ms")
-            if s.refused:
-                line += f"; ACK refused: {s.refused}"
-            click.echo(line)
-
+    options = Options(recipients, config_filename, name, active, count, interval, timeout,
+                      topic, as_json, nagios, warning, critical, strict,
+                      expiry_warning)
     if not nagios:
-        _common.run(PROG, body, debug=debug)
+        _common.run(PROG, lambda: body(options, debug), debug=debug)
+    sys.exit(run_nagios(options, debug))
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line of one ``gilmsg-ping`` run."""
+
+    recipients: tuple[str, ...]
+    config_filename: str | None
+    name: str | None
+    active: bool
+    count: int
+    interval: float
+    timeout: float
+    topic: str
+    as_json: bool
+    nagios: bool
+    warning: float | None
+    critical: float | None
+    strict: bool
+    #: --expiry-warning DAYS (None: the default, gilmsg.monitoring.expiry.DEFAULT_DAYS)
+    expiry_warning: float | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """True when only machine-readable output is wanted (``--json``, ``--nagios``)."""
+        return self.as_json or self.nagios
+
+
+def body(options: Options, debug: bool) -> int:
+    """Set up logging (refused ACKs collected, not printed), probe; returns the exit code."""
+    _common.setup_logging(PROG, debug=debug, quiet=False)
+    refused = RefusedAcks()
+    gil_log = logging.getLogger("gilmsg")
+    gil_log.addHandler(refused)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_gilmsg_cli", False):
+            handler.addFilter(refused.filter_cli)
+            if options.quiet:
+                handler.setLevel(logging.ERROR)
+    try:
+        return run_probes(options, refused)
+    finally:
+        gil_log.removeHandler(refused)
+
+
+def run_probes(options: Options, refused: RefusedAcks) -> int:
+    """Send ``--count`` probes, report each one and the summary; returns the exit code.
+
+    Raises:
+        Interrupted, KeyboardInterrupt: before any probe was sent.
+        GilmsgError: the configuration or certificates are unusable.
+    """
+    cfg = prepare_config(options.config_filename, options.name, options.active, None)
+    names = expand_recipients(cfg, options.recipients, options.strict)
+    if not options.quiet:
+        _common.warn_own_certificate(PROG, cfg, "recipients that validate signatures "
+                                                "drop the probe")
+        click.echo(f"PING {' '.join(names)}: {options.count} probe(s), timeout "
+                   f"{options.timeout:g}s")
+    stats = {r: RecipientStats(r) for r in names}
+    interrupted = None
+    try:
+        for seq in range(1, options.count + 1):
+            if seq > 1 and options.interval:
+                time.sleep(options.interval)
+            msg_id, acked, rejected, missing, not_counted = probe(cfg, names, options.timeout,
+                                                                  seq, options.topic)
+            why = refused.by_msg.pop(msg_id or "", {})
+            for who, reason in not_counted.items():  # the publisher's own record of why
+                why.setdefault(who, reason)
+            for who, reason in rejected.items():
+                why[who] = f"rejected: {reason or 'no reason given'}"
+            for who in names:
+                if who in acked:
+                    stats[who].rtts.append(acked[who])
+                else:
+                    stats[who].missed += 1
+                    if who in why:
+                        stats[who].refused = why[who]
+            report_probe(options, seq, msg_id, names, acked, missing, why)
+    except (_common.Interrupted, KeyboardInterrupt) as exc:
+        interrupted = exc
+    if not any(s.sent for s in stats.values()) and interrupted is not None:
+        raise interrupted
+    from gilmsg.monitoring import expiry
+
+    soon = expiry.expiring(cfg, expiry.DEFAULT_DAYS if options.expiry_warning is None
+                           else options.expiry_warning)
+    if options.nagios:
+        state, line = nagios_status(list(stats.values()), options.warning, options.critical)
+        state, line = expiry.nagios_with(state, line, soon)
+        click.echo(line)
+        return state
+    for phrase in soon:  # the fedmsg#481 failure, said while there is time
+        _common.note(PROG, f"WARNING: {phrase}")
+    summarise(options, list(stats.values()))
+    if interrupted is not None:
+        return _common.exit_code_for(interrupted)
+    return (_common.EXIT_OK if all(s.missed == 0 for s in stats.values())
+            else _common.EXIT_NOT_ACKNOWLEDGED)
+
+
+def report_probe(options: Options, seq: int, msg_id: str | None, names: tuple[str, ...],
+                 acked: Mapping[str, float], missing: Sequence[str],
+                 why: Mapping[str, str]) -> None:
+    """One probe's line (or ``--json`` object); nothing with ``--nagios``."""
+    if options.nagios:
+        return
+    if options.as_json:
+        click.echo(json.dumps({
+            "probe": seq, "msg_id": msg_id,
+            "results": {n: {"answered": n in acked,
+                            "rtt_ms": round(acked[n] * 1000, 3) if n in acked else None,
+                            "refused": None if n in acked else why.get(n)}
+                        for n in names}}, sort_keys=True))
+        return
+    parts = []
+    for n in names:
+        if n in acked:
+            parts.append(f"{n} {acked[n] * 1000:.1f} ms")
+        elif n in why:
+            parts.append(f"{n} ACK REFUSED ({why[n]})")
+        else:
+            parts.append(f"{n} NO ANSWER")
+    click.echo(f"probe {seq}: " + ", ".join(parts))
+
+
+def summarise(options: Options, all_stats: list[RecipientStats]) -> None:
+    """The summary: per recipient, probes answered and RTT min/avg/max (or ``--json``)."""
+    if options.as_json:
+        click.echo(json.dumps({"summary": [s.to_json() for s in all_stats]}, sort_keys=True))
+        return
+    click.echo("--- gilmsg-ping summary ---")
+    for s in all_stats:
+        line = f"{s.name}: {len(s.rtts)}/{s.sent} answered"
+        if s.rtts:
+            ms = [r * 1000 for r in s.rtts]
+            line += (f", rtt min/avg/max {min(ms):.1f}/{statistics.fmean(ms):.1f}/"
+                     f"{max(ms):.1f} ms")
+        if s.refused:
+            line += f"; ACK refused: {s.refused}"
+        click.echo(line)
+
+
+def run_nagios(options: Options, debug: bool) -> int:
+    """``--nagios``: run, print one status line, and return 0/1/2/3; anything unexpected is
+    UNKNOWN (3) with one line, never a traceback."""
+    text: str | None = None
     try:  # a monitoring system wants one status line and exit 3 for anything unexpected
         with _common.handle_signals():
-            code = body()
+            code = body(options, debug)
     except click.ClickException:
         raise
     except (_common.Interrupted, KeyboardInterrupt):
@@ -298,13 +376,11 @@ def cli(recipients: tuple[str, ...], config_filename: str | None, name: str | No
         code, text = NAGIOS_UNKNOWN, f"{exc} ({hint})" if hint else str(exc)
     except Exception as exc:
         code, text = NAGIOS_UNKNOWN, f"unexpected {type(exc).__name__}: {exc}"
-    else:
-        text = None
     finally:
         _common.teardown_logging()
     if text is not None:
         click.echo(f"GILMSG-PING UNKNOWN - {' '.join(text.split())}")
-    sys.exit(code)
+    return code
 
 
 def nagios_status(all_stats: list[RecipientStats], warning: float | None,

@@ -36,7 +36,8 @@ SANDBOX_CODES = {
     _common.EXIT_OK: "stopped after --duration; every process behaved",
     _common.EXIT_NOT_ACKNOWLEDGED: "after --duration: a stand-in or the relay had exited",
     _common.EXIT_USAGE: "usage error: unknown option, bad stand-in spec, bad name",
-    _common.EXIT_CONFIG: "the PKI, the configuration or a process could not be set up",
+    _common.EXIT_CONFIG: "the PKI, the configuration or a process could not be set up, or --dir is "
+                         "in use by another gilmsg-sandbox",
     _common.EXIT_INTERRUPTED: "stopped by Ctrl-C (every process stopped); 143 for SIGTERM",
 }
 
@@ -92,6 +93,8 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
     for spec in box.specs:
         lines.append(f"  stand-in   {spec.name:<14} {cfg['endpoints'][spec.name][0]}   "
                      f"{spec.describe()}")
+    for name, url in box.monitoring.items():
+        lines.append(f"  monitoring {name:<14} {url}/metrics   (/live, /ready)")
     for group, members in (cfg.get(groups.GROUPS_KEY) or {}).items():
         lines.append(f"  group      @{group:<13} {', '.join(members)}")
     if box.relay:
@@ -117,7 +120,7 @@ def instructions(box: gsandbox.Sandbox) -> list[str]:
     return lines
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, SANDBOX_CODES,
                                      omit=(_common.EXIT_BAD_INPUT,)))
 @click.argument("standins", nargs=-1, metavar="[STANDIN]...")

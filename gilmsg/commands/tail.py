@@ -22,7 +22,7 @@ import click
 
 import gilmsg
 from gilmsg import config as gconfig
-from gilmsg.commands import _common
+from gilmsg.commands import _common, _monitoring
 from gilmsg.core import wire as gmessage
 
 PROG = "gilmsg-tail"
@@ -205,10 +205,12 @@ EXAMPLES = [
 TAIL_CODES = {
     _common.EXIT_OK: "stopped after --count messages",
     _common.EXIT_NOT_ACKNOWLEDGED: "stopped after --count messages; an --exec command failed",
+    _common.EXIT_OUTBOX: "--dedup-file: the de-duplication record cannot be used (not "
+                         "gilmsg's, corrupt, read-only, disk full)",
 }
 
 
-@click.command(context_settings=_common.CONTEXT_SETTINGS,
+@click.command(cls=_common.Command, context_settings=_common.CONTEXT_SETTINGS,
                epilog=_common.epilog(EXAMPLES, TAIL_CODES,
                                      omit=(_common.EXIT_BAD_INPUT,)))
 @click.option("--config-filename", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -259,16 +261,18 @@ TAIL_CODES = {
 @click.option("--exclude", "excludes", multiple=True, metavar="REGEX", callback=_regexes,
               help="Hide messages whose topic matches REGEX (repeatable); wins over --include. "
                    "Hidden messages are still acknowledged.")
-@click.option("--dedup-file", default=None, metavar="PATH",
-              help="Record the gilmsg messages handled in this SQLite file: after a restart, "
+@click.option("--dedup-file", default=None, metavar="PATH|URL",
+              help="Record the gilmsg messages handled in this SQLite file (or PostgreSQL "
+                   "database: postgresql://..., shared by several hosts): after a restart, "
                    "one handled before is acknowledged again but not shown or run again.")
+@_monitoring.option
 @click.option("--debug", is_flag=True, help="Show debug logging and tracebacks.")
 def main(config_filename: str | None, name: str | None, topic: str, fmt: str | None,
          credentials: bool, color: bool | None, exec_cmd: str | None, settle: bool,
          batch_acks: bool,
          count: int | None, no_ack: bool, show_acks: bool, validate: bool | None,
          includes: tuple[re.Pattern[str], ...], excludes: tuple[re.Pattern[str], ...],
-         dedup_file: str | None, debug: bool) -> None:
+         dedup_file: str | None, monitoring_address: str | None, debug: bool) -> None:
     """Print messages from the bus; acknowledge gilmsg messages that name this identity.
 
     Every message on every endpoint of the configuration is printed, once: a gilmsg message
@@ -302,15 +306,20 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
             )
         if not no_ack:
             _common.warn_own_certificate(PROG, cfg, "every ACK it sends will be ignored")
-        ack_topic = gconfig.ack_topic(cfg)
+        ack_topics = gconfig.ack_topics(cfg)
+        # Bound (or exit 4) before anything is consumed; closed with the command.
+        server = _monitoring.start(PROG, monitoring_address, cfg, consuming=True)
         handled = 0
         exec_failures = 0
         stream = gilmsg.tail_messages(topic=topic, ack=not no_ack, show_acks=show_acks,
                                       ack_mode="processed" if settle else "received",
                                       dedup_path=dedup_file, batch_acks=batch_acks, **cfg)
-        with contextlib.closing(stream):  # sockets closed on --count, errors and signals
+        # Sockets (and the monitoring endpoint) closed on --count, errors and signals.
+        with contextlib.closing(stream), contextlib.ExitStack() as stack:
+            if server is not None:
+                stack.callback(server.close)
             for _name, _endpoint, msg_topic, envelope in stream:
-                is_ack = msg_topic == ack_topic
+                is_ack = msg_topic in ack_topics
                 if is_ack and not show_acks:
                     continue
                 if not topic_wanted(msg_topic, includes, excludes):

@@ -17,12 +17,20 @@ or ``fedora_messaging.api.consume(MyCallback())`` / ``twisted_consume``. Needs
   ``reply_to``);
 * ``consume()`` gets each gilmsg message once per msg_id and content, however many copies
   arrive: gilmsg's re-sends and AMQP's redeliveries alike (remembered for this process's
-  lifetime, last 100 000; with the config key ``gilmsg_dedup_path``, in that SQLite record
+  lifetime, last 100 000; with the config key ``gilmsg.dedup_path``, in that SQLite record
   across restarts too, see :mod:`gilmsg.outbox.dedup`: a consumer that died after
   ``consume()`` returned but before fedora-messaging acked the message to the broker does not
   consume the copy AMQP redelivers). A message whose ``consume()`` did not finish (it raised
   ``Nack``, or anything but ``Drop``) is forgotten again, so the copy AMQP redelivers is
   consumed;
+* with ``gilmsg_ack_mode = "processed"`` (the class attribute, or the config key
+  ``gilmsg_ack_mode``), each such message is also settled once ``consume()`` is over: returned,
+  a signed ``processed`` ACK; raised, a signed ``rejected`` ACK with the exception's type and
+  message, and the message is dropped from the queue (``Nack`` and ``HaltConsumer(requeue=True)``
+  settle nothing: the redelivery is consumed and settles it); ``docs/amqp.rst`` tabulates what
+  fedora-messaging then tells the broker;
+* ``GilmsgCallback`` itself, or a subclass without ``consume()``, exits 4 with one line as it
+  is created, before fedora-messaging connects;
 * copies and messages that must not be consumed return normally: fedora-messaging then acks
   them on the broker (removes them from the queue);
 * ACKs themselves never reach ``consume()``; with ``validate_signatures``, gilmsg messages
@@ -37,32 +45,47 @@ Configuration is gilmsg's usual fedmsg configuration (``/etc/fedmsg.d`` ...) wit
 table ``[consumer_config.gilmsg]`` of fedora-messaging's config file (``name``,
 ``config_filename`` or any fedmsg key), then the class attribute ``gilmsg_config`` and the
 constructor's ``config``; ``gilmsg_name`` / ``name`` says which identity acknowledges. Its
-``gilmsg_transport`` must name the broker in ``endpoints[name]`` (``"amqp"``); the ACKs of a
+``gilmsg.transport`` must name the broker in ``endpoints[name]`` (``"amqp"``); the ACKs of a
 ``"zmq"`` identity would go to the fedmsg bus instead, which is the bridge's business.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gilmsg import config as gconfig
+from gilmsg.config import registry
 from gilmsg.core import wire
-from gilmsg.errors import ConfigError, GilmsgError
+from gilmsg.core.receiving import Deliver, Handed, check_ack_mode
+from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
 from gilmsg.recipient import Recipient
 
 if TYPE_CHECKING:
-    from gilmsg.outbox.dedup import Consumed
+    from gilmsg.outbox.dedup import ConsumedRecord
 
 log = logging.getLogger(__name__)
 
-#: Config key: the SQLite record of consumed messages (:class:`gilmsg.outbox.dedup.Consumed`,
-#: as ``GilmsgConsumer``'s ``<config_key>.gilmsg_dedup_path``), kept across restarts.
-DEDUP_KEY = "gilmsg_dedup_path"
+#: Config key: the record of consumed messages, an SQLite file or a ``postgresql://`` URL
+#: (:func:`gilmsg.outbox.dedup.open_consumed`, as ``GilmsgConsumer``'s
+#: ``<config_key>.gilmsg_dedup_path``), kept across restarts.
+DEDUP_KEY = "gilmsg.dedup_path"
 
 #: The table of fedora-messaging's ``consumer_config`` read by :class:`GilmsgCallback`.
 CONSUMER_CONFIG_KEY = "gilmsg"
+
+#: Config key: ``"received"`` (the default: ACK on receipt only) or ``"processed"`` (also
+#: settle each message once ``consume()`` is over), as ``GilmsgConsumer``'s.
+ACK_MODE_KEY = "gilmsg.ack_mode"
+
+#: Exit status of a process that used :class:`GilmsgCallback` itself (not a subclass) as its
+#: callback: a configuration error, as the CLIs' (and ``fedmsg-hub``'s consumer) exit 4.
+EXIT_NOT_SUBCLASSED = 4
+#: The same status for a start failure when fedora-messaging makes the callback.
+EXIT_START_FAILED = 4
 
 
 def frame_topic(message: Any) -> str:
@@ -82,7 +105,11 @@ class GilmsgCallback:
 
     Args:
         config: fedmsg config keys over everything else (see the module docstring); None reads
-            fedora-messaging's ``consumer_config`` (importing fedora_messaging).
+            fedora-messaging's ``consumer_config`` (importing fedora_messaging), and then a
+            failure below is one line on stderr and ``SystemExit(4)`` instead.
+
+    A class that does not implement ``consume()`` (``GilmsgCallback`` itself) exits 4 with one
+    line on stderr before anything else (:func:`refuse_base_class`).
 
     Raises:
         ConfigError: no identity, ``endpoints``/``certnames`` entry, ``ssldir`` or CA.
@@ -92,10 +119,27 @@ class GilmsgCallback:
     gilmsg_name: str | None = None
     gilmsg_config: Mapping[str, Any] | None = None
     validate_signatures: bool | None = None
+    #: ``"received"`` (ACK on receipt only) or ``"processed"`` (also a ``processed`` or
+    #: ``rejected`` ACK once ``consume()`` is over); the config key ``gilmsg_ack_mode`` wins.
+    gilmsg_ack_mode: str = "received"
 
     recipient: Recipient
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        refuse_base_class(type(self))
+        if config is not None:
+            self._setup(config)
+            return
+        # Made by fedora-messaging (``consume --callback``, ``api.consume(MyCallback)``): a start
+        # failure is one line and exit 4 before it connects, as for fedmsg-hub's consumers.
+        try:
+            self._setup(None)
+        except GilmsgError as exc:
+            sys.stderr.write(f"gilmsg: {type(self).__name__} cannot start: {exc}\n")
+            sys.stderr.flush()
+            raise SystemExit(EXIT_START_FAILED) from None
+
+    def _setup(self, config: Mapping[str, Any] | None) -> None:
         overrides: dict[str, Any] = {}
         if config is None:
             overrides.update(_fedora_messaging_table())
@@ -108,17 +152,26 @@ class GilmsgCallback:
         if validate is None:
             validate = cfg.get("validate_signatures", True)
         cfg["validate_signatures"] = self.validate_signatures = bool(validate)
-        self.recipient = Recipient(cfg, ack=True)
-        path = cfg.get(DEDUP_KEY)
+        try:
+            mode_key, mode = registry.lookup(cfg, ACK_MODE_KEY)
+            if mode_key not in cfg:  # unset: the class attribute decides
+                mode = self.gilmsg_ack_mode
+            self.gilmsg_ack_mode = check_ack_mode(mode, mode_key)
+        except InvalidInput as exc:
+            raise ConfigError(f"{type(self).__name__}: {exc}") from None
+        key, path = registry.lookup(cfg, DEDUP_KEY)
         if path is not None and (not isinstance(path, str) or not path):
-            raise ConfigError(f"config key {DEDUP_KEY!r} must be a file path, not {path!r}")
-        self.consumed: Consumed | None = None
+            raise ConfigError(f"config key {key!r} must be a file path or postgresql:// URL, "
+                              f"not {path!r}")
+        self.consumed: ConsumedRecord | None = None
         if path:
-            from gilmsg.outbox.dedup import Consumed
+            from gilmsg.outbox.dedup import open_consumed
 
-            self.consumed = Consumed(path)
-        log.info("%s acknowledges as %s (name %r); signatures %s", type(self).__name__,
-                 self.recipient.common_name, cfg.get("name"),
+            self.consumed = open_consumed(path)
+        self.recipient = Recipient(cfg, ack=True, consumed=self.consumed,
+                                   ack_mode=self.gilmsg_ack_mode)
+        log.info("%s acknowledges as %s (name %r, %s); signatures %s", type(self).__name__,
+                 self.recipient.common_name, cfg.get("name"), self.gilmsg_ack_mode,
                  "validated" if self.validate_signatures else "NOT validated")
 
     def __call__(self, message: Any) -> None:
@@ -143,39 +196,74 @@ class GilmsgCallback:
             return
         self._remember_route(message)
         try:
-            first = self.recipient.handle(topic, envelope)
+            result = self.recipient.receive(topic, envelope)
         except GilmsgError as exc:  # CA/CRL unusable: neither ACK nor consume; AMQP retries
             log.error("gilmsg cannot handle %s: %s", envelope.get("msg_id"), exc)
             raise
-        if not first:
-            return
-        digest = wire.digest(envelope) if self.consumed is not None else None
-        if digest is not None and self.consumed.done(digest):  # consumed before a restart
+        if not isinstance(result, Deliver):  # refused, a repeat, or consumed before a restart
             return
         try:
             self.consume(message)
         except BaseException as exc:
-            if type(exc).__name__ != "Drop":  # fedora_messaging.exceptions.Drop: gone for good
-                self.recipient.forget(envelope)  # its redelivery must be consumed
-                raise
-            if digest is not None:
-                self.consumed.record(digest, envelope.get("msg_id"))
-            raise
-        if digest is not None:
-            self.consumed.record(digest, envelope.get("msg_id"))
+            self._settle_failure(result.handed, exc)  # raises
+        self.recipient.finished(result.handed)
+
+    def _settle_failure(self, handed: Handed, exc: BaseException) -> None:
+        """``consume()`` raised ``exc`` on ``handed``: record and settle it (or not) and tell
+        fedora-messaging what to do with the message, as ``docs/amqp.rst`` tabulates.
+
+        Always raises: ``exc`` itself, or, in ``processed`` mode, ``Drop`` for an unexpected
+        exception (rejected for good: fedora-messaging's default, requeue and halt, would
+        consume it again and again after the publisher was told ``rejected``).
+        """
+        from fedora_messaging.exceptions import Drop, HaltConsumer, Nack
+
+        if isinstance(exc, Drop):  # gone for good: recorded; rejected in processed mode
+            self.recipient.rejected(handed, exc)
+            raise exc
+        if isinstance(exc, HaltConsumer) and not exc.requeue:  # fedora-messaging acks it
+            self.recipient.finished(handed)
+            raise exc
+        if self.gilmsg_ack_mode != "processed" or isinstance(exc, Nack | HaltConsumer) or \
+                not isinstance(exc, Exception):
+            # Back to the queue (or the process is going away): not settled, the copy AMQP
+            # redelivers is consumed and settles it. The receipt ACK stands.
+            self.recipient.failed(handed, exc, redelivered=True)
+            raise exc
+        self.recipient.rejected(handed, exc)
+        log.error("%s: consume() raised on %s; rejected, and dropped from the queue",
+                  type(self).__name__, handed.msg_id, exc_info=exc)
+        raise Drop() from exc
 
     def consume(self, message: Any) -> None:
         """Handle one message (fedora-messaging ``Message``); subclasses implement this."""
         raise NotImplementedError(f"{type(self).__name__} must implement consume(message)")
 
-    @staticmethod
-    def _remember_route(message: Any) -> None:
+    def _remember_route(self, message: Any) -> None:
+        """Tell the transport where ACKs for this message go (its ``reply_to``)."""
         props = getattr(message, "_properties", None)
         if props is None:
             return
-        from gilmsg.transport import amqp
+        msg_id, reply_to = getattr(props, "message_id", None), getattr(props, "reply_to", None)
+        if isinstance(msg_id, str) and isinstance(reply_to, str) and reply_to:
+            self.recipient.remember_route(msg_id, reply_to)
 
-        amqp.remember_route(getattr(props, "message_id", None), getattr(props, "reply_to", None))
+
+def refuse_base_class(cls: type) -> None:
+    """Exit (status :data:`EXIT_NOT_SUBCLASSED`, one line on stderr) if ``cls`` does not
+    implement ``consume()``: called first thing in :class:`GilmsgCallback`'s constructor, which
+    fedora-messaging calls before it connects, so nothing is consumed or acknowledged."""
+    if getattr(cls, "consume", None) is not GilmsgCallback.consume:
+        return
+    if cls is GilmsgCallback:
+        line = (f"gilmsg: {cls.__module__}:GilmsgCallback is a base class: subclass it and "
+                f"implement consume(self, message), then use that subclass as the callback")
+    else:
+        line = (f"gilmsg: {cls.__module__}:{cls.__qualname__} does not implement "
+                f"consume(self, message): a GilmsgCallback subclass must")
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    raise SystemExit(EXIT_NOT_SUBCLASSED)
 
 
 def _fedora_messaging_table() -> dict[str, Any]:
@@ -187,7 +275,16 @@ def _fedora_messaging_table() -> dict[str, Any]:
     if not isinstance(table, Mapping):
         raise ConfigError(f"fedora-messaging consumer_config.{CONSUMER_CONFIG_KEY} must be a "
                           f"table of fedmsg config keys")
-    return dict(table)
+    table = dict(table)
+    # The file fedora-messaging itself read: its amqp_url and [tls] serve the identities whose
+    # endpoints are empty (gilmsg.config.fedora_messaging), unless the table names another file.
+    own = os.environ.get("FEDORA_MESSAGING_CONF")
+    if own and os.path.isfile(own):
+        from gilmsg.config import fedora_messaging as gilmsg_fm_config
+
+        table.setdefault(gilmsg_fm_config.CONFIG_KEY, own)
+    return table
 
 
-__all__ = ["DEDUP_KEY", "GilmsgCallback", "frame_topic"]
+__all__ = ["ACK_MODE_KEY", "DEDUP_KEY", "EXIT_NOT_SUBCLASSED", "GilmsgCallback", "frame_topic",
+           "refuse_base_class"]

@@ -10,15 +10,14 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   A publisher's Report therefore means "the hub validated and queued it", not "consume()
   finished": a slow or busy ``consume()`` does not delay ACKs, and the hub consumes what it
   acknowledged unless the process dies first (a stop by signal drains the queue);
-* ACKs that are ready together are batched (for publishers that take batched ACKs; others
-  get one signed ACK per message): the receipt ACKs of the messages the hub reads in one go,
-  sent once they are all validated and queued, and, with ``processed``, the settlements that
-  workers finish while the last batch is being sent. One signature then answers up to 64
-  messages. Set ``gilmsg_batch_acks = False`` (the class attribute, or the config key
+* receipt ACKs that are ready together are batched (for publishers that take batched ACKs;
+  others get one signed ACK per message): those of the messages the hub reads in one go, sent
+  once they are all validated and queued. One signature then answers up to 64 messages. Set
+  ``gilmsg_batch_acks = False`` (the class attribute, or the config key
   ``<config_key>.gilmsg_batch_acks``) for one signed ACK per message. Unlike a
-  ``tail_messages`` loop, which may stop early and leave acknowledged messages unyielded,
-  the hub queues each message it acknowledges before the batch goes out, so batching costs
-  no guarantee here;
+  ``tail_messages`` loop, which may stop early and leave acknowledged messages unyielded, the
+  hub queues each message it acknowledges before the batch goes out, so batching costs no
+  guarantee here;
 * every copy of a gilmsg message that arrives again (the publisher re-sends until it has every
   ACK) is acknowledged again, but is queued, hence passed to ``consume()``, once per
   ``msg_id``, content and consumer (remembered for the hub's lifetime, last 100 000);
@@ -35,9 +34,12 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
 * ACKs themselves (topic ``<topic_prefix>.<environment>.gilmsg.ack``) reach ``consume()`` only
   when one entry of ``topic`` is that ACK topic (a trailing ``*`` allowed); consumers on
   ``""`` or ``org.example.*`` never see them;
-* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file), what ``consume()``
+* with the config key ``<config_key>.gilmsg_dedup_path`` (an SQLite file, or a ``postgresql://``
+  URL that several hosts share), what ``consume()``
   returned from is recorded there, so a restarted hub acknowledges such a message again but
-  never consumes it again (``docs/outbox.rst`` gives the crash windows);
+  never consumes it again; nothing is recorded before ``consume()`` returned (one that raises
+  keeps no record), and in ``processed`` mode the record is committed before the
+  ``processed`` ACK is sent (``docs/outbox.rst`` gives the crash windows);
 * with ``validate_signatures`` true (the class attribute, else the config key, as in fedmsg;
   true when neither is set), a
   message whose signature, certificate chain, CRL status or topic does not hold is logged and
@@ -80,10 +82,11 @@ from typing import Any
 import fedmsg.consumers
 from moksha.hub.reactor import reactor
 
+from gilmsg import monitoring
+from gilmsg.config import registry
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
-from gilmsg.core import wire
-from gilmsg.core.receiving import check_ack_mode
+from gilmsg.core.receiving import Drop, Handed, Why, check_ack_mode
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
 from gilmsg.recipient import Recipient, own_certificate_problem
 
@@ -111,8 +114,8 @@ ALLOW_FAILED_KEY = "gilmsg.allow_failed_consumers"
 
 #: Key set on a moksha wrapper (never on the envelope) between receipt and the worker.
 _RECEIVED = "_gilmsg_received"
-#: Key set on a moksha wrapper: the durable dedup key to record once consume() returned.
-_DEDUP_KEY = "_gilmsg_dedup_key"
+#: Key set on a moksha wrapper: what the recipient handed over, reported once consume() is over.
+_HANDED = "_gilmsg_handed"
 #: ``<config_key>`` + this names the consumer's durable dedup file (see gilmsg.outbox.dedup).
 DEDUP_KEY_SUFFIX = ".gilmsg_dedup_path"
 
@@ -187,29 +190,31 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     #: ``"received"`` (ACK on receipt only) or ``"processed"`` (also settle after consume());
     #: ``<config_key>.gilmsg_ack_mode`` overrides it.
     gilmsg_ack_mode: str = "received"
-    #: Batch the ACKs that are ready together (for publishers that take batches);
+    #: Batch the receipt ACKs that are ready together (for publishers that take batches);
     #: ``<config_key>.gilmsg_batch_acks`` overrides it.
     gilmsg_batch_acks: bool = True
 
     identity: str
     common_name: str
     recipient: Recipient
+    #: (FedmsgConsumer's) True, False or None: the config key ``validate_signatures`` decides
+    validate_signatures: bool | None
+    consume: Callable[[Message], Any]
 
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
-        self._settlements: dict[int, Any] = {}
-        self._settlements_lock = threading.Lock()
         self._acks_wanted = False
         self._stopping = False
-        self._batch: list[dict[str, Any]] = []  # ACK entries waiting for _flush_batch
-        self._batch_lock = threading.Lock()
-        self._flush_pending = False
+        self._tick_pending = False  # a Recipient.tick is scheduled in the reactor
         config = hub.config
         if self.config_key and config.get(self.config_key, False):
             # Everything that can fail, and the socket bind, happen before moksha subscribes
             # and starts workers: no message can arrive before the recipient exists.
             try:
                 self._setup(config)
+                from gilmsg.monitoring import reactor as monitoring_reactor
+
+                monitoring_reactor.start(config)  # gilmsg.monitoring: bound now, or exit 4
             except GilmsgError as exc:
                 if config.get(ALLOW_FAILED_KEY):
                     raise  # moksha logs it and runs on without this consumer
@@ -222,8 +227,10 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             return
         signals.register_hub(hub)
         reactor.callWhenRunning(signals.install_stop_handlers)
+        reactor.callWhenRunning(monitoring.set_consuming, True)
 
     def _setup(self, config: Mapping[str, Any]) -> None:
+        registry.check(config)  # the hub's config never went through gilmsg.config.load
         validate = self.validate_signatures
         if validate is None:
             validate = config.get("validate_signatures", True)
@@ -232,14 +239,6 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         cfg = dict(config)
         cfg["name"] = self.identity
         cfg["validate_signatures"] = self.validate_signatures
-        try:
-            self.recipient = Recipient(cfg, ack=True)
-        except ConfigError as exc:  # say which consumer and identity (CertificateError too)
-            raise type(exc)(
-                f"{type(self).__name__} acknowledging as {self.identity!r}: {exc}"
-            ) from None
-        self.common_name = self.recipient.common_name or ""
-        self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
         key = self.config_key + ACK_MODE_KEY_SUFFIX
         try:
             self.gilmsg_ack_mode = check_ack_mode(config.get(key, self.gilmsg_ack_mode), key)
@@ -247,14 +246,22 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             raise ConfigError(f"{type(self).__name__}: {exc}") from None
         self.gilmsg_batch_acks = bool(config.get(self.config_key + BATCH_KEY_SUFFIX,
                                                  self.gilmsg_batch_acks))
-        if self.gilmsg_ack_mode == "processed":
-            self.consume = self._settling(self.consume)  # type: ignore[method-assign]
         self._consumed = None
         dedup_path = config.get(self.config_key + DEDUP_KEY_SUFFIX)
         if dedup_path:
-            from gilmsg.outbox.dedup import Consumed
+            from gilmsg.outbox.dedup import open_consumed
 
-            self._consumed = Consumed(dedup_path)
+            self._consumed = open_consumed(dedup_path)
+        try:
+            self.recipient = Recipient(cfg, ack=True, ack_mode=self.gilmsg_ack_mode,
+                                       consumed=self._consumed)
+        except ConfigError as exc:  # say which consumer and identity (CertificateError too)
+            raise type(exc)(
+                f"{type(self).__name__} acknowledging as {self.identity!r}: {exc}"
+            ) from None
+        self.common_name = self.recipient.common_name or ""
+        self._acks_wanted = asks_for_acks(self.topic, self.recipient.ack_topic)
+        self.consume = self._reporting(self.consume)
         problem = own_certificate_problem(cfg)
         if problem:
             log.warning("%s: the certificate of %r will be refused by its peers (%s): every "
@@ -271,7 +278,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     # moksha calls _consume() in the reactor thread as each message arrives (FedmsgConsumer's
     # version validates there), queues it, and a worker's _do_work() validates it again before
     # pre_consume/consume/post_consume. Here the reactor thread checks, acknowledges and
-    # deduplicates on receipt (Recipient.handle), so ACKs never wait behind a slow consume()
+    # deduplicates on receipt (Recipient.receive), so ACKs never wait behind a slow consume()
     # and repeats never enter the queue; the two validate() calls moksha makes for that same
     # message object are skipped. A message that reaches _do_work() another way (fedmsg's
     # datagrepper backlog, replay) is handled there instead.
@@ -287,63 +294,46 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         """Worker thread (reactor thread in blocking mode): moksha's pre/consume/post."""
         if not message.pop(_RECEIVED, False) and not self._receive(message):
             return True
-        key = message.pop(_DEDUP_KEY, None)
-        handled = self._skipping_validate(message, super()._do_work)
-        if key is not None and handled:  # consume() returned: it never gets this one again
-            try:
-                self._consumed.record(key, message["body"].get("msg_id"))  # type: ignore[union-attr]
-            except GilmsgError as exc:
-                log.error("gilmsg could not record %s as consumed: %s", _msg_id(message), exc)
-        return handled
+        previous = getattr(self._tls, "handed", None)
+        self._tls.handed = message.pop(_HANDED, None)  # for _reporting's consume()
+        try:
+            return self._skipping_validate(message, super()._do_work)
+        finally:
+            self._tls.handed = previous
 
-    def _settling(self, consume: Callable[[Message], Any]) -> Callable[[Message], Any]:
-        """``consume`` followed by the message's ``processed`` or ``rejected`` ACK."""
+    def _reporting(self, consume: Callable[[Message], Any]) -> Callable[[Message], Any]:
+        """``consume`` followed by its outcome to the recipient: once it returned, the durable
+        record (if any) is committed, then (``processed`` mode) the ``processed`` ACK sent; one
+        that raised is not recorded and (``processed`` mode) is settled ``rejected``."""
 
-        def settling_consume(message: Message) -> Any:
-            with self._settlements_lock:
-                settlement = self._settlements.pop(id(message), None)
+        def reporting_consume(message: Message) -> Any:
+            handed, self._tls.handed = getattr(self._tls, "handed", None), None
             try:
                 result = consume(message)
             except Exception as exc:
-                if settlement is not None:
-                    self._settle_batched(settlement.reject, exc)
+                if handed is not None:
+                    self._report(self.recipient.failed, handed, exc)
                 raise  # moksha logs it and counts it, as for any consumer
-            if settlement is not None:
-                self._settle_batched(settlement.processed)
+            if handed is not None:
+                self._report(self.recipient.finished, handed)
             return result
 
-        return settling_consume
+        return reporting_consume
 
     @staticmethod
-    def _settle(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def _report(call: Callable[..., Any], handed: Handed, *args: Any) -> None:
         try:
-            call(*args, **kwargs)
-        except GilmsgError as exc:  # link closed at shutdown: the publisher times out
-            log.error("gilmsg could not settle a message: %s", exc)
+            call(handed, *args)
+        except GilmsgError as exc:  # record unwritable; link closed at shutdown
+            log.error("gilmsg could not record or settle %s: %s", handed.msg_id, exc)
 
-    def _settle_batched(self, call: Callable[..., Any], *args: Any) -> None:
-        """A worker's settlement: into the batch the reactor sends next, unless batching is
-        off, the hub is stopping, or the reactor is not running (then sent at once)."""
-        if not self.gilmsg_batch_acks or self._stopping or not reactor.running:
-            self._settle(call, *args)
-            return
-        with self._batch_lock:
-            self._settle(call, *args, batch=self._batch)
-            schedule = bool(self._batch) and not self._flush_pending
-            self._flush_pending = self._flush_pending or schedule
-        if schedule:
-            reactor.callFromThread(self._flush_batch)
-
-    def _flush_batch(self) -> None:
-        """Sign and send the ACKs gathered so far (reactor thread, or at stop)."""
-        with self._batch_lock:
-            entries, self._batch = self._batch, []
-            self._flush_pending = False
-        if entries:
-            try:
-                self.recipient.flush(entries)
-            except GilmsgError as exc:  # link closed at shutdown: the publishers re-send
-                log.error("gilmsg could not send %d ACKs: %s", len(entries), exc)
+    def _tick(self) -> None:
+        """Reactor thread: send the receipt ACKs held since the last tick (one batch)."""
+        self._tick_pending = False
+        try:
+            self.recipient.tick()
+        except GilmsgError as exc:  # link closed at shutdown: the publishers re-send
+            log.error("gilmsg could not send batched ACKs: %s", exc)
 
     def _receive(self, message: Message, batched: bool = False) -> bool:
         """Check, acknowledge (if named) and deduplicate; True if consume() should get it."""
@@ -355,30 +345,21 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                 log.warning("dropped message %s: topic %r does not match its envelope's %r",
                             envelope.get("msg_id"), topic, envelope.get("topic"))
                 return False
-            # False: forged (logged by the recipient) or a repeat (acknowledged again).
-            if batched:  # reactor thread: the ACK goes out with the others read in this go
-                with self._batch_lock:
-                    keep = self.recipient.handle(topic, envelope, self._batch)
-                    schedule = bool(self._batch) and not self._flush_pending
-                    self._flush_pending = self._flush_pending or schedule
-                if schedule:
-                    reactor.callLater(0, self._flush_batch)
-                if not keep:
-                    return False
-            elif not self.recipient.handle(topic, envelope):
-                return False
-            if self.gilmsg_ack_mode == "processed":
-                settlement = self.recipient.settlement(topic, envelope)
-                if settlement is not None:  # kept beside the wrapper until consume() is over
-                    with self._settlements_lock:
-                        self._settlements[id(message)] = settlement
-            if getattr(self, "_consumed", None) is not None and wire.is_gilmsg(envelope):
-                key = wire.digest(envelope)
-                if self._consumed.done(key):  # type: ignore[union-attr]
+            # Drop: forged (logged by the recipient), a repeat or consumed before a restart
+            # (acknowledged again).
+            # batched (reactor thread): the receipt ACK waits for the tick that follows the
+            # messages read in this go.
+            result = self.recipient.receive(topic, envelope, batch=batched)
+            if batched and not self._tick_pending and self.recipient.batched:
+                self._tick_pending = True
+                reactor.callLater(0, self._tick)
+            if isinstance(result, Drop):
+                if result.why is Why.CONSUMED:
                     log.info("%s: %s consumed before (durable record); acknowledged, not "
-                             "consumed again", type(self).__name__, envelope.get("msg_id"))
-                    return False
-                message[_DEDUP_KEY] = key
+                             "consumed again", type(self).__name__, result.msg_id)
+                return False
+            if result.handed.key is not None:  # kept beside the wrapper until consume()
+                message[_HANDED] = result.handed
             return True
         except GilmsgError as exc:  # CA/CRL unusable, link closed at shutdown
             log.error("gilmsg cannot handle %s: %s", _msg_id(message), exc)
@@ -393,7 +374,8 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
         was for a message queued ahead of the workers' stop marker.
         """
         self._stopping = True
-        self._flush_batch()
+        if self._tick_pending and hasattr(self, "recipient"):
+            self._tick()  # the held receipt ACKs go out before the hub stops
         super().stop()
 
     def validate(self, message: Message) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -26,7 +25,7 @@ from gilmsg.errors import GilmsgError, Rejected, Timeout
 __all__ = [
     "SUSPICIOUS", "AckReceived", "AcksReceived", "Action", "Answer", "Backoff", "Cancelled",
     "Delivery", "Event", "IgnoredAck", "Ledger", "Machine", "Outcome", "Report", "Resolve",
-    "Seen", "Send", "Sent", "State", "SubscriberJoined", "Tick",
+    "Send", "Sent", "State", "SubscriberJoined", "Tick",
 ]
 
 
@@ -39,6 +38,8 @@ class Outcome(enum.Enum):
     FORGED_SIGNATURE = "bad signature"  #: signature, chain or CRL check failed
     NOT_A_RECIPIENT = "not a recipient"  #: validly signed by someone not asked to ACK
     WRONG_DIGEST = "wrong digest"  #: names this msg_id but acknowledges other content
+    #: a gilmsg 0.1.2 ACK: no ``ack_digest``, so it does not bind the content and never counts
+    OLD_FORMAT = "0.1.2-format ACK without ack_digest (an old gilmsg peer)"
     REJECTED = "rejected"  #: the recipient got the message and refused it
     LATE = "late"  #: genuine, but after the deadline: the publish has already failed
     RECEIVED = "received"  #: ``processed`` is required; this one says it arrived (noted)
@@ -47,7 +48,7 @@ class Outcome(enum.Enum):
 
 #: Outcomes worth a WARNING: someone sent an ACK that looks like an attack or a mistake.
 SUSPICIOUS = frozenset({Outcome.FORGED_SIGNATURE, Outcome.NOT_A_RECIPIENT,
-                        Outcome.WRONG_DIGEST, Outcome.BAD_BATCH})
+                        Outcome.WRONG_DIGEST, Outcome.BAD_BATCH, Outcome.OLD_FORMAT})
 
 
 class State(enum.Enum):
@@ -212,6 +213,8 @@ class Delivery:
             return Outcome.UNKNOWN_MESSAGE
         if signer not in self.recipients:
             return Outcome.NOT_A_RECIPIENT
+        if ack.digest is None:
+            return Outcome.OLD_FORMAT
         if ack.digest != self.digest:
             return Outcome.WRONG_DIGEST
         if signer in self.acks or signer in self.rejected:
@@ -239,6 +242,10 @@ class Delivery:
         elif outcome is Outcome.WRONG_DIGEST:
             self.refused.setdefault(signer, "its ACK acknowledges other content "  # type: ignore
                                             "(digest mismatch)")
+        elif outcome is Outcome.OLD_FORMAT:
+            self.refused.setdefault(signer, "its ACK is in the gilmsg 0.1.2 format (no "  # type: ignore
+                                            "ack_digest): upgrade that peer; such ACKs do not "
+                                            "bind the content and never count")
         else:
             self.record(signer, ack, now, outcome)
         return outcome
@@ -302,41 +309,6 @@ class Ledger:
             if d.sends and not d.done and not d.expired(now)  # unsent: its command is queued
         ]
         return min(times) if times else None
-
-
-class Seen:
-    """A bounded memory of msg_ids already delivered to the application.
-
-    Remembers the ``capacity`` most recently seen ids; an id older than that would be delivered
-    again (redelivery stops after the publisher's timeout, so a capacity far above the message
-    rate times the timeout is enough).
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, msg_id: object) -> bool:
-        return msg_id in self._ids
-
-    def first_time(self, msg_id: str) -> bool:
-        """Record ``msg_id``; True if it was not remembered already."""
-        if msg_id in self._ids:
-            self._ids.move_to_end(msg_id)
-            return False
-        self._ids[msg_id] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return True
-
-    def forget(self, msg_id: str) -> None:
-        """Forget ``msg_id``: its next :meth:`first_time` is True again."""
-        self._ids.pop(msg_id, None)
 
 
 @dataclass(frozen=True)
@@ -461,7 +433,7 @@ Action = Send | Resolve | IgnoredAck
 
 #: Outcomes of a batch entry that void the whole batch.
 _VOIDS_BATCH = frozenset({Outcome.FORGED_SIGNATURE, Outcome.NOT_A_RECIPIENT,
-                          Outcome.WRONG_DIGEST})
+                          Outcome.WRONG_DIGEST, Outcome.OLD_FORMAT})
 
 
 class Machine:
@@ -590,14 +562,14 @@ class Machine:
             self._sent(delivery, event.at)
             heapq.heappush(self._deadlines, (delivery.deadline, next(self._seq), delivery))
         elif isinstance(event, AckReceived):
-            delivery = self._ledger.get(event.ack.msg_id)
-            if delivery is not None:
-                outcome = delivery.on_ack(event.signer, event.ack, event.at, event.claimed,
-                                          event.refusal)
-                self._observe(delivery, event.signer, event.at, outcome)
+            acked = self._ledger.get(event.ack.msg_id)
+            if acked is not None:
+                outcome = acked.on_ack(event.signer, event.ack, event.at, event.claimed,
+                                       event.refusal)
+                self._observe(acked, event.signer, event.at, outcome)
                 if outcome in SUSPICIOUS:
                     actions.append(IgnoredAck(event.ack, event.signer, outcome))
-                self._settle(delivery, actions)
+                self._settle(acked, actions)
         elif isinstance(event, AcksReceived):
             self._batch(event, actions)
         elif isinstance(event, Tick):
@@ -617,10 +589,10 @@ class Machine:
                     self._sent(delivery, event.at)
                     actions.append(Send(delivery.msg_id, self._frames[delivery.msg_id]))
         elif isinstance(event, Cancelled):
-            delivery = self._ledger.get(event.msg_id)
-            if delivery is not None:
+            cancelled = self._ledger.get(event.msg_id)
+            if cancelled is not None:
                 state = State.CANCELLED if event.error is None else State.FAILED
-                actions.append(self._finish(delivery, state, event.error))
+                actions.append(self._finish(cancelled, state, event.error))
         else:
             raise TypeError(f"not a delivery event: {event!r}")
         if not isinstance(event, Cancelled):  # the one place where a deadline is checked

@@ -41,6 +41,20 @@ class Subscriptions:
             self.left(notice[1:])
         return False
 
+    def __len__(self) -> int:
+        """How many distinct prefixes someone subscribes to now (0: no subscriber at all)."""
+        return len(self._prefixes)
+
+    def reach(self, topic: str, ignore: tuple[str, ...] = ()) -> str:
+        """``"none"`` (no subscription at all), ``"elsewhere"`` (none covers ``topic``) or
+        ``"covered"`` (see :data:`gilmsg.core.causes.REACH`). Subscriptions to exactly a
+        prefix of ``ignore`` (the ACK topic: other publishers listening for their ACKs) do
+        not count as subscribers."""
+        if self.covers(topic):
+            return "covered"
+        skipped = {p.encode("utf-8") for p in ignore}
+        return "elsewhere" if any(p not in skipped for p in self._prefixes) else "none"
+
     def covers(self, topic: str) -> bool:
         """Would a message on ``topic`` reach someone (some subscribed prefix starts it)?"""
         wanted = topic.encode("utf-8")

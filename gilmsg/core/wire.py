@@ -22,7 +22,8 @@ from gilmsg.errors import InvalidInput
 __all__ = [
     "ACK_STATUSES", "CREDENTIAL_FIELDS", "MAX_ACK_TIMEOUT", "MAX_FRAME_BYTES", "MIN_ACK_TIMEOUT",
     "BATCH_FIELD", "BATCH_VERSION", "MAX_BATCH", "MAX_REASON_CHARS", "PROTOCOL_VERSION",
-    "RECIPIENTS_FIELD", "REQUIRE_LEVELS", "VERSION_FIELD", "Ack", "ack_body", "batch_body",
+    "RECIPIENTS_FIELD", "REQUIRE_LEVELS", "SHA256_ACK_VERSION", "VERSION_FIELD", "Ack",
+    "ack_body", "ack_hash", "batch_body",
     "bound_reason", "canonical_bytes", "check_recipients", "check_require", "check_timeout",
     "decode", "digest", "dumps", "encode", "is_gilmsg", "new_envelope", "parse_ack",
     "parse_acks", "recipients_of", "satisfies", "speaks_batches", "to_json_value",
@@ -31,7 +32,11 @@ __all__ = [
 
 #: Written by this version of gilmsg; 0.1.2 did not write a number receivers rely on.
 #: 3: the publisher accepts batched ACKs (and counts ``processed``/``rejected``).
-PROTOCOL_VERSION = 3
+#: 4: ACKs for the message are signed with SHA-256 (or Ed25519), never SHA-1.
+PROTOCOL_VERSION = 4
+
+#: The first protocol version whose messages are acknowledged with SHA-256 signatures.
+SHA256_ACK_VERSION = 4
 
 #: The first protocol version whose publishers accept batched ACKs.
 BATCH_VERSION = 3
@@ -194,6 +199,13 @@ def speaks_batches(envelope: Mapping[str, Any]) -> bool:
     """Does the publisher of this message accept batched ACKs (protocol version 3 or later)?"""
     version = envelope.get(VERSION_FIELD)
     return type(version) is int and version >= BATCH_VERSION
+
+
+def ack_hash(envelope: Mapping[str, Any]) -> str:
+    """The hash an ACK for this message is signed with: ``"sha256"`` for a message of protocol
+    version 4 or later, else ``"sha1"`` (what its version 2/3 publisher can check)."""
+    version = envelope.get(VERSION_FIELD)
+    return "sha256" if type(version) is int and version >= SHA256_ACK_VERSION else "sha1"
 
 
 def new_envelope(

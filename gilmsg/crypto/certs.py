@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from gilmsg.errors import CertificateError, InvalidInput
@@ -46,6 +46,9 @@ CRL = "crl.pem"
 #: Days a CRL stays valid after it is (re-)signed; ``write_crl`` refreshes it.
 CRL_DAYS = 30
 KEY_BITS = 2048
+#: Key types :func:`issue` makes: RSA (fedmsg's; the default) or Ed25519 (gilmsg only: stock
+#: fedmsg cannot validate what an Ed25519 identity signs).
+KEY_TYPES = ("rsa", "ed25519")
 _RESERVED = {"ca", "crl"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -118,7 +121,10 @@ def _refuse_existing(*files: Path) -> None:
             raise _exists(f)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def _key_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):  # no "traditional" format for Ed25519
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -222,8 +228,12 @@ def issue(
     days: int = 365,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    key_type: str = "rsa",
 ) -> tuple[Path, Path]:
     """Issue ``<name>.key`` (0600) and ``<name>.crt`` (CN=name, random serial) from the CA.
+
+    ``key_type``: ``"rsa"`` (2048 bits, fedmsg's format) or ``"ed25519"`` (signs and validates
+    with gilmsg only; stock fedmsg cannot validate its messages).
 
     ``not_before``/``not_after`` (aware datetimes) override the validity period, e.g. to make an
     expired certificate for a test. Returns ``(key path, cert path)``. Raises
@@ -231,12 +241,16 @@ def issue(
     :class:`InvalidInput` for a bad name.
     """
     check_name(name)
+    if key_type not in KEY_TYPES:
+        raise InvalidInput(f"key type must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
     base = Path(ssldir)
     key_path, cert_path = paths(base, name)
     if not force:
         _refuse_existing(key_path, cert_path)
     ca_key, ca_cert = _load_ca(base)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
+        ed25519.Ed25519PrivateKey.generate() if key_type == "ed25519"
+        else rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS))
     now = _now()
     start = not_before or (now - dt.timedelta(minutes=5))
     end = not_after or (now + dt.timedelta(days=days))
@@ -253,7 +267,7 @@ def issue(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=True,
+                key_encipherment=key_type == "rsa",
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=False,

@@ -27,10 +27,16 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gilmsg.core.admission import reason_kind
 from gilmsg.crypto import signing
 from gilmsg.errors import GilmsgError
+from gilmsg.logsummary import RefusalLog
 
-log = logging.getLogger(__name__)
+# A child of fedmsg's logger: fedmsg's logging config (dictConfig, which disables every logger
+# it does not name or contain) keeps it, and its handlers show what compat refuses.
+log = logging.getLogger("fedmsg.crypto.gilmsg")
+#: Messages this process's fedmsg refused, summarised (see :mod:`gilmsg.logsummary`).
+refused_messages = RefusalLog(log, "messages")
 
 _originals: dict[str, Callable[..., Any]] = {}
 
@@ -53,27 +59,104 @@ def sign(message: Mapping[str, Any], **config: Any) -> dict[str, Any]:
     return signing.sign(message, **config)
 
 
+#: Why compat refuses everything without a ``crl_location`` key, said once per process.
+_NO_CRL_WARNING = (
+    "fedmsg config has no 'crl_location' key: every signed message is refused, as stock fedmsg "
+    "refuses them when it cannot fetch its default CRL. Set crl_location to your CRL, or "
+    "crl_location = None to validate without revocation checks on purpose")
+_warned: set[str] = set()
+_BACKENDS = ("x509", "gpg")
+
+
+def _warn_once(key: str, text: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", text)
+
+
+def _backend(message: Mapping[str, Any], config: Mapping[str, Any]) -> tuple[str | None, str]:
+    """fedmsg's choice of validating backend: ``(backend, "")``, or ``(None, why not)``.
+
+    As ``fedmsg.crypto.validate``: ``crypto_validate_backends`` lists the allowed backends
+    (default: ``crypto_backend``, else x509); the message's ``crypto`` field names its backend,
+    else a ``certificate`` field means x509 and a ``signature`` field gpg.
+    """
+    allowed = config.get("crypto_validate_backends") or [
+        "gpg" if config.get("crypto_backend") == "gpg" else "x509"]
+    if isinstance(allowed, str) or not all(b in _BACKENDS for b in allowed):
+        return None, f"crypto_validate_backends {allowed!r} names no valid backend list"
+    crypto = message.get("crypto")
+    if crypto is not None:
+        if crypto not in _BACKENDS:
+            return None, f"message specifies an impossible crypto backend {str(crypto)[:40]!r}"
+        backend = crypto
+    elif "certificate" in message:
+        backend = "x509"
+    elif "signature" in message:
+        backend = "gpg"
+    else:
+        return None, "message is not signed (no crypto, certificate or signature field)"
+    if backend not in allowed:
+        return None, f"crypto backend {backend!r} is disallowed by crypto_validate_backends"
+    return backend, ""
+
+
+def _as_text(message: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """``message`` with ``bytes`` signature/certificate fields decoded as UTF-8 (as fedmsg
+    does), or None and why when one cannot be decoded."""
+    out = dict(message)
+    for field in ("signature", "certificate"):
+        value = out.get(field)
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                out[field] = bytes(value).decode("utf-8")
+            except UnicodeError:
+                return None, f"the {field} field is bytes that are not UTF-8"
+    return out, ""
+
+
+def refusal(message: Any, **config: Any) -> str | None:
+    """Why :func:`validate` refuses ``message`` (None: it accepts it). Never raises."""
+    if not isinstance(message, Mapping):
+        return "message is not a JSON object"
+    try:
+        backend, why = _backend(message, config)
+        if backend is None:
+            return why
+        if backend == "gpg":
+            if "validate" not in _originals:
+                return "gpg messages need fedmsg's own validator, which is not installed"
+            return None if _originals["validate"](message, **config) else "gpg: invalid"
+        if "crl_location" not in config:
+            _warn_once("crl", _NO_CRL_WARNING)
+            return "no crl_location key in the config (revocation cannot be checked)"
+        text, why = _as_text(message)
+        if text is None:
+            return why
+        verdict = signing.validate(text, **config)
+        if not verdict.ok:
+            return verdict.reason
+        if not signing.routing_allows(str(text.get("topic")), verdict.signer or "", config):
+            return f"routing_policy does not allow {verdict.signer} on this topic"
+        return None
+    except GilmsgError as exc:  # the CA or CRL cannot be used: everything is refused
+        return f"cannot validate: {exc}"
+    except Exception as exc:  # fedmsg's contract: True or False, never an exception
+        return f"cannot validate: {type(exc).__name__}: {exc}"
+
+
 def validate(message: Mapping[str, Any], **config: Any) -> bool:
     """fedmsg's ``crypto.validate``: True only for a valid signature that ``routing_policy``
-    allows on the message's topic. Never raises: an unusable CA or CRL refuses everything."""
-    if not isinstance(message, Mapping):
-        return False
-    if message.get("crypto") == "gpg" and "validate" in _originals:
-        return bool(_originals["validate"](message, **config))
-    try:
-        verdict = signing.validate(message, **config)
-    except GilmsgError as exc:
-        log.error("cannot validate fedmsg messages: %s", exc)
-        return False
-    if not verdict.ok:
-        log.warning("invalid message %s on %s: %s", message.get("msg_id"), message.get("topic"),
-                    verdict.reason)
-        return False
-    if not signing.routing_allows(str(message.get("topic")), verdict.signer or "", config):
-        log.warning("message %s on %s: routing_policy does not allow %s there",
-                    message.get("msg_id"), message.get("topic"), verdict.signer)
-        return False
-    return True
+    allows on the message's topic. Never raises: anything that goes wrong (an unusable CA,
+    CRL or certificate, whatever ``cryptography`` raises) refuses the message, and the reason
+    is logged (the first of each kind at once, then counted: :mod:`gilmsg.logsummary`)."""
+    why = refusal(message, **config)
+    if why is None:
+        return True
+    msg_id = message.get("msg_id") if isinstance(message, Mapping) else None
+    topic = message.get("topic") if isinstance(message, Mapping) else None
+    refused_messages.refused(reason_kind(why), f"invalid message {msg_id} on {topic}: {why}")
+    return False
 
 
 def install() -> None:

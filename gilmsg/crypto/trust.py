@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography import x509
 
@@ -57,8 +57,9 @@ def _read_stable(path: str, what: str) -> tuple[_Stamp, bytes]:
 def _load_cert(data: bytes, where: str, what: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
-        raise CertificateError(f"{what} {where} is not a PEM certificate: {exc}") from None
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
+        raise CertificateError(f"{what} {where} is not a usable PEM certificate: "
+                               f"{type(exc).__name__}: {exc}") from None
 
 
 def _is_url(location: str) -> bool:
@@ -168,7 +169,7 @@ class TrustStore:
         stamp, data, downloaded = self._get(self.crl_location, "CRL", refresh)
         try:
             crl = x509.load_pem_x509_crl(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CertificateError(f"CRL {self.crl_location} is not a PEM CRL: {exc}") from None
         if downloaded:
             self._store(self.crl_location, data)
@@ -193,12 +194,12 @@ class TrustStore:
             crl_stamp, crl = self._load_crl(refresh=False)
             if crl_url and _crl_stale(crl, now):
                 crl_stamp, crl = self._load_crl(refresh=True)
-            if not crl.is_signature_valid(ca.public_key()) and _is_url(self.ca_location):
+            if not crl.is_signature_valid(_issuer_key(ca)) and _is_url(self.ca_location):
                 if not ca_refreshed:  # the CA may have been rotated: fetch it once more
                     ca_stamp, ca = self._load_ca(refresh=True)
-                if crl_url and not crl.is_signature_valid(ca.public_key()):
+                if crl_url and not crl.is_signature_valid(_issuer_key(ca)):
                     crl_stamp, crl = self._load_crl(refresh=True)
-            if not crl.is_signature_valid(ca.public_key()):
+            if not crl.is_signature_valid(_issuer_key(ca)):
                 raise CertificateError(
                     f"CRL {self.crl_location} is not signed by CA {self.ca_location}"
                 )
@@ -249,7 +250,14 @@ class TrustStore:
             trust = self._trust
             if not self._fresh(trust, now):
                 self._trust = None
-                trust = self._build(now)
+                try:
+                    trust = self._build(now)
+                except (CertificateError, ConfigError):
+                    raise
+                except Exception as exc:  # cryptography raises more than ValueError: fail closed
+                    raise CertificateError(
+                        f"cannot load CA {self.ca_location} / CRL {self.crl_location}: "
+                        f"{type(exc).__name__}: {exc}") from None
                 self._trust = trust
         return trust  # type: ignore[return-value]
 
@@ -257,3 +265,9 @@ class TrustStore:
 def _crl_stale(crl: x509.CertificateRevocationList, now: float) -> bool:
     next_update = crl.next_update_utc
     return next_update is not None and next_update.timestamp() < now
+
+
+def _issuer_key(ca: x509.Certificate) -> Any:
+    """The CA's public key, as ``is_signature_valid`` takes it (a CA never has an X25519 or
+    X448 key, which cannot sign; the CRL check then fails as for any wrong key)."""
+    return ca.public_key()

@@ -2,7 +2,9 @@
 
 * :class:`Outbox` (``gilmsg.Outbox``): durable publishes (``durable.py``);
 * :mod:`~gilmsg.outbox.policy`: what is owed to whom and when to retry (pure, stdlib only);
-* :mod:`~gilmsg.outbox.store`: the SQLite file; :mod:`~gilmsg.outbox.runner`: redelivery;
+* :mod:`~gilmsg.outbox.store`: the store interface and the SQLite file;
+  :mod:`~gilmsg.outbox.postgres`: the PostgreSQL backend (``postgresql://`` locations);
+* :mod:`~gilmsg.outbox.runner`: redelivery;
 * :mod:`~gilmsg.outbox.dedup`: a recipient's durable record of consumed messages;
 * :mod:`~gilmsg.outbox.plugin`: the runner as a ``fedmsg-hub`` producer.
 
@@ -11,7 +13,7 @@ See ``docs/outbox.rst`` for what survives which crash.
 
 from __future__ import annotations
 
-from gilmsg.outbox.durable import DurableDelivery, Outbox
+from gilmsg.outbox.durable import DurableDelivery, Enqueued, Outbox
 from gilmsg.outbox.policy import Status
 
-__all__ = ["DurableDelivery", "Outbox", "Status"]
+__all__ = ["DurableDelivery", "Enqueued", "Outbox", "Status"]

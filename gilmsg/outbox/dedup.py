@@ -10,11 +10,19 @@ The receiving side asks :meth:`Consumed.done` before handing a message over, and
 * ``GilmsgConsumer`` with the config key ``<config_key>.gilmsg_dedup_path`` records it after
   ``consume()`` returned without raising.
 
-The one window where a crash repeats a message: after the application finished with it and
-before the record's commit returned (microseconds), and only if the message then arrives again
-(a runner re-sends it because its ACK was lost, or it was never acknowledged). The record is
-committed without fsync (``synchronous=NORMAL``): it survives the process being killed; a
-machine crash (power loss) may forget the last records, which may repeat those messages.
+The record is committed before a ``processed`` / ``rejected`` ACK is sent
+(:mod:`gilmsg.core.receiving` orders it so), and keeps that settlement (the status, and a
+rejection's reason): a recipient in ``processed`` mode that restarts answers a re-sent copy of a
+message it consumed with the settlement it recorded (:meth:`Consumed.settlement`), after the
+``received`` ACK, as before the restart. A message recorded without a settlement (``received``
+mode, a message naming others, one ended without a verdict, or a file written by gilmsg before
+schema version 2) is answered ``received`` only. The one window where a crash repeats a message:
+after the application finished with it and before the record's commit returned (the commit
+itself: typically tens of microseconds, milliseconds at worst, see ``docs/outbox.rst``), and
+only if the message then arrives again (a runner re-sends it because its ACK was lost, or it
+was never acknowledged). The record is committed without fsync (``synchronous=NORMAL``): it
+survives the process being killed; a machine crash (power loss) may forget the last records,
+which may repeat those messages.
 """
 
 from __future__ import annotations
@@ -23,14 +31,55 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from gilmsg.outbox import sqlite
 
-SCHEMA_VERSION = 1
+#: 1: key, msg_id, at. 2: status and reason (the settlement), NULL in rows of version 1.
+SCHEMA_VERSION = 2
 SCHEMA = [
-    "CREATE TABLE consumed (key TEXT PRIMARY KEY, msg_id TEXT, at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE consumed (key TEXT PRIMARY KEY, msg_id TEXT, at REAL NOT NULL, "
+    "status TEXT, reason TEXT) WITHOUT ROWID",
 ]
+
+#: The statuses a settlement is recorded with.
+SETTLEMENTS = ("processed", "rejected")
+
+
+def _migrate(conn: sqlite3.Connection, found: int) -> None:
+    """Bring a file of schema version ``found`` to :data:`SCHEMA_VERSION` (in the caller's
+    transaction): its rows are kept, without a settlement."""
+    if found < 2:
+        conn.execute("ALTER TABLE consumed ADD COLUMN status TEXT")
+        conn.execute("ALTER TABLE consumed ADD COLUMN reason TEXT")
+
+
+class ConsumedRecord(Protocol):
+    """What the receiving side needs of a consumed-message record (either backend)."""
+
+    path: str
+
+    def done(self, key: str) -> bool: ...
+    def record(self, key: str, msg_id: Any = None) -> None: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_consumed(location: str | os.PathLike) -> ConsumedRecord:
+    """The consumed-message record at ``location``: a ``postgresql://`` URL (shared by every
+    host of a recipient service, see :class:`gilmsg.outbox.postgres.PgConsumed`), else an
+    SQLite file (:class:`Consumed`). Both have ``done``, ``record``, ``len`` and ``close``.
+
+    Raises:
+        OutboxError: the record cannot be used.
+    """
+    from gilmsg.outbox.store import is_url
+
+    if is_url(location):
+        from gilmsg.outbox.postgres import PgConsumed
+
+        return PgConsumed(str(location))
+    return Consumed(location)
 
 
 class Consumed:
@@ -44,7 +93,8 @@ class Consumed:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._conn = sqlite.connect(path, schema=SCHEMA, version=SCHEMA_VERSION,
-                                    kind="consumed-message record", durability="normal")
+                                    kind="consumed-message record", durability="normal",
+                                    migrate=_migrate)
 
     def done(self, key: str) -> bool:
         """True if the message with this deduplication key was consumed before."""
@@ -56,17 +106,43 @@ class Consumed:
                 raise sqlite.wrap(self.path, exc, "consumed-message record") from None
         return row is not None
 
-    def record(self, key: str, msg_id: Any = None) -> None:
-        """Commit that the message with ``key`` was consumed (idempotent).
-
-        Raises:
-            OutboxError: the file cannot be written.
-        """
+    def settlement(self, key: str) -> tuple[str, str | None] | None:
+        """How the message with this key was settled, as recorded: ``("processed", None)`` or
+        ``("rejected", reason)``; None if it was not consumed, or recorded without a
+        settlement."""
         with self._lock:
             try:
-                self._conn.execute("INSERT OR IGNORE INTO consumed VALUES (?, ?, ?)",
-                                   (key, str(msg_id) if msg_id is not None else None,
-                                    time.time()))
+                row = self._conn.execute("SELECT status, reason FROM consumed WHERE key = ?",
+                                         (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise sqlite.wrap(self.path, exc, "consumed-message record") from None
+        if row is None or row[0] not in SETTLEMENTS:
+            return None
+        return str(row[0]), (str(row[1]) if row[0] == "rejected" and row[1] is not None
+                             else None)
+
+    def record(self, key: str, msg_id: Any = None, status: str | None = None,
+               reason: str | None = None) -> None:
+        """Commit that the message with ``key`` was consumed (idempotent: the first record
+        stands), settled ``status`` (``processed``, or ``rejected`` for ``reason``; None: not
+        settled here).
+
+        Raises:
+            InvalidInput: ``status`` is neither None nor a settlement.
+            OutboxError: the file cannot be written.
+        """
+        if status is not None and status not in SETTLEMENTS:
+            from gilmsg.errors import InvalidInput
+
+            raise InvalidInput(f"a recorded settlement is one of {', '.join(SETTLEMENTS)}, "
+                               f"got {status!r}")
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO consumed (key, msg_id, at, status, reason) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, str(msg_id) if msg_id is not None else None, time.time(), status,
+                     reason if status == "rejected" else None))
             except sqlite3.Error as exc:
                 raise sqlite.wrap(self.path, exc, "consumed-message record") from None
 

@@ -48,6 +48,9 @@ class Status(enum.Enum):
     PENDING = "pending"  #: owed to at least one recipient, retried
     DELIVERED = "delivered"  #: every recipient's valid ACK is recorded
     EXPIRED = "expired"  #: its expiry passed with recipients still owed
+    #: every recipient answered, and at least one answered ``rejected`` (reason kept): no
+    #: redelivery to a recipient that refused it
+    REJECTED = "rejected"
     DROPPED = "dropped"  #: an operator gave up on it (the reason is kept)
 
 
@@ -73,11 +76,16 @@ class Entry:
     last_error: str | None = None
     reason: str | None = None
     finished: float | None = None
+    #: recipient -> the reason of its signed ``rejected`` ACK (it is owed nothing more)
+    rejected: dict[str, str] = field(default_factory=dict)
+    #: what each recipient's ACK must say: ``received`` (or ``processed``) or ``processed``
+    require: str = "received"
 
     @property
     def owed(self) -> tuple[str, ...]:
-        """Recipients whose ACK is not recorded yet, in the order they were named."""
-        return tuple(r for r in self.recipients if r not in self.acked)
+        """Recipients whose ACK (at the required level) is not recorded yet and who did not
+        reject the message, in the order they were named."""
+        return tuple(r for r in self.recipients if r not in self.acked and r not in self.rejected)
 
     def leased(self, now: float, alive: Callable[[str], bool] | None = None) -> bool:
         """Is some process sending it right now (a lease that has not run out)?
@@ -115,7 +123,7 @@ def should_expire(entry: Entry, now: float) -> bool:
 def status_after_acks(entry: Entry) -> Status:
     """The status once the ACKs in ``entry.acked`` are recorded."""
     if entry.status is Status.PENDING and not entry.owed:
-        return Status.DELIVERED
+        return Status.REJECTED if entry.rejected else Status.DELIVERED
     return entry.status
 
 
@@ -126,9 +134,9 @@ def after_attempt(entry: Entry, now: float, error: str | None) -> Entry:
     """
     entry.lease_owner, entry.lease_until = None, 0.0
     entry.status = status_after_acks(entry)
-    if entry.status is Status.DELIVERED:
+    if entry.status in (Status.DELIVERED, Status.REJECTED):
         entry.finished = now
-        entry.last_error = None
+        entry.last_error = None if entry.status is Status.DELIVERED else error
     else:
         entry.attempts += 1
         entry.next_attempt = now + retry_delay(entry.attempts)
@@ -175,6 +183,7 @@ class Stats:
             "delivered": self.counts.get("delivered", 0),
             "expired": self.counts.get("expired", 0),
             "dropped": self.counts.get("dropped", 0),
+            "rejected": self.counts.get("rejected", 0),
             "oldest_pending_age": (None if self.oldest_pending_age is None
                                    else round(self.oldest_pending_age, 3)),
             "backlog": dict(sorted(self.backlog.items())),

@@ -11,6 +11,7 @@ original publisher's signature, which the stored bytes carry unchanged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,11 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gilmsg import config as gconfig
+from gilmsg import monitoring
 from gilmsg.core.delivery import Delivery
-from gilmsg.errors import GilmsgError, OutboxError, Timeout
+from gilmsg.errors import GilmsgError, OutboxError, Rejected, Timeout
 from gilmsg.outbox import policy
 from gilmsg.outbox.policy import Entry, Status
-from gilmsg.outbox.store import Store
+from gilmsg.outbox.store import OutboxStore
 
 log = logging.getLogger("gilmsg.outbox")
 
@@ -30,6 +33,8 @@ log = logging.getLogger("gilmsg.outbox")
 IDLE_POLL = 1.0
 #: Wait between looks while attempts are in flight (their outcome is recorded after it).
 BUSY_POLL = 0.05
+#: How often a running runner records that it is active (``Store.runner_seen``).
+HEARTBEAT = 10.0
 
 
 @dataclass
@@ -65,7 +70,7 @@ class Runner:
         ConfigError, CertificateError: the identity, its endpoint, the CA are unusable.
     """
 
-    def __init__(self, store: Store, config: Mapping[str, Any],
+    def __init__(self, store: OutboxStore, config: Mapping[str, Any],
                  window: float = policy.ATTEMPT_WINDOW, batch: int = 1000) -> None:
         from gilmsg.crypto import signing
         from gilmsg.link import link_for
@@ -77,8 +82,11 @@ class Runner:
         self.link.listen_now()
         self._validator = signing.validator_for(config)
         self._validator.check()
+        self._verify = functools.partial(self._validator.validate,
+                                         accept_sha1=gconfig.accept_sha1(config))
         self._inflight: dict[str, tuple[Any, float, frozenset[str]]] = {}
         self.totals = Totals()
+        self._beat = float("-inf")  # monotonic time of the last heartbeat
 
     @property
     def inflight(self) -> int:
@@ -95,9 +103,13 @@ class Runner:
         report = StepReport()
         self._harvest(report)
         now = time.time()
+        if time.monotonic() - self._beat >= HEARTBEAT:  # "gilmsg-outbox stats": last runner
+            self.store.runner_seen(now)
+            self._beat = time.monotonic()
         for entry in self.store.expire(now):
             report.expired.append(entry)
             self.totals.expired += 1
+            monitoring.outbox_expired()
             log.warning("outbox: %s on %s expired after %d attempts, still owed to %s",
                         entry.msg_id, entry.topic, entry.attempts, ", ".join(entry.owed))
         room = self.batch - len(self._inflight)
@@ -109,10 +121,12 @@ class Runner:
                 continue
             started = time.monotonic()
             already = {who: 0.0 for who in entry.acked}  # their repeat ACKs are not warnings
-            delivery = Delivery(entry.msg_id, stored.digest, entry.topic, entry.recipients,
-                                started, started + self.window, acks=already)
+            asked = tuple(r for r in entry.recipients if r not in entry.rejected)
+            delivery = Delivery(entry.msg_id, stored.digest, entry.topic, asked,
+                                started, started + self.window, acks=already,
+                                require=entry.require)
             wall = time.time()
-            future = self.link.start(delivery, stored.frames, self._validator.validate)
+            future = self.link.start(delivery, stored.frames, self._verify)
             self._inflight[entry.msg_id] = (future, wall, frozenset(already))
             report.started.append(entry.msg_id)
             self.totals.attempts += 1
@@ -125,6 +139,7 @@ class Runner:
             del self._inflight[msg_id]
             error: str | None = None
             acks: Mapping[str, float] = {}
+            rejected: Mapping[str, str] = {}
             if future.cancelled():
                 error = "cancelled"
             else:
@@ -134,12 +149,18 @@ class Runner:
                 elif isinstance(exc, Timeout):
                     acks = exc.acked
                     error = f"no ACK within {self.window:g}s from {', '.join(exc.missing)}"
+                elif isinstance(exc, Rejected):  # no redelivery to who rejected it
+                    acks, rejected = exc.acked, exc.rejected
+                    error = "; ".join(f"rejected by {who}: {why}"
+                                      for who, why in rejected.items())
                 else:
                     error = str(exc)
             fresh = {who: wall + at for who, at in acks.items() if who not in already}
-            entry = self.store.finish_attempt(msg_id, fresh, error, time.time())
+            entry = self.store.finish_attempt(msg_id, fresh, error, time.time(), rejected)
             if entry is None:
                 continue
+            if entry.status is Status.REJECTED:
+                log.warning("outbox: %s rejected: %s", msg_id, entry.last_error)
             if entry.status is Status.DELIVERED:
                 report.delivered.append(msg_id)
                 self.totals.delivered += 1
@@ -156,6 +177,16 @@ class Runner:
 
         ``on_step(report)`` is called after each step that did something.
         """
+        waiter = getattr(self.store, "waiter", None)
+        wake = _Wakeup(self.link, waiter()) if waiter is not None else None
+        try:
+            return self._loop(stop, until_empty, on_step, wake)
+        finally:
+            if wake is not None:
+                wake.close()
+
+    def _loop(self, stop: threading.Event, until_empty: bool, on_step: Any,
+              wake: _Wakeup | None) -> Totals:
         seen = 0
         joined = False
         while not stop.is_set():
@@ -178,7 +209,10 @@ class Runner:
             if stop.is_set():
                 break
             try:
-                count = self.link.wait_join(seen, max(timeout, 0.001))
+                if wake is not None:
+                    count = wake.wait(max(timeout, 0.001))
+                else:
+                    count = self.link.wait_join(seen, max(timeout, 0.001))
             except GilmsgError:
                 break
             joined, seen = count > seen, count
@@ -189,3 +223,63 @@ class Runner:
         for msg_id in list(self._inflight):
             self.link.cancel(msg_id)
         self._inflight.clear()
+
+
+class _Wakeup:
+    """Wakes an idle runner when a subscriber joins **or** a store commits (PostgreSQL).
+
+    Two daemon threads: one waits on the link's joins, one on the store's ``LISTEN`` (a
+    notification is sent by each commit that stored messages, never by a rollback), so a
+    message committed in a caller's transaction is claimed at once rather than at the next
+    poll. A notification that lands between a wake-up and the step is not lost: the step reads
+    every row committed before it.
+    """
+
+    def __init__(self, link: Any, listen: Any) -> None:
+        self._link = link
+        self._listen = listen
+        self._event = threading.Event()
+        self._closed = threading.Event()
+        self.joins = 0
+        self._threads = [threading.Thread(target=self._watch_joins, daemon=True,
+                                          name="gilmsg-outbox-joins"),
+                         threading.Thread(target=self._watch_commits, daemon=True,
+                                          name="gilmsg-outbox-listen")]
+        for thread in self._threads:
+            thread.start()
+
+    def _watch_joins(self) -> None:
+        while not self._closed.is_set():
+            try:
+                count = self._link.wait_join(self.joins, 0.5)
+            except GilmsgError:
+                return
+            if count > self.joins:
+                self.joins = count
+                self._event.set()
+
+    def _watch_commits(self) -> None:
+        while not self._closed.is_set():
+            if self._listen(0.5):
+                self._event.set()
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for a join or a commit; the join count so far.
+
+        Raises:
+            GilmsgError: the link is closed (as :meth:`Link.wait_join` would).
+        """
+        if getattr(self._link, "closed", False):
+            raise GilmsgError("the runner's link is closed")
+        self._event.wait(timeout)
+        self._event.clear()
+        return self.joins
+
+    def close(self) -> None:
+        """Stop both threads and the listening connection."""
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(2.0)
+        close = getattr(self._listen, "close", None)
+        if close is not None:
+            close()

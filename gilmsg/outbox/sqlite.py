@@ -84,6 +84,12 @@ def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: s
         if found and app_id != APPLICATION_IDS[kind]:
             raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but not a gilmsg "
                               f"{kind}")
+        if found == 0 and not readonly:  # before anything is written (WAL changes the header)
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            if tables or app_id not in (0, APPLICATION_IDS[kind]):
+                raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but not a gilmsg "
+                                  f"{kind} (it has other tables); it was left untouched")
         if found > version:
             raise OutboxError(
                 f"{kind} {os.fspath(path)}: written by a newer gilmsg (schema version {found}, "
@@ -95,25 +101,7 @@ def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: s
                                   f"(journal mode stays {mode!r})")
             conn.execute(f"PRAGMA synchronous={durability.upper()}")
             if found < version:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    again = conn.execute("PRAGMA user_version").fetchone()[0]  # a racing opener
-                    if again == 0:
-                        tables = conn.execute(
-                            "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
-                        if tables:
-                            raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but "
-                                              f"not a gilmsg {kind} (it has other tables)")
-                        for statement in schema:
-                            conn.execute(statement)
-                        conn.execute(f"PRAGMA application_id={APPLICATION_IDS[kind]}")
-                    elif again < version and migrate is not None:
-                        migrate(conn, again)
-                    conn.execute(f"PRAGMA user_version={version}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                _upgrade(conn, path, kind, schema, version, migrate)
         elif found == 0:
             raise OutboxError(f"{kind} {os.fspath(path)}: not a gilmsg {kind} (empty or foreign)")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -124,3 +112,32 @@ def connect(path: str | os.PathLike, *, schema: list[str], version: int, kind: s
         conn.close()
         raise wrap(path, exc, kind) from None
     return conn
+
+
+def _upgrade(conn: sqlite3.Connection, path: str | os.PathLike, kind: str, schema: list[str],
+             version: int, migrate: Callable[[sqlite3.Connection, int], None] | None) -> None:
+    """In one transaction: create the schema in an empty file, or migrate an older one, and
+    set ``user_version``; a concurrent opener that did it first leaves nothing to do.
+
+    Raises:
+        OutboxError: the file has other tables (not a gilmsg file).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        again = conn.execute("PRAGMA user_version").fetchone()[0]  # a racing opener
+        if again == 0:
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            if tables:
+                raise OutboxError(f"{kind} {os.fspath(path)}: an SQLite file, but "
+                                  f"not a gilmsg {kind} (it has other tables)")
+            for statement in schema:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id={APPLICATION_IDS[kind]}")
+        elif again < version and migrate is not None:
+            migrate(conn, again)
+        conn.execute(f"PRAGMA user_version={version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

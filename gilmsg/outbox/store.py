@@ -17,14 +17,19 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gilmsg.errors import OutboxError
 from gilmsg.outbox import policy, sqlite
 from gilmsg.outbox.policy import Entry, Status
 
 #: The schema this gilmsg writes (``PRAGMA user_version``); newer files are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Version 2 (issue 19): what each message requires, and each recipient's rejection reason.
+_V2 = [
+    "ALTER TABLE messages ADD COLUMN require TEXT NOT NULL DEFAULT 'received'",
+    "ALTER TABLE recipients ADD COLUMN rejected TEXT",
+]
 
 SCHEMA = [
     """CREATE TABLE messages (
@@ -57,7 +62,15 @@ SCHEMA = [
         kind TEXT NOT NULL,
         detail TEXT
     )""",
+    *_V2,
 ]
+
+
+def _migrate(conn: sqlite3.Connection, found: int) -> None:
+    """Bring a file of schema ``found`` to :data:`SCHEMA_VERSION` (inside its transaction)."""
+    if found < 2:
+        for statement in _V2:
+            conn.execute(statement)
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,8 @@ class Store:
         self._lock = threading.Lock()
         self.durability = durability
         self._conn = sqlite.connect(path, schema=SCHEMA, version=SCHEMA_VERSION, kind="outbox",
-                                    create=create, readonly=readonly, durability=durability)
+                                    create=create, readonly=readonly, durability=durability,
+                                    migrate=_migrate)
         self._light: sqlite3.Connection | None = None  # commits without fsync (recorded ACKs)
 
     def close(self) -> None:
@@ -113,7 +127,7 @@ class Store:
                     if self._light is None:
                         self._light = sqlite.connect(
                             self.path, schema=SCHEMA, version=SCHEMA_VERSION, kind="outbox",
-                            create=False, durability="normal")
+                            create=False, durability="normal", migrate=_migrate)
                     conn = self._light
                 with self._transaction(conn):
                     yield conn
@@ -143,7 +157,7 @@ class Store:
     # -- storing -----------------------------------------------------------------------------
 
     def put(self, items: Sequence[tuple[str, str, Sequence[bytes], Sequence[str]]], now: float,
-            expiry: float, lease: float = 0.0) -> None:
+            expiry: float, lease: float = 0.0, require: str = "received") -> None:
         """Store ``(msg_id, digest, frames, recipients)`` items in one commit (a group commit).
 
         With ``lease`` > 0 this process holds them for that many seconds (its own first
@@ -158,9 +172,9 @@ class Store:
             for msg_id, digest, frames, recipients in items:
                 conn.execute(
                     "INSERT INTO messages (msg_id, topic, digest, frame, created, expires, "
-                    "lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "lease_owner, lease_until, require) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (msg_id, frames[0].decode("utf-8"), digest, frames[1], now, now + expiry,
-                     owner, now + lease if lease > 0 else 0.0))
+                     owner, now + lease if lease > 0 else 0.0, require))
                 conn.executemany(
                     "INSERT INTO recipients (msg_id, position, recipient) VALUES (?, ?, ?)",
                     [(msg_id, i, who) for i, who in enumerate(recipients)])
@@ -198,12 +212,18 @@ class Store:
         names: dict[str, list[str]] = {k: [] for k in by_id}
         for chunk in _chunks(list(by_id), 500):
             rows = conn.execute(
-                f"SELECT msg_id, recipient, acked FROM recipients WHERE msg_id IN "
+                f"SELECT msg_id, recipient, acked, rejected FROM recipients WHERE msg_id IN "
                 f"({','.join('?' * len(chunk))}) ORDER BY msg_id, position", chunk).fetchall()
-            for msg_id, who, acked in rows:
+            for msg_id, who, acked, rejected in rows:
                 names[msg_id].append(who)
                 if acked is not None:
                     by_id[msg_id].acked[who] = acked
+                if rejected is not None:
+                    by_id[msg_id].rejected[who] = rejected
+            for msg_id, require in conn.execute(
+                    f"SELECT msg_id, require FROM messages WHERE msg_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall():
+                by_id[msg_id].require = require
         for msg_id, entry in by_id.items():
             entry.recipients = tuple(names[msg_id])
 
@@ -230,6 +250,22 @@ class Store:
         if row[0] is None:
             return None
         return min(row[0], row[1])
+
+    # -- runner activity (a heartbeat row in the event log) -----------------------------------
+
+    def runner_seen(self, now: float) -> None:
+        """Record that this process's runner is active at ``now`` (only the latest is kept)."""
+        with self._write(light=True) as conn:
+            conn.execute("DELETE FROM events WHERE kind = 'runner' AND msg_id = ''")
+            conn.execute("INSERT INTO events (at, msg_id, kind, detail) VALUES (?, '', "
+                         "'runner', ?)", (now, self.owner))
+
+    def last_runner(self) -> tuple[float, str] | None:
+        """``(when, owner)`` of the latest runner activity recorded, or None if never."""
+        with self._read() as conn:
+            row = conn.execute("SELECT at, detail FROM events WHERE kind = 'runner' AND "
+                               "msg_id = '' ORDER BY at DESC LIMIT 1").fetchone()
+        return None if row is None else (row[0], row[1] or "")
 
     # -- the runner's side -------------------------------------------------------------------
 
@@ -267,37 +303,55 @@ class Store:
         """Record the ACKs of a delivery that got every one of them (the fast path)."""
         return self.record_acks(msg_id, acks)
 
-    def record_acks(self, msg_id: str, acks: Mapping[str, float]) -> Status | None:
-        """Record valid ACKs (recipient -> wall time); returns the message's status after.
+    def record_acks(self, msg_id: str, acks: Mapping[str, float],
+                    rejected: Mapping[str, str] | None = None) -> Status | None:
+        """Record valid ACKs (recipient -> wall time) and rejections (recipient -> reason);
+        returns the message's status after.
 
-        Only recipients the message names are recorded, each once (the first time wins). A
-        message that then owes nobody is marked delivered, whoever holds its lease.
+        Only recipients the message names are recorded, each once (the first answer wins). A
+        message that then owes nobody is marked delivered (``rejected`` if a recipient
+        rejected it), whoever holds its lease.
         """
         with self._write(light=True) as conn:
-            return self._record(conn, msg_id, acks, time.time())
+            return self._record(conn, msg_id, acks, time.time(), rejected)
 
     def _record(self, conn: sqlite3.Connection, msg_id: str, acks: Mapping[str, float],
-                now: float) -> Status | None:
+                now: float, rejected: Mapping[str, str] | None = None) -> Status | None:
         conn.executemany("UPDATE recipients SET acked = ? WHERE msg_id = ? AND recipient = ? "
-                         "AND acked IS NULL", [(at, msg_id, who) for who, at in acks.items()])
+                         "AND acked IS NULL AND rejected IS NULL",
+                         [(at, msg_id, who) for who, at in acks.items()])
+        if rejected:
+            conn.executemany("UPDATE recipients SET rejected = ? WHERE msg_id = ? AND "
+                             "recipient = ? AND acked IS NULL AND rejected IS NULL",
+                             [(why, msg_id, who) for who, why in rejected.items()])
         changed = conn.execute(
-            "UPDATE messages SET status = 'delivered', finished = ?, lease_owner = NULL, "
-            "lease_until = 0, last_error = NULL WHERE msg_id = ? AND status = 'pending' AND "
-            "NOT EXISTS (SELECT 1 FROM recipients WHERE msg_id = ? AND acked IS NULL)",
-            (now, msg_id, msg_id)).rowcount
+            "UPDATE messages SET status = CASE WHEN EXISTS (SELECT 1 FROM recipients WHERE "
+            "msg_id = ? AND rejected IS NOT NULL) THEN 'rejected' ELSE 'delivered' END, "
+            "finished = ?, lease_owner = NULL, lease_until = 0 "
+            "WHERE msg_id = ? AND status = 'pending' AND NOT EXISTS (SELECT 1 FROM recipients "
+            "WHERE msg_id = ? AND acked IS NULL AND rejected IS NULL)",
+            (msg_id, now, msg_id, msg_id)).rowcount
         if changed:
-            return Status.DELIVERED
+            row = conn.execute("SELECT status FROM messages WHERE msg_id = ?",
+                               (msg_id,)).fetchone()
+            reasons = conn.execute("SELECT recipient, rejected FROM recipients WHERE msg_id = ? "
+                                   "AND rejected IS NOT NULL ORDER BY position",
+                                   (msg_id,)).fetchall()
+            conn.execute("UPDATE messages SET last_error = ? WHERE msg_id = ?",
+                         ("; ".join(f"rejected by {who}: {why}" for who, why in reasons)
+                          or None, msg_id))
+            return Status(row[0])
         row = conn.execute("SELECT status FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
         return None if row is None else Status(row[0])
 
     def finish_attempt(self, msg_id: str, acks: Mapping[str, float], error: str | None,
-                       now: float) -> Entry | None:
+                       now: float, rejected: Mapping[str, str] | None = None) -> Entry | None:
         """Record ``acks`` and close this process's attempt (backoff if anyone is still owed).
 
         An attempt whose lease another process took over meanwhile only records the ACKs.
         """
         with self._write(light=True) as conn:
-            self._record(conn, msg_id, acks, now)
+            self._record(conn, msg_id, acks, now, rejected)
             found = conn.execute(
                 "SELECT msg_id, topic, created, expires, status, attempts, next_attempt, "
                 "lease_owner, lease_until, last_error FROM messages WHERE msg_id = ?",
@@ -375,6 +429,66 @@ class Store:
         if entry is not None and before[0] != "pending":
             entry.status = Status(before[0])
         return entry
+
+
+class OutboxStore(Protocol):
+    """What the outbox, its runner and ``gilmsg-outbox`` need of a store (both backends).
+
+    :class:`Store` (SQLite) and :class:`gilmsg.outbox.postgres.PgStore` implement it with the
+    same promises; every decision comes from :mod:`gilmsg.outbox.policy`.
+    """
+
+    path: str
+    owner: str
+
+    def close(self) -> None: ...
+    def put(self, items: Sequence[tuple[str, str, Sequence[bytes], Sequence[str]]],
+            now: float, expiry: float, lease: float = 0.0,
+            require: str = "received") -> None: ...
+    def entries(self, status: Status | None = None,
+                msg_ids: Iterable[str] | None = None) -> list[Entry]: ...
+    def get(self, msg_id: str) -> Entry | None: ...
+    def events(self, msg_id: str) -> list[tuple[float, str, str | None]]: ...
+    def stats(self, now: float) -> policy.Stats: ...
+    def next_due(self) -> float | None: ...
+    def claim(self, now: float, lease: float, joined: bool = False,
+              limit: int = 1000) -> list[Stored]: ...
+    def delivered(self, msg_id: str, acks: Mapping[str, float]) -> Status | None: ...
+    def record_acks(self, msg_id: str, acks: Mapping[str, float],
+                    rejected: Mapping[str, str] | None = None) -> Status | None: ...
+    def finish_attempt(self, msg_id: str, acks: Mapping[str, float], error: str | None,
+                       now: float, rejected: Mapping[str, str] | None = None
+                       ) -> Entry | None: ...
+    def runner_seen(self, now: float) -> None: ...
+    def expire(self, now: float) -> list[Entry]: ...
+    def retry(self, msg_id: str | None, now: float) -> int: ...
+    def drop(self, msg_id: str, reason: str, now: float) -> Entry | None: ...
+
+
+#: URL schemes of an outbox location that select the PostgreSQL backend.
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(location: Any) -> bool:
+    """True if ``location`` is a ``postgresql://`` URL (the PostgreSQL backend)."""
+    return isinstance(location, str) and location.startswith(PG_SCHEMES)
+
+
+def open_store(location: str | os.PathLike, *, create: bool = True, readonly: bool = False,
+               durability: str = "full", adopt: bool = False) -> OutboxStore:
+    """The outbox at ``location``: a ``postgresql://`` URL (PostgreSQL), else an SQLite file.
+
+    ``adopt`` (PostgreSQL only): put gilmsg's tables into a database with tables of its own.
+
+    Raises:
+        OutboxError: the outbox cannot be used (see each backend).
+    """
+    if is_url(location):
+        from gilmsg.outbox.postgres import PgStore
+
+        return PgStore(str(location), create=create, readonly=readonly, durability=durability,
+                       adopt=adopt)
+    return Store(location, create=create, readonly=readonly, durability=durability)
 
 
 def _pid_exists(pid: int) -> bool:

@@ -17,6 +17,7 @@ The modules:
 - :mod:`gilmsg.testing.sandbox`: stand-in recipients and a whole local bus (``gilmsg-sandbox``);
 - :mod:`gilmsg.testing.pytest_plugin`: the ``gilmsg_sandbox`` fixture and marker;
 - :mod:`gilmsg.testing.rabbitmq`: a throw-away RabbitMQ on 127.0.0.1;
+- :mod:`gilmsg.testing.postgres`: a throw-away PostgreSQL server on 127.0.0.1;
 - :mod:`gilmsg.testing.lossy_link`: a userspace lossy link in network namespaces;
 - :mod:`gilmsg.testing.pki`: unusual PKIs on disk and fedmsg's own x509 in a side venv.
 """

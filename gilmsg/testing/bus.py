@@ -62,6 +62,33 @@ _ports: set[int] = set()
 _ports_lock = threading.Lock()
 
 
+#: The bus configuration file written in ``<dir>/fedmsg.d/`` (DevBus, Sandbox).
+CONFIG_NAME = "gilmsg.py"
+
+
+def render_config(cfg: Mapping[str, Any], comment: str = "", preamble: str = "") -> str:
+    """A fedmsg.d file defining ``config``, with ``comment`` lines on top, then the Python code
+    ``preamble`` (run by fedmsg's loader before ``config`` is read)."""
+    head = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
+    return (head + preamble + "config = " + pprint.pformat(dict(cfg), width=100, sort_dicts=True)
+            + "\n")
+
+
+def write_config_file(path: str | os.PathLike[str], cfg: Mapping[str, Any],
+                      comment: str = "", preamble: str = "") -> Path:
+    """Write the fedmsg config file ``path`` defining ``cfg``, atomically; returns the path.
+
+    The one writer of bus configurations (DevBus's, its hubs', the sandbox's): a process that
+    reads the file while it is rewritten sees the old or the new one, never half of either.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(render_config(cfg, comment, preamble), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range.
 
@@ -269,16 +296,13 @@ class DevBus:
         self.processes: list[Process] = []
 
     def write_config(self) -> Path:
-        """(Re)write ``fedmsg.d/gilmsg.py`` from :attr:`config`; returns its path."""
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config_dir / "gilmsg.py"
-        path.write_text("config = " + pprint.pformat(self.config) + "\n")
-        return path
+        """(Re)write ``fedmsg.d/gilmsg.py`` from :attr:`config` (atomically); returns its path."""
+        return write_config_file(self.config_file, self.config)
 
     @property
     def config_file(self) -> Path:
         """The config file to pass as ``--config-filename``."""
-        return self.config_dir / "gilmsg.py"
+        return self.config_dir / CONFIG_NAME
 
     def add_service(self, name: str, issue_cert: bool = True) -> None:
         """Add a service (endpoint, and a certificate unless told not to) and rewrite the config."""
@@ -327,9 +351,7 @@ class DevBus:
 
     def write_hub_config(self, name: str, **extra: Any) -> Path:
         """Write :meth:`hub_config` to ``hub-<name>.py`` in the bus root; returns its path."""
-        path = self.root / f"hub-{name}.py"
-        path.write_text("config = " + pprint.pformat(self.hub_config(name, **extra)) + "\n")
-        return path
+        return write_config_file(self.root / f"hub-{name}.py", self.hub_config(name, **extra))
 
     def spawn_hub(self, name: str, *, consumers: Sequence[str] | None = None,
                   pythonpath: Sequence[str | os.PathLike] = (), wait: bool = True,

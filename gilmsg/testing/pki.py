@@ -95,6 +95,7 @@ class FileServer:
     def base_url(self) -> str:
         assert self.httpd is not None
         host, port = self.httpd.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def url(self, name: str) -> str:

@@ -1,7 +1,7 @@
 """The interface between gilmsg and whatever moves its bytes.
 
 A transport is one module (``gilmsg/transport/<name>.py``, or any importable module named by the
-``gilmsg_transport`` config key) providing two functions:
+``gilmsg.transport`` config key) providing what :class:`Transport` types: two functions,
 
 ``open_publisher(publishing: gilmsg.config.Publishing, config: Mapping) -> Publisher``
     Bind (or, ``method == "connect"``, connect) this identity's publishing endpoint; raise
@@ -10,6 +10,15 @@ A transport is one module (``gilmsg/transport/<name>.py``, or any importable mod
 
 ``subscribe(endpoints: Sequence[tuple[str, str]], topic: str, config: Mapping) -> Subscription``
     Receive every message whose topic starts with ``topic`` from ``(name, endpoint)`` pairs.
+
+``remember_route(msg_id: str, route: str) -> None``
+    ACKs this process sends for ``msg_id`` go to ``route``: where the publisher asked for
+    them, as learnt from the received message's transport metadata by a receiver that does
+    not read through this transport's :class:`Subscription` (AMQP's ``reply_to``, handed over
+    by :class:`gilmsg.consumers.amqp.GilmsgCallback` through
+    :meth:`gilmsg.recipient.Recipient.remember_route` and :meth:`gilmsg.link.Link.
+    remember_route`). Transports whose ACKs need no routing (ZeroMQ, memory) ignore it; a
+    module without it is treated as one of those.
 
 ``config`` is the whole fedmsg configuration: a transport reads its own keys there.
 
@@ -20,8 +29,11 @@ transport; :class:`gilmsg.link.Link` drives a :class:`Publisher`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:  # for the types only: nothing here imports upward at run time
+    from gilmsg.config import Publishing
 
 
 class Heard(NamedTuple):
@@ -71,3 +83,24 @@ class Subscription(Protocol):
 
     def close(self) -> None:
         """Disconnect and free everything."""
+
+
+class Transport(Protocol):
+    """A transport module, as :func:`gilmsg.transport.module_for` returns it and
+    :class:`gilmsg.link.Link` drives it (see the module docstring)."""
+
+    __name__: str
+
+    def open_publisher(self, publishing: Publishing, config: Mapping[str, Any]) -> Publisher:
+        """Bind (or connect) this identity's publishing endpoint, with its ACK listener.
+
+        Raises:
+            ConfigError: none of its addresses can be used, or a transport key is wrong.
+        """
+
+    def subscribe(self, endpoints: Sequence[tuple[str, str]], topic: str,
+                  config: Mapping[str, Any]) -> Subscription:
+        """Receive every message whose topic starts with ``topic`` from ``(name, endpoint)``."""
+
+    def remember_route(self, msg_id: str, route: str) -> None:
+        """Route the ACKs this process sends for ``msg_id`` to ``route`` (or ignore it)."""

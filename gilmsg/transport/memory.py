@@ -2,7 +2,7 @@
 
 It shows the seam (:mod:`gilmsg.transport.base`) with nothing else in the way, and lets tests
 drive the whole publish / acknowledge path in one process without sockets: set the config key
-``gilmsg_transport = "memory"``. Semantics follow the parts of ZeroMQ PUB/SUB gilmsg relies on:
+``gilmsg.transport = "memory"``. Semantics follow the parts of ZeroMQ PUB/SUB gilmsg relies on:
 a subscriber gets what is published after it subscribed, topic prefixes filter, a subscriber may
 connect before the publisher binds, and a publisher learns about every new subscription.
 """
@@ -178,6 +178,11 @@ class MemorySubscription:
         """Disconnect from every endpoint."""
         with _lock:
             self._inbox.disconnect()
+
+
+def remember_route(msg_id: str, route: str) -> None:
+    """Ignored: the memory transport sends every ACK on the ACK topic, which the publisher hears
+    (:meth:`gilmsg.transport.base.Transport.remember_route`)."""
 
 
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,

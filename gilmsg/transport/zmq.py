@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from gilmsg.config import Publishing
+from gilmsg.config import Publishing, registry
 from gilmsg.core.subscriptions import Subscriptions
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.errors import ConfigError, GilmsgError
@@ -50,22 +50,37 @@ MAX_ACK_FRAME_BYTES = 64 << 10
 ACK_RCVHWM = 1000
 
 
-#: Connection-health settings: fedmsg config key -> default, in seconds (0 switches one off).
-#: ZeroMQ heartbeats (ZMTP PING/PONG) make a connection that stalls, e.g. behind TCP
-#: retransmissions growing to a minute on a lossy link, be dropped and re-made within seconds;
-#: then the publisher re-sends to the new connection at once.
+#: fedmsg.d key: the most bytes a receiver (``tail_messages``, ``gilmsg-tail``) queues per
+#: peer before it stops reading from that peer, and its default (32 MiB). ZeroMQ counts its
+#: queue in messages, so the queue is ``backlog // MAX_FRAME_BYTES`` messages deep: every frame
+#: is at most MAX_FRAME_BYTES (larger ones are cut off unread), hence the bound holds in bytes.
+RECEIVE_BACKLOG_KEY = "gilmsg.receive_backlog_bytes"
+RECEIVE_BACKLOG_DEFAULT = 32 << 20
+
+
+def receive_hwm(config: Mapping[str, Any]) -> int:
+    """The RCVHWM (messages) of a receiving socket: :data:`RECEIVE_BACKLOG_KEY` bytes' worth.
+
+    Raises:
+        ConfigError: the value is not a whole number of bytes from MAX_FRAME_BYTES to 16 GiB.
+    """
+    key, value = registry.lookup(config, RECEIVE_BACKLOG_KEY)
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            MAX_FRAME_BYTES <= value <= 16 << 30):
+        raise ConfigError(f"config key {key!r} must be a whole number of bytes "
+                          f"from {MAX_FRAME_BYTES} (one frame) to {16 << 30}, not {value!r}")
+    return value // MAX_FRAME_BYTES
+
+
+#: Connection-health settings: config key -> default, in seconds (0 switches one off); each
+#: declared (with its meaning) in :mod:`gilmsg.config.registry`. ZeroMQ heartbeats (ZMTP
+#: PING/PONG) make a connection that stalls, e.g. behind TCP retransmissions growing to a minute
+#: on a lossy link, be dropped and re-made within seconds; then the publisher re-sends to the new
+#: connection at once.
 LINK_DEFAULTS: dict[str, float] = {
-    "gilmsg_heartbeat_ivl": 1.0,  # ZMQ_HEARTBEAT_IVL: a PING every this often
-    "gilmsg_heartbeat_timeout": 3.0,  # ZMQ_HEARTBEAT_TIMEOUT: nothing heard this long after a
-    #                                   PING: the connection is dropped and re-made
-    "gilmsg_heartbeat_ttl": 3.0,  # ZMQ_HEARTBEAT_TTL: the peer drops it after this silence
-    "gilmsg_connect_timeout": 2.0,  # ZMQ_CONNECT_TIMEOUT: a connection attempt (SYNs lost,
-    #                                 their retransmissions backing off) is abandoned and
-    #                                 started afresh after this long
-    "gilmsg_tcp_user_timeout": 10.0,  # ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged
-    #                                   this long kills the connection
-    "gilmsg_tcp_keepalive_idle": 30.0,  # TCP keepalive probes after this idle time (then every
-    #                                     10 s, 3 lost probes kill the connection)
+    f"gilmsg.{name}": registry.BY_NAME[f"gilmsg.{name}"].default
+    for name in ("heartbeat_ivl", "heartbeat_timeout", "heartbeat_ttl", "connect_timeout",
+                 "tcp_user_timeout", "tcp_keepalive_idle")
 }
 
 
@@ -73,30 +88,31 @@ LINK_DEFAULTS: dict[str, float] = {
 class LinkOptions:
     """The connection-health options of :data:`LINK_DEFAULTS`, in seconds; 0 means off."""
 
-    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg_heartbeat_ivl"]
-    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg_heartbeat_timeout"]
-    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg_heartbeat_ttl"]
-    connect_timeout: float = LINK_DEFAULTS["gilmsg_connect_timeout"]
-    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg_tcp_user_timeout"]
-    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg_tcp_keepalive_idle"]
+    heartbeat_ivl: float = LINK_DEFAULTS["gilmsg.heartbeat_ivl"]
+    heartbeat_timeout: float = LINK_DEFAULTS["gilmsg.heartbeat_timeout"]
+    heartbeat_ttl: float = LINK_DEFAULTS["gilmsg.heartbeat_ttl"]
+    connect_timeout: float = LINK_DEFAULTS["gilmsg.connect_timeout"]
+    tcp_user_timeout: float = LINK_DEFAULTS["gilmsg.tcp_user_timeout"]
+    tcp_keepalive_idle: float = LINK_DEFAULTS["gilmsg.tcp_keepalive_idle"]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LinkOptions:
-        """Read the ``gilmsg_heartbeat_*`` / ``gilmsg_tcp_*`` keys (defaults where absent).
+        """Read the ``gilmsg.heartbeat_*`` / ``gilmsg.tcp_*`` ... keys (defaults where absent;
+        the old spellings ``gilmsg.heartbeat_ivl`` ... too).
 
         Raises:
             ConfigError: a value is not a number of seconds in [0, 3600].
         """
         values = {}
         for key, default in LINK_DEFAULTS.items():
-            value = config.get(key, default)
+            spelling, value = registry.lookup(config, key)
             if value is None:
                 value = default
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     0 <= value <= 3600):
-                raise ConfigError(f"config key {key!r} must be a number of seconds from 0 to "
-                                  f"3600, not {value!r}")
-            values[key.removeprefix("gilmsg_")] = float(value)
+                raise ConfigError(f"config key {spelling!r} must be a number of seconds from 0 "
+                                  f"to 3600, not {value!r}")
+            values[key.removeprefix("gilmsg.")] = float(value)
         return cls(**values)
 
 
@@ -155,6 +171,8 @@ class Reconnector:
         self.monitor = sock.get_monitor_socket(self._EVENTS)
         self._dropped: dict[str, float] = {}  # endpoint (as libzmq reports it) -> since when
         self.reconnects = 0  #: how many endpoints were re-connected here
+        #: The endpoints connected now (as libzmq reports them), for monitoring.
+        self.connected: set[str] = set()
 
     def on_events(self, now: float) -> None:
         """Read every pending monitor event (never blocks)."""
@@ -165,8 +183,11 @@ class Reconnector:
                 return
             if event == zmq.EVENT_DISCONNECTED:
                 self._dropped.setdefault(endpoint, now)
+                self.connected.discard(endpoint)
             else:
                 self._dropped.pop(endpoint, None)
+                if event == zmq.EVENT_CONNECTED:
+                    self.connected.add(endpoint)
 
     def next_due(self) -> float | None:
         """When :meth:`reconnect_due` has something to do (monotonic seconds), or None."""
@@ -299,6 +320,12 @@ class ZmqPublisher:
                     continue
             time.sleep(min(remaining, 0.005))
 
+    def reach(self, topic: str, ignore: tuple[str, ...] = ()) -> str:
+        """What the subscriptions heard so far say of ``topic``: ``none``, ``elsewhere`` or
+        ``covered`` (see :meth:`gilmsg.core.subscriptions.Subscriptions.reach`)."""
+        with self._lock:
+            return self._subscriptions.reach(topic, ignore)
+
     # -- the link's thread -----------------------------------------------------------------
 
     def listen(self, topics: Sequence[str], endpoints: Sequence[str]) -> None:
@@ -417,11 +444,19 @@ class ZmqSubscription:
 
     Frames over 1 MiB are cut off unread (they would be dropped anyway) and the connection is
     made again at once; the sockets use the connection-health keys of :class:`LinkOptions`.
+
+    Each socket queues at most ``gilmsg.receive_backlog_bytes`` (:func:`receive_hwm`) from its
+    peer. A reader slower than its peers fills that queue; ZeroMQ then stops reading from the
+    connection (TCP backpressure): the peer's own queue for it grows up to its high-water mark,
+    beyond which the peer drops what it sends, and heartbeats unanswered meanwhile make either
+    side re-make the connection. What was dropped is not acknowledged, so its publisher sends
+    it again (within ``ack_timeout``; an outbox until delivered).
     """
 
     def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
                  config: Mapping[str, Any]) -> None:
         options = LinkOptions.from_config(config)
+        hwm = receive_hwm(config)
         self._ctx = zmq.Context()
         self._poller = zmq.Poller()
         self._subs: dict[zmq.Socket, tuple[str, str]] = {}
@@ -433,6 +468,7 @@ class ZmqSubscription:
                 tune(sub, options)
                 sub.setsockopt(zmq.LINGER, 0)
                 sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+                sub.setsockopt(zmq.RCVHWM, hwm)
                 sub.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
                 watcher = Reconnector(sub)
                 self._watchers[watcher.monitor] = watcher
@@ -442,6 +478,11 @@ class ZmqSubscription:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def connected(self) -> int:
+        """How many endpoints are connected now (as far as the last :meth:`receive` heard)."""
+        return sum(len(w.connected) for w in list(self._watchers.values()))
 
     def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
         """One message from each socket that has one, waiting up to ``timeout`` seconds."""
@@ -470,6 +511,11 @@ class ZmqSubscription:
             sub.close(0)
         self._subs = {}
         self._ctx.term()
+
+
+def remember_route(msg_id: str, route: str) -> None:
+    """Ignored: ZeroMQ sends every ACK on the ACK topic, which the publisher hears
+    (:meth:`gilmsg.transport.base.Transport.remember_route`)."""
 
 
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,

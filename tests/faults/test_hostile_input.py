@@ -63,7 +63,7 @@ class Env:
 
     def __init__(self, root) -> None:
         self.bus = DevBus(root, ["pub", "r1", "mallory"],
-                          extra={"gilmsg_transport": "memory", "validate_signatures": True})
+                          extra={"gilmsg.transport": "memory", "validate_signatures": True})
         self.pub_config = self.bus.config_for("pub")
         self.ack_topic = gilmsg.config.ack_topic(self.pub_config)
         self.r1 = signing.Signer(str(self.bus.ssldir / "r1.key"), str(self.bus.ssldir / "r1.crt"))
@@ -108,10 +108,10 @@ class Env:
         assert not self.link.closed
 
     def close(self) -> None:
-        from gilmsg import transport
+        from gilmsg import link
 
         self.pending.cancel()
-        transport.close_all()
+        link.close_all()
         self.bus.close()
 
 
@@ -334,6 +334,90 @@ def test_validator_mutated_signed_message(env, data):
     assume(not equivalent(forged, env.envelope))
     TRIED["validator: signed message mutated"] += 1
     assert not env.validator.validate(forged).ok
+
+
+# -- protocol 4 fields (issue 19): hash names, timestamps, key types -------------------------
+
+
+@given(claim=json_values | st.sampled_from(["sha1", "SHA256", "sha512", "ed25519", "", "md5"]))
+def test_ack_path_a_sha256_ack_with_another_scheme_name_never_counts(env, claim):
+    """r1's genuine SHA-256 ACK with ``gilmsg_hash`` changed (or removed): never counted."""
+    signed = env.r1.sign(wire.new_envelope(env.ack_topic, wire.ack_body(env.envelope), 1),
+                         "sha256")
+    assume(claim != "sha256")
+    forged = dict(signed, **{signing.HASH_FIELD: claim})
+    TRIED["ack: scheme name changed"] += 1
+    env.feed_ack(wire.encode(env.ack_topic, forged))
+    stripped = {k: v for k, v in signed.items() if k != signing.HASH_FIELD}
+    env.feed_ack(wire.encode(env.ack_topic, stripped))
+    env.assert_nothing_counted(claim)
+    verdict = env.validator.validate(forged)
+    assert not verdict.ok and isinstance(verdict.reason, str) and len(verdict.reason) < 300
+
+
+@pytest.fixture(scope="module")
+def edna(env):
+    """An Ed25519 identity of the same CA."""
+    from gilmsg.crypto import certs
+
+    certs.issue(env.bus.ssldir, "edna", key_type="ed25519")
+    return signing.Signer(str(env.bus.ssldir / "edna.key"), str(env.bus.ssldir / "edna.crt"))
+
+
+@given(claim=st.sampled_from([None, "sha1", "sha256"]), rsa_claims_ed=st.booleans())
+def test_validator_the_scheme_must_fit_the_key_type(env, edna, claim, rsa_claims_ed):
+    body = {"k": "v"}
+    if rsa_claims_ed:  # an RSA signature said to be Ed25519
+        signed = env.r1.sign(wire.new_envelope(env.ack_topic, body, 1), claim or "sha1")
+        forged = dict(signed, **{signing.HASH_FIELD: "ed25519"})
+    else:  # an Ed25519 signature said to be RSA (or fedmsg's SHA-1 when the field is absent)
+        signed = edna.sign(wire.new_envelope(env.ack_topic, body, 1))
+        forged = {k: v for k, v in signed.items() if k != signing.HASH_FIELD}
+        if claim is not None:
+            forged[signing.HASH_FIELD] = claim
+    TRIED["validator: scheme against key type"] += 1
+    assert env.validator.validate(signed).ok
+    assert not env.validator.validate(forged).ok
+    assert not env.validator.validate(forged, accept_sha1=False).ok
+
+
+def test_validator_accept_sha1_false_refuses_every_sha1_signature(env):
+    assert env.validator.validate(env.genuine).ok  # r1's SHA-1 ACK: accepted by default
+    verdict = env.validator.validate(env.genuine, accept_sha1=False)
+    assert not verdict.ok and "SHA-1" in verdict.reason
+
+
+timestamps = (json_values | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+              | st.integers(-10**30, 10**30))
+
+
+@given(stamp=timestamps, now=st.floats(0, 4e9), age=st.floats(1, 1e9), skew=st.floats(1, 1e6),
+       sha1=st.booleans(), claim=json_values)
+def test_freshness_decides_every_timestamp_without_raising(stamp, now, age, skew, sha1, claim):
+    from gilmsg.core.admission import Admission, refusal
+
+    envelope = {"timestamp": stamp, signing.HASH_FIELD: claim}
+    why = refusal(envelope, now, Admission(age, skew, sha1))
+    TRIED["freshness: timestamp"] += 1
+    number = isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp == stamp
+    if not number:
+        assert why is not None and why.startswith("no timestamp")
+    elif now - stamp > age:
+        assert why is not None and why.startswith("stale")
+    elif stamp - now > skew:
+        assert why is not None and why.startswith("from the future")
+    else:
+        assert why is None or why.startswith("SHA-1 refused")
+
+
+@given(offset=st.one_of(st.floats(-1e10, -(3 * 86400 + 3601)), st.floats(301, 1e10)))
+def test_recipient_path_stale_and_future_messages_signed_by_the_publisher(env, offset):
+    """A recording replayed (or a message stamped ahead), genuinely signed: never delivered."""
+    watcher = Recipient(env.bus.config_for("r1"), ack=False)
+    message = env.pub_signer.sign(wire.new_envelope(env.envelope["topic"], {"n": offset}, 1,
+                                                    ["r1"], now=time.time() + offset))
+    TRIED["recipient: stale or future"] += 1
+    assert _receive(watcher, wire.encode(message["topic"], message)) is False
 
 
 # -- (3) a recipient's message path ---------------------------------------------------------

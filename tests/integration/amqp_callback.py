@@ -39,3 +39,29 @@ class CrashingCallback(PrintingCallback):
             import os
 
             os._exit(3)
+
+
+class SettlingCallback(PrintingCallback):
+    """``processed`` mode (the class attribute): a message whose body says ``fail`` raises
+    ValueError with that text, ``drop`` raises fedora-messaging's Drop, ``halt`` HaltConsumer
+    (requeue false: fedora-messaging acks it and stops)."""
+
+    gilmsg_ack_mode = "processed"
+
+    def consume(self, message):
+        from fedora_messaging.exceptions import Drop, HaltConsumer
+
+        msg = message.body.get("msg") if isinstance(message.body, dict) else None
+        if isinstance(msg, dict) and "fail" in msg:
+            print("failing", message.body["msg_id"], flush=True)
+            raise ValueError(msg["fail"])
+        if isinstance(msg, dict) and msg.get("drop"):
+            print("dropping", message.body["msg_id"], flush=True)
+            raise Drop()
+        super().consume(message)
+        if isinstance(msg, dict) and msg.get("halt"):
+            raise HaltConsumer(exit_code=0, reason="asked to halt", requeue=False)
+
+
+class NoConsume(GilmsgCallback):
+    """A subclass that forgot consume(): refused like the base class."""

@@ -150,8 +150,13 @@ def warnings_logged(caplog):
 
 
 def refusals(caplog, msg_id):
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and msg_id in r.getMessage()]
+    """Warnings mentioning ``msg_id``, and the refused ACKs naming it (logged or summarised)."""
+    from gilmsg.link import refused_acks
+
+    logged = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and msg_id in r.getMessage()
+              and not r.getMessage().startswith("refused ACKs: ")]
+    return logged + [detail for _kind, detail in refused_acks.recent if msg_id in detail]
 
 
 def test_a_genuine_ack_through_the_forgery_harness_counts(make_amqp_bus):
@@ -234,7 +239,7 @@ def test_the_publisher_ack_queue_goes_with_its_link(make_amqp_bus, rabbitmq):
 def test_a_broker_nobody_listens_on_is_a_config_error(make_bus):
     from gilmsg.testing import free_port
 
-    bus = make_bus(["pub"], extra={"gilmsg_transport": "amqp"})
+    bus = make_bus(["pub"], extra={"gilmsg.transport": "amqp"})
     bus.config["endpoints"]["pub"] = [f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"]
     with pytest.raises(gilmsg.ConfigError, match="cannot connect to the AMQP broker"):
         publish(bus, ["r1"], timeout=1)

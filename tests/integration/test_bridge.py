@@ -24,7 +24,7 @@ def two_buses(make_bus, rabbitmq):
     """One CA; the fedmsg bus's config (the bus's own) and the AMQP bus's (amqp.d/gilmsg.py)."""
     bus = make_bus(SERVICES)
     amqp_cfg = json.loads(json.dumps(bus.config))
-    amqp_cfg["gilmsg_transport"] = "amqp"
+    amqp_cfg["gilmsg.transport"] = "amqp"
     amqp_cfg["endpoints"] = {name: [rabbitmq.url] for name in SERVICES}
     amqp_file = bus.root / "amqp.d" / "gilmsg.py"
     amqp_file.parent.mkdir()
@@ -91,7 +91,7 @@ def test_a_bridge_with_a_broker_nobody_runs_is_a_config_error(make_bus):
     from gilmsg.testing import free_port
 
     bus = make_bus(["bridge"])
-    cfg = dict(bus.config, gilmsg_transport="amqp",
+    cfg = dict(bus.config, **{"gilmsg.transport": "amqp"},
                endpoints={"bridge": [f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"]})
     amqp_file = bus.root / "amqp.py"
     amqp_file.write_text("config = " + pprint.pformat(cfg) + "\n")

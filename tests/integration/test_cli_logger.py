@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gilmsg.commands import _common
+from gilmsg.commands import _common, _input, _publishing, _results, _setup
 from gilmsg.commands import logger as cli
 from gilmsg.testing import DevBus, Process, free_port
 
@@ -72,7 +72,7 @@ def test_empty_recipient_name_is_a_usage_error(value):
 
 
 def test_recipients_are_repeatable_and_space_or_comma_separated():
-    assert cli.split_recipients(["a", "b c", "d,e", " f , g ", "a"]) == (
+    assert _setup.split_recipients(["a", "b c", "d,e", " f , g ", "a"]) == (
         "a", "b", "c", "d", "e", "f", "g")
 
 
@@ -104,6 +104,31 @@ def test_missing_certificate_is_exit_4(quiet_bus):
     assert result.exit_code == _common.EXIT_CONFIG
     assert "nokey.key" in result.stderr and "gilmsg-certs" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def config_with(bus: DevBus, path: Path, **keys: object) -> Path:
+    """A config file: ``bus``'s, with ``keys`` (dotted names) set over it."""
+    lines = [f"exec(open({str(bus.config_file)!r}).read())"]
+    lines += [f"config[{key.replace('__', '.')!r}] = {value!r}" for key, value in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_misspelt_gilmsg_key_is_a_warning_or_in_strict_mode_exit_4(quiet_bus, tmp_path):
+    typo = config_with(quiet_bus, tmp_path / "typo.py", gilmsg__strict_recipents=True)
+    result = invoke("--config-filename", str(typo), "--name", "nokey", "-r", "r1",
+                    "--message", "hi")
+    assert result.exit_code == _common.EXIT_CONFIG  # nokey has no key: stops before sending
+    assert ("unknown config key 'gilmsg.strict_recipents' (did you mean "
+            "'gilmsg.strict_recipients'?)") in result.stderr
+    strict = config_with(quiet_bus, tmp_path / "strict.py", gilmsg__strict_recipents=True,
+                         gilmsg__strict_config=True)
+    result = invoke("--config-filename", str(strict), "--name", "pub", "-r", "r1",
+                    "--message", "hi")
+    assert result.exit_code == _common.EXIT_CONFIG == 4
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("gilmsg-logger: error: unknown config key "
+                                    "'gilmsg.strict_recipents' (did you mean")
 
 
 def test_unknown_name_is_exit_4(quiet_bus):
@@ -170,34 +195,34 @@ def test_invalid_json_lines_are_reported_with_their_line_number(quiet_bus):
 
 def test_read_items_numbers_lines_and_skips_blank_ones():
     stream = io.BytesIO(b"first\n\n  \n{\"a\": 1}\n\xff\n")
-    items = list(cli.read_items(None, False, stream))
+    items = list(_input.read_items(None, False, stream))
     assert [(i.line, i.body, i.problem) for i in items[:2]] == [
         (1, {"log": "first"}, None), (4, {"log": '{"a": 1}'}, None)]
     assert items[2].line == 5 and "UTF-8" in items[2].problem
     stream = io.BytesIO(b'{"a": 1}\n"text"\n')
-    assert [i.body for i in cli.read_items(None, True, stream)] == [{"a": 1}, "text"]
-    [item] = cli.read_items('{"b": 2}', True, io.BytesIO(b"ignored\n"))
+    assert [i.body for i in _input.read_items(None, True, stream)] == [{"a": 1}, "text"]
+    [item] = _input.read_items('{"b": 2}', True, io.BytesIO(b"ignored\n"))
     assert (item.line, item.body) == (None, {"b": 2})
 
 
 def test_deeply_nested_json_is_a_bad_line_not_a_crash():
     deep = b"[" * 100_000 + b"]" * 100_000
-    items = list(cli.read_items(None, True, io.BytesIO(deep + b'\n{"ok": 1}\n')))
+    items = list(_input.read_items(None, True, io.BytesIO(deep + b'\n{"ok": 1}\n')))
     assert items[0].line == 1 and "invalid JSON" in items[0].problem
     assert items[1].body == {"ok": 1}
 
 
 def test_exit_code_precedence():
-    def session(*statuses: str) -> cli.Session:
-        s = cli.Session({}, "t", "m", ("r1",), 1.0, quiet=True, json_report=False)
-        s.results = [cli.Result(n, st) for n, st in enumerate(statuses, 1)]
+    def session(*statuses: str) -> _publishing.Session:
+        s = _publishing.Session({}, "t", "m", ("r1",), 1.0, quiet=True, json_report=False)
+        s.results = [_results.Result(n, st) for n, st in enumerate(statuses, 1)]
         return s
 
-    assert session(cli.DELIVERED, cli.SENT).exit_code(None) == 0
-    assert session(cli.DELIVERED, cli.INVALID).exit_code(None) == 3
-    assert session(cli.INVALID, cli.NOT_ACKNOWLEDGED).exit_code(None) == 1
-    assert session(cli.DELIVERED).exit_code(_common.Interrupted(signal.SIGTERM)) == 143
-    assert session(cli.DELIVERED).exit_code(KeyboardInterrupt()) == 130
+    assert session(_results.DELIVERED, _results.SENT).exit_code(None) == 0
+    assert session(_results.DELIVERED, _results.INVALID).exit_code(None) == 3
+    assert session(_results.INVALID, _results.NOT_ACKNOWLEDGED).exit_code(None) == 1
+    assert session(_results.DELIVERED).exit_code(_common.Interrupted(signal.SIGTERM)) == 143
+    assert session(_results.DELIVERED).exit_code(KeyboardInterrupt()) == 130
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +289,8 @@ def test_partial_delivery_names_who_acknowledged(make_bus):
     assert proc.wait() == _common.EXIT_NOT_ACKNOWLEDGED, proc.stderr
     assert result["status"] == "not_acknowledged"
     assert list(result["acked"]) == ["r1"] and result["missing"] == ["r2"]
-    assert "line 1: NOT acknowledged by r2: no ACK within 3s (acknowledged by: r1)" in proc.stderr
+    assert ("line 1: NOT acknowledged by r2: no ACK within 3s; r2: subscribed, no ACK "
+            "(acknowledged by: r1)") in proc.stderr  # r1's tail subscribes to everything
     assert proc.stderr.splitlines()[-1] == "gilmsg-logger: 1 not acknowledged"
 
 

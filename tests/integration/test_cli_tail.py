@@ -51,7 +51,7 @@ def test_help_shows_examples_and_exit_codes():
     assert result.exit_code == 0
     assert "Examples:" in result.output and "gilmsg-tail --name worker" in result.output
     codes = re.findall(r"^ +(\d+) +\S", result.output.split("Exit codes:")[1], re.M)
-    assert codes == ["0", "1", "2", "4", "5", "130"]
+    assert codes == ["0", "1", "2", "4", "5", "6", "130"]  # 6: --dedup-file
 
 
 def test_unknown_option_is_a_usage_error():

@@ -22,7 +22,7 @@ import pytest
 import zmq
 
 import gilmsg
-from gilmsg.config import ack_topic
+from gilmsg.config import ack_topic, batch_ack_topic
 from gilmsg.consumers.hub import (
     EXIT_CONSUMER_FAILED,
     READY_LOG,
@@ -127,6 +127,7 @@ class AckWatcher:
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, ack_topic(bus.config).encode())
+        self.sock.setsockopt(zmq.SUBSCRIBE, batch_ack_topic(bus.config).encode())  # v4 batches
         self.sock.connect(bus.config["endpoints"][name][0])
         self.acked: list[str] = []  # acknowledged msg_ids, in arrival order
         self.signers: list[str | None] = []

@@ -23,7 +23,7 @@ from gilmsg.outbox import Outbox
 from gilmsg.testing import DevBus, Process
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXAMPLE_SRC = REPO / "examples" / "gilmsg_example"
 EXAMPLE = "gilmsg_example.consumers:ExampleConsumer"
@@ -98,9 +98,10 @@ def services(*names: str) -> pytest.MarkDecorator:
 
 @services("pub", "r1", "runner")
 @pytest.mark.parametrize("mode", ["die-before-send", "wait"])
-def test_publisher_killed_then_late_recipient_gets_it_once_from_a_runner(bus, tmp_path, mode):
+def test_publisher_killed_then_late_recipient_gets_it_once_from_a_runner(bus, tmp_path, mode,
+                                                                       store_location):
     """SIGKILL between store and first send, and between send and ACK: nothing is lost."""
-    path = tmp_path / "outbox.db"
+    path = store_location()
     argv = [sys.executable, str(HERE / "outbox_publisher.py"), str(bus.config_file), "pub",
             str(path), "r1", mode]
     watcher = None
@@ -123,7 +124,7 @@ def test_publisher_killed_then_late_recipient_gets_it_once_from_a_runner(bus, tm
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert (row["msg_id"], row["recipient"], row["status"]) == (msg_id, "r1", "pending")
 
-    r1 = ready_tail(bus, "r1", "--dedup-file", str(tmp_path / "r1-seen.db"))
+    r1 = ready_tail(bus, "r1", "--dedup-file", store_location())
     run = outbox_cli(bus, path, "run", "--name", "runner", "--until-empty", "--timeout", "30",
                      "--window", "2")
     assert run.returncode == 0, run.stderr
@@ -136,9 +137,14 @@ def test_publisher_killed_then_late_recipient_gets_it_once_from_a_runner(bus, tm
 
 
 @services("pub", "r2", "runner", "hub")
-def test_hub_plugin_redelivers_and_restarted_consumer_consumes_once(bus, tmp_path):
-    """The runner inside fedmsg-hub; the hub restarted mid-redelivery consumes once (dedup)."""
-    path = tmp_path / "outbox.db"
+def test_hub_plugin_redelivers_and_restarted_consumer_consumes_once(bus, tmp_path,
+                                                                   store_location):
+    """The runner inside fedmsg-hub; the hub restarted mid-redelivery consumes once (dedup).
+
+    On PostgreSQL the consumed-message record is a database too (a recipient service's hosts
+    would share it): the restarted hub finds the message consumed there."""
+    path = store_location()
+    seen = store_location()
     records = tmp_path / "consumed.jsonl"
     stored = logger(bus, "--name", "pub", "--outbox", str(path), "-r", "hub r2",
                     "--ack-timeout", "0.2", "--json-report", "-m", "durable hello")
@@ -149,7 +155,7 @@ def test_hub_plugin_redelivers_and_restarted_consumer_consumes_once(bus, tmp_pat
     def start_hub() -> Process:
         hub = bus.spawn_hub("hub", consumers=[EXAMPLE], pythonpath=[EXAMPLE_SRC], **{
             "gilmsg_example": True, "gilmsg_example.output": str(records),
-            "gilmsg_example.gilmsg_dedup_path": str(tmp_path / "hub-seen.db"),
+            "gilmsg_example.gilmsg_dedup_path": seen,
             "gilmsg.outbox": str(path), "gilmsg.outbox.runner": True,
             "gilmsg.outbox.runner_name": "runner"})
         wait_line(hub, "gilmsg outbox runner started")
@@ -192,8 +198,8 @@ def test_expiry_is_reported_and_kept(bus, tmp_path):
 
 
 @services("pub", "r1", "runner")
-def test_commands_against_a_live_outbox(bus, tmp_path):
-    path = tmp_path / "outbox.db"
+def test_commands_against_a_live_outbox(bus, store_location):
+    path = store_location()
     stored = logger(bus, "--name", "pub", "--outbox", str(path), "-r", "r1", "--ack-timeout",
                     "0.2", "--json-report", input="m1\nm2\n")
     assert stored.returncode == 7, stored.stderr
@@ -230,9 +236,18 @@ def test_commands_against_a_live_outbox(bus, tmp_path):
 
 
 @services("pub", "r1", "runner", "runner2")
-def test_two_runners_one_file_and_a_killed_runner(bus, tmp_path):
-    """Each message is sent by one runner at a time; a SIGKILLed runner's work is taken over."""
-    path = tmp_path / "outbox.db"
+def test_two_runners_one_outbox_and_a_killed_runner(bus, store_location):
+    """Each message is sent by one runner at a time; a SIGKILLed runner's work is taken over.
+
+    On PostgreSQL (runners on several hosts) the killed runner runs as another host where root
+    can give it one (its own UTS namespace and hostname, on the same loopback: its pid means
+    nothing here), so the others must wait out its lease; the recipient keeps a PostgreSQL
+    consumed-message record."""
+    from gilmsg.outbox.store import is_url, open_store
+
+    path = store_location()
+    other_host = is_url(path) and _can_rename_host()
+    window = "3" if other_host else "30"  # a foreign lease is waited out: window + 5 s grace
     with Outbox(path, **bus.config_for("pub")) as outbox:
         pending = outbox.publish_many([("many", {"n": n}) for n in range(6)], "outboxtest",
                                       ["r1"], ack_timeout=0.2)
@@ -242,14 +257,22 @@ def test_two_runners_one_file_and_a_killed_runner(bus, tmp_path):
             assert p.settled.wait(10)
     ids = {p.msg_id for p in pending}
 
-    doomed = bus.spawn([str(BIN / "gilmsg-outbox"), "--outbox", str(path), "--config-filename",
-                        str(bus.config_file), "run", "--name", "runner2", "--window", "30"])
+    argv = [str(BIN / "gilmsg-outbox"), "--outbox", str(path), "--config-filename",
+            str(bus.config_file), "run", "--name", "runner2", "--window", window]
+    if other_host:
+        argv = ["unshare", "-u", "sh", "-c", f'hostname {OTHER_HOST} && exec "$@"', "sh", *argv]
+    doomed = bus.spawn(argv)
     # Its attempts are leased (committed) before it says it is sending them.
     doomed.wait_for(lambda line: line.startswith("sending "))
     doomed.signal(signal.SIGKILL)
     assert doomed.wait() == -signal.SIGKILL
+    if other_host:
+        store = open_store(path)
+        owners = {e.lease_owner.split(":")[0] for e in store.entries() if e.lease_owner}
+        store.close()
+        assert owners == {OTHER_HOST}  # leased by the dead "host": only its lease end frees them
 
-    r1 = ready_tail(bus, "r1")
+    r1 = ready_tail(bus, "r1", *(["--dedup-file", store_location()] if is_url(path) else []))
     runs = [bus.spawn([str(BIN / "gilmsg-outbox"), "--outbox", str(path), "--config-filename",
                        str(bus.config_file), "run", "--name", name, "--until-empty",
                        "--timeout", "30", "--window", "2"]) for name in ("runner", "runner2")]
@@ -261,6 +284,19 @@ def test_two_runners_one_file_and_a_killed_runner(bus, tmp_path):
     got = [json.loads(r1.next_line())["msg_id"] for _ in ids]
     assert sorted(got) == sorted(ids)  # each consumed once ...
     barrier(bus, r1, "r1")  # ... and nothing more
+
+
+OTHER_HOST = "gilmsg-host-b"
+
+
+def _can_rename_host() -> bool:
+    """Can a child get its own hostname (root, unshare -u)?"""
+    try:
+        run = subprocess.run(["unshare", "-u", "hostname", OTHER_HOST], capture_output=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return run.returncode == 0
 
 
 @services("pub")

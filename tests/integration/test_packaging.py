@@ -14,7 +14,7 @@ import pytest
 import gilmsg
 from gilmsg.testing import HUB_READY_LOG
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WARNING = "pkg_resources is deprecated"
 
 

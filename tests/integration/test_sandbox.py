@@ -282,3 +282,40 @@ def test_signature_of_the_sandbox_is_valid_for_stock_validation(tmp_path):
     box.prepare()
     signed = signing.sign({"topic": "t", "msg": {}}, **box.config_for("r1"))
     assert signing.validate(signed, **box.config).signer == "r1"
+
+
+@pytest.mark.timeout(150)
+def test_a_second_sandbox_on_a_directory_in_use_is_refused_and_the_first_is_untouched(tmp_path):
+    root = tmp_path / "box"
+    proc, config = start_sandbox(root, "--no-traffic", "r1")
+    try:
+        before = Path(config).read_bytes()
+        second = Process([SANDBOX, "--dir", str(root), "r1"], env=env())
+        assert second.wait(60) == _common.EXIT_CONFIG
+        lines = second.stderr.splitlines()
+        assert len(lines) == 1 and "is in use by another gilmsg-sandbox" in lines[0], lines
+        assert f"pid {proc.proc.pid}" in lines[0]
+        assert Path(config).read_bytes() == before
+        code, report = log(config, "--name", "publisher", "-r", "r1", "--ack-timeout", "20",
+                           "--message", "still mine")
+        assert code == _common.EXIT_OK and list(report["acked"]) == ["r1"]
+    finally:
+        proc.stop()
+        kill_all(str(root))
+
+
+@pytest.mark.timeout(150)
+def test_a_sigkilled_sandbox_takes_its_relay_and_traffic_watcher_with_it(tmp_path):
+    root = tmp_path / "box"
+    proc, _ = start_sandbox(root, "r1")  # with the relay and the traffic watcher
+    try:
+        children = processes_mentioning(str(root))
+        assert any("fedmsg-relay" in Path(f"/proc/{p}/cmdline").read_bytes().decode()
+                   for p in children)
+        assert any("gilmsg-tail" in Path(f"/proc/{p}/cmdline").read_bytes().decode()
+                   for p in children)
+        os.kill(proc.proc.pid, signal.SIGKILL)  # only the sandbox, not its process group
+        assert wait_gone(str(root)) == []
+    finally:
+        proc.stop()
+        kill_all(str(root))

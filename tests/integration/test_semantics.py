@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -93,6 +94,73 @@ def test_a_raising_consume_gives_rejected_with_its_reason_before_the_timeout(mak
     report = gilmsg.publish(topic="test", msg={"fail": "again"}, modname="semtest",
                             recipients=["hub"], ack_timeout=60, **bus.config_for("pub"))
     assert report.answers["hub"].status in ("received", "processed")
+
+
+def recorded(path: Path) -> list[str]:
+    """The msg_ids in a consumed-message record (read while the hub may still write it)."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(path), timeout=DEFAULT_WAIT)
+    try:
+        return [row[0] for row in conn.execute("SELECT msg_id FROM consumed ORDER BY at")]
+    finally:
+        conn.close()
+
+
+def test_a_processed_hub_records_before_it_acknowledges_and_never_a_raising_consume(
+        make_bus, tmp_path):
+    """Issue 23: the durable record is committed before the processed ACK is signed (so once
+    the publisher has it, the record has the message), and a consume() that raises keeps no
+    record of the message (a copy after a restart is consumed again)."""
+    bus = make_bus(["pub", "hub"])
+    seen = tmp_path / "hub-seen.db"
+    start_hub(bus, **{"gilmsg_example.gilmsg_ack_mode": "processed",
+                      "gilmsg_example.gilmsg_dedup_path": str(seen)})
+    failing = publish_async(bus, ["hub"], {"fail": "disk full"}, require="processed")
+    with pytest.raises(gilmsg.Rejected):
+        failing.result()
+    assert failing.msg_id in consumed(bus)  # consume() ran (and wrote its line) before raising
+    assert recorded(seen) == []
+    report = publish_async(bus, ["hub"], {"n": 1}, require="processed").result()
+    assert report.answers["hub"].status == "processed"
+    assert recorded(seen) == [report.msg_id]  # committed before its processed ACK left
+
+
+def test_a_processed_hub_killed_inside_consume_consumes_the_message_after_its_restart(
+        make_bus, tmp_path):
+    """Issue 23: SIGKILL while consume() runs: nothing was recorded, so the restarted hub
+    consumes the copy a runner re-sends (a new attempt with the same signed bytes), settles it
+    processed, and records it."""
+    from gilmsg.core.delivery import Delivery
+    from gilmsg.core.wire import digest, encode
+    from gilmsg.crypto import signing
+    from gilmsg.link import link_for
+
+    bus = make_bus(["pub", "hub"])
+    seen = tmp_path / "hub-seen.db"
+    keys = {"gilmsg_example.gilmsg_ack_mode": "processed",
+            "gilmsg_example.gilmsg_dedup_path": str(seen)}
+    hub = start_hub(bus, **keys)
+    gate = tmp_path / "gate"
+    sent: list[dict[str, Any]] = []
+    pending = publish_async(bus, ["hub"], {"gate": str(gate)}, timeout=120, require="processed",
+                            pre_fire_hook=sent.append)
+    until(lambda: pending.answers["hub"].status == "received", what="the receipt ACK")
+    hub.signal(signal.SIGKILL)  # consume() is blocked on the gate
+    assert hub.wait() == -signal.SIGKILL
+    pending.cancel()  # a live publisher re-sends nothing once it heard "received"
+    assert consumed(bus) == [] and recorded(seen) == []
+    gate.touch()
+    start_hub(bus, **keys)
+    [envelope] = sent
+    cfg = bus.config_for("pub")
+    now = time.monotonic()
+    attempt = Delivery(envelope["msg_id"], digest(envelope), envelope["topic"], ("hub",), now,
+                       now + 60, require="processed")
+    report = link_for(cfg).start(attempt, encode(envelope["topic"], envelope),
+                                 signing.validator_for(cfg).validate).result(DEFAULT_WAIT * 3)
+    assert report.answers["hub"].status == "processed"
+    assert consumed(bus) == [pending.msg_id] and recorded(seen) == [pending.msg_id]
 
 
 def test_an_unknown_ack_mode_is_a_configuration_error_of_the_consumer(make_bus):
@@ -195,7 +263,7 @@ def test_a_revoked_recipients_acks_are_refused_and_the_logger_says_why_once(make
     err = info.value
     assert err.missing == ("r1",) and "revoked" in err.refused["r1"]
     assert err.answers["r1"].status == "missing" and "revoked" in err.answers["r1"].reason
-    assert str(err).count("ACKs from r1 refused") == 1
+    assert str(err).count("r1 (ACKs refused: ") == 1  # the cause, said once (issue 21)
     proc = bus.spawn([LOGGER, "--config-filename", str(bus.config_file), "--json-report",
                       "--name", "logger", "-r", "r1", "-r", "r2", "--ack-timeout", "1.5",
                       "--message", "hello"])

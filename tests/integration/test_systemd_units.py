@@ -23,7 +23,7 @@ import pytest
 
 from gilmsg.testing import HUB_LOGGING, HUB_READY_LOG
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UNITS_DIR = REPO / "contrib" / "systemd"
 UNITS = sorted(UNITS_DIR.glob("*@.service"))
 INSTANCE = "example-identity"

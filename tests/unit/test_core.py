@@ -22,14 +22,13 @@ from gilmsg.core.delivery import (
     Outcome,
     Report,
     Resolve,
-    Seen,
     Send,
     Sent,
     State,
     SubscriberJoined,
     Tick,
 )
-from gilmsg.core.receiving import receive
+from gilmsg.core.receiving import Seen, receive
 from gilmsg.core.subscriptions import Subscriptions
 from gilmsg.core.wire import Ack
 from gilmsg.errors import CertificateError, InvalidInput, NotDelivered, Rejected, Timeout
@@ -198,7 +197,7 @@ def test_repeat_ack_does_not_change_the_time():
     (None, ack_for(), Outcome.FORGED_SIGNATURE),  # signature did not validate
     ("r3", ack_for(), Outcome.NOT_A_RECIPIENT),  # valid, but someone else
     ("r1", ack_for(ack_digest="0" * 64), Outcome.WRONG_DIGEST),  # another message, same id
-    ("r1", ack_for(ack_digest=None), Outcome.WRONG_DIGEST),  # 0.1.2 ACK: not bound to content
+    ("r1", ack_for(ack_digest=None), Outcome.OLD_FORMAT),  # 0.1.2 ACK: not bound to content
     ("r1", ack_for(ack_msg_id="2023-other"), Outcome.UNKNOWN_MESSAGE),
     ("r1", ack_for(status="rejected", reason="no"), Outcome.REJECTED),
 ])
@@ -436,6 +435,7 @@ def test_machine_resolves_with_a_report_once_every_recipient_acknowledged():
     (None, ack_for(), Outcome.FORGED_SIGNATURE),
     ("r3", ack_for(), Outcome.NOT_A_RECIPIENT),
     ("r1", ack_for(ack_digest="0" * 64), Outcome.WRONG_DIGEST),
+    ("r1", ack_for(ack_digest=None), Outcome.OLD_FORMAT),  # named for what it is (issue 19)
 ])
 def test_machine_warns_about_acks_that_do_not_count_and_keeps_waiting(signer, ack, outcome):
     machine, d = started_machine(["r1"])

@@ -1,8 +1,10 @@
-"""The outbox's decisions (pure) and its SQLite file, without sockets.
+"""The outbox's decisions (pure) and its stores, without sockets.
 
-Faults are real: a corrupt file, a file of a newer schema, a write past ``RLIMIT_FSIZE`` in a
-child process, a read-only file system (root only, in a private mount namespace), two stores
-(as two processes would) claiming from one file, a lease holder that died.
+The store tests run once per backend (``store_location``: an SQLite file, then a fresh database
+of a throw-away PostgreSQL server); the SQLite-only faults follow. Faults are real: a corrupt
+file, a file of a newer schema, a write past ``RLIMIT_FSIZE`` in a child process, a read-only
+file system (root only, in a private mount namespace), two stores (as two processes would)
+claiming from one outbox, a lease holder that died.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import pytest
 
 from gilmsg.errors import OutboxError
 from gilmsg.outbox import policy
-from gilmsg.outbox.dedup import Consumed
+from gilmsg.outbox.dedup import Consumed, open_consumed
 from gilmsg.outbox.policy import Entry, Status
-from gilmsg.outbox.store import SCHEMA_VERSION, Store
+from gilmsg.outbox.store import SCHEMA_VERSION, Store, open_store
 
 FRAMES = [b"org.gilmsg.test.x", b'{"msg_id": "m1"}']
 
@@ -83,14 +85,14 @@ def test_stats_backlog_per_recipient():
 # -- the file ---------------------------------------------------------------------------------
 
 
-def put(store: Store, msg_id: str = "m1", recipients=("a", "b"), now: float = 100.0,
+def put(store, msg_id: str = "m1", recipients=("a", "b"), now: float = 100.0,
         expiry: float = 1000.0, lease: float = 0.0) -> None:
     store.put([(msg_id, "d" * 64, [FRAMES[0], msg_id.encode()], recipients)], now, expiry, lease)
 
 
-def test_stored_message_is_claimed_once_between_two_stores(tmp_path):
-    path = tmp_path / "o.db"
-    one, two = Store(path), Store(path)
+def test_stored_message_is_claimed_once_between_two_stores(store_location):
+    path = store_location()
+    one, two = open_store(path), open_store(path)
     put(one, "m1")
     put(one, "m2")
     got = one.claim(100.0, lease=10.0)
@@ -101,8 +103,8 @@ def test_stored_message_is_claimed_once_between_two_stores(tmp_path):
     assert [s.entry.msg_id for s in two.claim(110.0, lease=10.0)] == ["m1", "m2"]  # ran out
 
 
-def test_acks_recorded_once_and_delivery_kept(tmp_path):
-    store = Store(tmp_path / "o.db")
+def test_acks_recorded_once_and_delivery_kept(store_location):
+    store = open_store(store_location())
     put(store)
     store.claim(100.0, lease=10.0)
     after = store.finish_attempt("m1", {"a": 101.0}, "no ACK from b", 102.0)
@@ -117,8 +119,8 @@ def test_acks_recorded_once_and_delivery_kept(tmp_path):
     assert store.claim(1e9, lease=10.0) == []
 
 
-def test_expiry_marks_and_keeps(tmp_path):
-    store = Store(tmp_path / "o.db")
+def test_expiry_marks_and_keeps(store_location):
+    store = open_store(store_location())
     put(store, expiry=5.0)
     assert store.expire(104.0) == []
     [gone] = store.expire(105.0)
@@ -128,8 +130,8 @@ def test_expiry_marks_and_keeps(tmp_path):
     assert store.stats(200.0).counts["expired"] == 1
 
 
-def test_drop_records_reason_and_retry_makes_due(tmp_path):
-    store = Store(tmp_path / "o.db")
+def test_drop_records_reason_and_retry_makes_due(store_location):
+    store = open_store(store_location())
     put(store, "m1")
     put(store, "m2")
     store.claim(100.0, lease=1.0)
@@ -145,16 +147,16 @@ def test_drop_records_reason_and_retry_makes_due(tmp_path):
     assert store.drop("nope", "x", 1.0) is None
 
 
-def test_dead_lease_holder_is_taken_over_at_once(tmp_path):
-    path = tmp_path / "o.db"
+def test_dead_lease_holder_is_taken_over_at_once(store_location):
+    path = store_location()
     child = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(f"""
-            from gilmsg.outbox.store import Store
-            s = Store({str(path)!r})
+            from gilmsg.outbox.store import open_store
+            s = open_store({str(path)!r})
             s.put([("m1", "d", [b"t", b"m1"], ["a"])], 100.0, 1000.0, lease=500.0)
         """)], timeout=30)
     assert child.returncode == 0
-    store = Store(path)
+    store = open_store(path)
     assert store.get("m1").lease_until == 600.0
     assert [s.entry.msg_id for s in store.claim(101.0, lease=10.0)] == ["m1"]
 
@@ -254,17 +256,20 @@ def test_read_only_file_system_stores_nothing(tmp_path):
     assert "read-only" in run.stdout or "cannot open" in run.stdout
 
 
-def test_consumed_record_survives_reopen(tmp_path):
-    path = tmp_path / "seen.db"
-    one = Consumed(path)
+def test_consumed_record_survives_reopen(store_location):
+    path = store_location()
+    one = open_consumed(path)
     assert not one.done("k1")
     one.record("k1", "m1")
     one.record("k1", "m1")
     one.close()
-    two = Consumed(path)
+    two = open_consumed(path)
     assert two.done("k1") and not two.done("k2") and len(two) == 1
     with pytest.raises(OutboxError, match="not a gilmsg outbox"):
-        Store(path)  # a consumed-message record is not an outbox
+        open_store(path, create=False)  # a consumed-message record is not an outbox
+    if isinstance(two, Consumed):
+        with pytest.raises(OutboxError, match="not a gilmsg outbox"):
+            open_store(path)  # and SQLite refuses to make it one
 
 
 # -- gilmsg-outbox bad input (in-process, no bus) ---------------------------------------------
@@ -278,9 +283,9 @@ def invoke(*args: str):
     return CliRunner().invoke(cli.main, list(args), prog_name="gilmsg-outbox")
 
 
-def test_outbox_command_bad_input(tmp_path):
-    path = tmp_path / "o.db"
-    put(Store(path))
+def test_outbox_command_bad_input(tmp_path, store_location):
+    path = store_location()
+    put(open_store(path))
     assert invoke("--outbox", str(path), "drop", "m1", "--reason", "  ").exit_code == 2
     assert invoke("--outbox", str(path), "run", "--window", "0").exit_code == 2
     assert invoke("--outbox", str(path), "list", "--state", "lost").exit_code == 2

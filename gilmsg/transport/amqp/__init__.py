@@ -1,16 +1,21 @@
-"""The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg_transport = "amqp"``.
+"""The AMQP transport (RabbitMQ, as fedora-messaging uses it): ``gilmsg.transport = "amqp"``.
 
-Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus is the URL of
-the broker that identity connects to (``amqp://user:password@host:port/vhost``, pika's URL
-syntax); the bus is one broker (or cluster): a Subscription connects once per distinct URL.
+Needs ``pip install gilmsg[amqp]`` (pika). Every ``endpoints`` entry of the bus lists the URLs
+of the broker that identity connects to (``amqp://user:password@host:port/vhost`` or
+``amqps://``, pika's URL syntax): several URLs are the nodes of one cluster, tried in order
+(the first that answers; again in order after a failure). A Subscription connects once per
+distinct broker or cluster (set of URLs). ``amqps://`` uses the ``gilmsg.amqp_tls`` table
+(``ca_cert``, ``certfile``, ``keyfile``: fedora-messaging's ``[tls]`` names); a broker
+certificate TLS refuses is a ConfigError at once (:func:`tls_refusal`).
 
 What travels, and how it maps onto fedora-messaging's message format (``docs/amqp.rst``):
 
-* a message (gilmsg or plain) is published on the topic exchange ``gilmsg_amqp_exchange``
+* a message (gilmsg or plain) is published on the topic exchange ``gilmsg.amqp_exchange``
   (default ``amq.topic``, fedora-messaging's) with the fedmsg topic as routing key and the
   signed fedmsg envelope, byte for byte the JSON of the ZeroMQ frame, as the body. The
   properties are fedora-messaging's (``application/json``, ``utf-8``, persistent, headers
-  ``fedora_messaging_schema = "base.message"``, ``fedora_messaging_severity``, ``sent-at``),
+  ``fedora_messaging_schema = "base.message"``, ``fedora_messaging_schema_package =
+  "fedora_messaging"``, ``fedora_messaging_severity``, ``sent-at``, ``priority``),
   so ``fedora-messaging consume`` sees a ``Message`` whose ``body`` is the envelope and whose
   ``topic`` is the fedmsg topic; ``message_id`` is the gilmsg msg_id, ``reply_to`` the
   publisher's ACK route, and the headers ``gilmsg_topic`` / ``gilmsg_sender`` carry the
@@ -42,10 +47,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 try:
     import pika
@@ -57,7 +61,21 @@ from gilmsg import config as gconfig
 from gilmsg.config import Publishing
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.errors import ConfigError, GilmsgError
+from gilmsg.transport.amqp.tls import (  # noqa: F401  (the transport's documented names)
+    BLOCKED_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    TLS_FIELDS,
+    TLS_KEY,
+    _parameters,
+    redacted,
+    tls_context,
+    tls_refusal,
+    tls_settings,
+)
 from gilmsg.transport.base import Heard
+
+if TYPE_CHECKING:
+    from gilmsg.transport.amqp.subscription import AmqpSubscription
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +86,11 @@ if logging.getLogger("pika").level == logging.NOTSET:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 #: Config keys of this transport.
-EXCHANGE_KEY = "gilmsg_amqp_exchange"
+EXCHANGE_KEY = "gilmsg.amqp_exchange"
 DEFAULT_EXCHANGE = "amq.topic"
 
 #: Seconds between attempts to connect again after the broker went away.
 RECONNECT_S = 0.5
-#: Bound on one connection attempt (TCP connect, AMQP handshake), in seconds.
-CONNECT_TIMEOUT_S = 3.0
-#: Seconds a connection the broker blocked (resource alarm) is kept before it is re-made.
-BLOCKED_TIMEOUT_S = 5.0
 #: ACKs the broker keeps for a publisher that reads them too slowly (oldest dropped first).
 ACK_QUEUE_MAX = 10_000
 #: Messages queued for sending by other threads before the oldest are dropped.
@@ -84,21 +98,27 @@ OUTBOX_MAX = 100_000
 #: msg_id -> reply_to remembered from received messages (to route their ACKs).
 ROUTES_MAX = 100_000
 
-#: fedora-messaging's header values for a plain ``fedora_messaging.message.Message``.
+#: fedora-messaging's header values for a plain ``fedora_messaging.message.Message``
+#: (``fedora_messaging_schema_package`` names the distribution that provides the schema).
 FM_SCHEMA = "base.message"
+FM_SCHEMA_PACKAGE = "fedora_messaging"
 FM_INFO = 20
 
 _routes: OrderedDict[str, str] = OrderedDict()
 _routes_lock = threading.Lock()
 
 
-def remember_route(msg_id: Any, reply_to: Any) -> None:
-    """Remember that ACKs for ``msg_id`` go to the ACK route ``reply_to`` (both from a received
-    message's properties); the ACK this process sends for it is routed there."""
-    if not isinstance(msg_id, str) or not isinstance(reply_to, str) or not reply_to:
+def remember_route(msg_id: Any, route: Any) -> None:
+    """Remember that ACKs for ``msg_id`` go to the ACK route ``route`` (a received message's
+    ``message_id`` and ``reply_to`` properties); the ACK this process sends for it is routed
+    there. The seam's :meth:`~gilmsg.transport.base.Transport.remember_route`: this
+    transport's own subscriptions call it, other receivers (fedora-messaging's consumers) reach
+    it through :meth:`gilmsg.link.Link.remember_route`. Anything but two non-empty strings is
+    ignored."""
+    if not isinstance(msg_id, str) or not isinstance(route, str) or not route:
         return
     with _routes_lock:
-        _routes[msg_id] = reply_to
+        _routes[msg_id] = route
         _routes.move_to_end(msg_id)
         while len(_routes) > ROUTES_MAX:
             _routes.popitem(last=False)
@@ -110,33 +130,12 @@ def route_of(msg_id: Any) -> str | None:
         return _routes.get(msg_id) if isinstance(msg_id, str) else None
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password (for logs and ``Publisher.address``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _parameters(url: str) -> pika.URLParameters:
-    try:
-        params = pika.URLParameters(url)
-    except Exception as exc:  # pika raises assorted types for a bad URL
-        raise ConfigError(f"not an AMQP URL: {redacted(url)!r} ({exc})") from None
-    params.connection_attempts = 1
-    params.socket_timeout = CONNECT_TIMEOUT_S
-    params.stack_timeout = CONNECT_TIMEOUT_S * 2
-    # A broker short of memory or disk stops reading ("blocked"): after this long the connection
-    # is dropped and made again, so the link's thread is never stuck in a send for long.
-    params.blocked_connection_timeout = BLOCKED_TIMEOUT_S
-    return params
-
-
 def _exchange(config: Mapping[str, Any]) -> str:
-    value = config.get(EXCHANGE_KEY, DEFAULT_EXCHANGE)
+    from gilmsg.config import registry
+
+    key, value = registry.lookup(config, EXCHANGE_KEY)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"config key {EXCHANGE_KEY!r} must be an exchange name, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be an exchange name, not {value!r}")
     return value
 
 
@@ -156,8 +155,9 @@ def properties(topic: str, msg_id: str | None, reply_to: str | None, sender: str
     """The AMQP properties of one gilmsg frame pair, as fedora-messaging sets them."""
     headers = {
         "fedora_messaging_schema": FM_SCHEMA,
+        "fedora_messaging_schema_package": FM_SCHEMA_PACKAGE,
         "fedora_messaging_severity": FM_INFO,
-        "sent-at": datetime.now(UTC).isoformat(),
+        "sent-at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "priority": 0,
         "gilmsg_topic": topic,
         "gilmsg_sender": sender,
@@ -168,14 +168,26 @@ def properties(topic: str, msg_id: str | None, reply_to: str | None, sender: str
         message_id=msg_id or str(uuid.uuid4()), reply_to=reply_to)
 
 
-def _connect(urls: Sequence[str]) -> tuple[pika.BlockingConnection, str]:
+def _connect(urls: Sequence[str], tls: Mapping[str, str] | None = None
+             ) -> tuple[pika.BlockingConnection, str]:
+    """A connection to the first of ``urls`` that answers (a cluster's nodes, in order).
+
+    Raises:
+        ConfigError: a malformed URL or TLS setting, or a broker whose certificate TLS refuses
+            (not from the configured CA: no other node of the cluster is tried).
+        GilmsgError: no URL answered (each one's error).
+    """
     errors = []
     for url in urls:
         try:
-            return pika.BlockingConnection(_parameters(url)), url
+            return pika.BlockingConnection(_parameters(url, tls)), url
         except ConfigError:
             raise
         except Exception as exc:  # AMQPConnectionError and its kin, socket errors
+            refusal = tls_refusal(exc)
+            if refusal is not None:
+                raise ConfigError(f"TLS to the AMQP broker {redacted(url)} refused: "
+                                  f"{refusal}") from None
             errors.append(f"{redacted(url)}: {type(exc).__name__} {exc}".strip())
     raise GilmsgError("cannot connect to the AMQP broker: " + "; ".join(errors))
 
@@ -192,8 +204,9 @@ class AmqpPublisher:
         # A binding key treats '*' and '#' as wildcards: the name goes in as plain characters.
         self._route_name = re.sub(r"[^A-Za-z0-9_-]", "_", publishing.name)
         self._new_route()
+        self._tls = tls_settings(config)
         for url in publishing.addresses:
-            _parameters(url)  # a malformed URL is a config error, not a broker outage
+            _parameters(url, self._tls)  # a malformed URL is a config error, not an outage
         self._owner = threading.get_ident()
         self._lock = threading.Lock()  # _outbox, _conn for wake()
         self._outbox: deque[Sequence[bytes]] = deque(maxlen=OUTBOX_MAX)
@@ -219,7 +232,7 @@ class AmqpPublisher:
         self.queue = f"gilmsg.ack.{self.route}"
 
     def _open(self) -> None:
-        conn, url = _connect(self.publishing.addresses)
+        conn, url = _connect(self.publishing.addresses, self._tls)
         try:
             ch = conn.channel()
             ch.exchange_declare(self.exchange, passive=True)
@@ -420,114 +433,14 @@ def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> AmqpPub
     return AmqpPublisher(publishing, config)
 
 
-class AmqpSubscription:
-    """:class:`gilmsg.transport.base.Subscription` over AMQP: one connection per distinct broker
-    URL, each with a server-named exclusive queue bound to the topic; used from one thread."""
-
-    def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
-                 config: Mapping[str, Any]) -> None:
-        self.exchange = _exchange(config)
-        self.topic = topic
-        self._prefix = topic.encode("utf-8")
-        self._urls: dict[str, str] = {}  # url -> first name using it
-        for name, url in endpoints:
-            _parameters(url)
-            self._urls.setdefault(url, name)
-        self._names = {name for _url, name in endpoints}
-        self._conns: dict[str, Any] = {}
-        self._next_attempt: dict[str, float] = {}
-        self._got: list[tuple[str, str, list[bytes]]] = []
-        errors = []
-        for url in self._urls:
-            try:
-                self._open(url)
-            except ConfigError:
-                self.close()
-                raise
-            except Exception as exc:
-                errors.append(f"{redacted(url)}: {exc}")
-                self._next_attempt[url] = time.monotonic() + RECONNECT_S
-        if errors and not self._conns:
-            raise ConfigError("cannot subscribe: " + "; ".join(errors))
-
-    def _open(self, url: str) -> None:
-        conn = pika.BlockingConnection(_parameters(url))
-        try:
-            ch = conn.channel()
-            ch.exchange_declare(self.exchange, passive=True)
-            queue = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            ch.queue_bind(queue, self.exchange, binding_key(self.topic))
-            ch.basic_consume(queue, self._receiver(url), auto_ack=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            _close_quietly(conn)
-            raise ConfigError(f"AMQP broker {redacted(url)}: {exc}") from None
-        except Exception:
-            _close_quietly(conn)
-            raise
-        self._conns[url] = conn
-
-    def _receiver(self, url: str) -> Callable[..., None]:
-        default_name = self._urls[url]
-        shown = redacted(url)
-
-        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-            headers = props.headers or {}
-            topic = headers.get("gilmsg_topic")
-            if not isinstance(topic, str):
-                topic = method.routing_key
-            frame_topic = topic.encode("utf-8")
-            if not frame_topic.startswith(self._prefix):
-                return
-            remember_route(props.message_id, props.reply_to)
-            sender = headers.get("gilmsg_sender")
-            name = sender if isinstance(sender, str) and sender in self._names else default_name
-            self._got.append((name, shown, [frame_topic, body]))
-
-        return on_message
-
-    def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
-        """What arrived, waiting up to ``timeout`` seconds for something."""
-        deadline = time.monotonic() + timeout
-        while not self._got:
-            now = time.monotonic()
-            for url in self._urls:
-                if url not in self._conns and now >= self._next_attempt.get(url, 0.0):
-                    try:
-                        self._open(url)
-                        log.warning("gilmsg: AMQP subscription to %s made again", redacted(url))
-                    except Exception:
-                        self._next_attempt[url] = now + RECONNECT_S
-            remaining = deadline - now
-            if not self._conns:
-                time.sleep(max(0.0, min(remaining, RECONNECT_S)))
-            else:
-                share = max(0.0, remaining) / len(self._conns)
-                for url, conn in list(self._conns.items()):
-                    try:
-                        conn.process_data_events(time_limit=share)
-                    except Exception as exc:
-                        log.warning("gilmsg: AMQP subscription to %s lost (%s: %s)",
-                                    redacted(url), type(exc).__name__, exc)
-                        del self._conns[url]
-                        _close_quietly(conn)
-                        self._next_attempt[url] = time.monotonic() + RECONNECT_S
-            if time.monotonic() >= deadline:
-                break
-        got, self._got = self._got, []
-        return got
-
-    def close(self) -> None:
-        """Close every connection (the broker deletes the queues)."""
-        for conn in self._conns.values():
-            _close_quietly(conn)
-        self._conns = {}
-
-
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
               config: Mapping[str, Any]) -> AmqpSubscription:
     """Receive every message whose topic starts with ``topic`` from the bus's broker(s).
 
     Raises:
-        ConfigError: a URL is malformed or no broker is reachable.
+        ConfigError: a URL or the TLS setting is malformed, a broker's certificate is refused,
+            or no broker is reachable.
     """
+    from gilmsg.transport.amqp.subscription import AmqpSubscription
+
     return AmqpSubscription(endpoints, topic, config)

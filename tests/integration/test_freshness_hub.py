@@ -1,0 +1,73 @@
+"""Freshness in a real ``fedmsg-hub`` (issue 19, finding 2): a GilmsgConsumer refuses a
+replayed message genuinely signed 30 days ago, with a signed ``rejected`` ACK, and never
+consumes it (the tail's side is in ``test_protocol_v4.py``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gilmsg.core import wire
+from gilmsg.crypto import signing
+from tests.integration.test_hub import (
+    SERVICES,
+    AckWatcher,
+    Raw,
+    raw_probe,
+    records,
+    start_hub,
+    wait_consumed,
+)
+
+
+@pytest.fixture
+def hub_bus(make_bus):
+    return make_bus(SERVICES)
+
+
+@pytest.fixture
+def raw_sock(hub_bus):
+    sock = Raw(hub_bus)
+    yield sock
+    sock.close()
+
+
+class BodyWatcher(AckWatcher):
+    """An :class:`AckWatcher` that also keeps each ACK body."""
+
+    def __init__(self, devbus) -> None:
+        super().__init__(devbus)
+        self.bodies: list[dict] = []
+
+    def _recv(self, timeout: float) -> bool:
+        if not self.sock.poll(int(timeout * 1000)):
+            return False
+        _topic, envelope = wire.decode(self.sock.recv_multipart())
+        self.acked.append(envelope["msg"]["ack_msg_id"])
+        self.bodies.append(envelope["msg"])
+        self.signers.append(signing.validate(envelope, **self.bus_cfg).signer)
+        return True
+
+
+def test_a_gilmsg_consumer_rejects_a_replayed_message_and_never_consumes_it(hub_bus, raw_sock):
+    bus, raw = hub_bus, raw_sock
+    hub = start_hub(bus)
+    watcher = BodyWatcher(bus)
+    try:
+        raw.wait_subscriber()
+        watcher.sync(raw_probe(raw))
+        signer = signing.signer_for(raw.cfg)
+        old = signer.sign(wire.new_envelope("org.gilmsg.test.hubtest.raw", {"replayed": 1}, 99,
+                                            ["hub"], now=time.time() - 30 * 86400))
+        raw.send(old)
+        marker = raw.signed(msg={"marker": True})
+        raw.send(marker)
+        watcher.until(marker["msg_id"])
+        wait_consumed(hub, marker["msg_id"])
+    finally:
+        watcher.close()
+    [answer] = [b for b in watcher.bodies if b["ack_msg_id"] == old["msg_id"]]
+    assert answer["status"] == "rejected" and answer["reason"].startswith("stale"), answer
+    consumed = {r["msg_id"] for r in records(bus.root / "consumed.jsonl")}
+    assert marker["msg_id"] in consumed and old["msg_id"] not in consumed
