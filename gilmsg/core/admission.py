@@ -48,10 +48,10 @@ def refusal(envelope: Mapping[str, Any], now: float, policy: Admission) -> str |
         return f"{NO_TIMESTAMP}: the message has no numeric timestamp"
     age = now - float(stamp)
     if age > policy.max_age:
-        return (f"{STALE}: timestamp {int(stamp)} is {age:.0f} s old, more than "
+        return (f"{STALE}: timestamp {stamp:.0f} is {age:.0f} s old, more than "
                 f"gilmsg.max_message_age ({policy.max_age:g} s)")
     if -age > policy.max_skew:
-        return (f"{FUTURE}: timestamp {int(stamp)} is {-age:.0f} s ahead of the recipient's "
+        return (f"{FUTURE}: timestamp {stamp:.0f} is {-age:.0f} s ahead of the recipient's "
                 f"clock, more than gilmsg.max_clock_skew ({policy.max_skew:g} s)")
     if not policy.accept_sha1 and envelope.get(HASH_FIELD, "sha1") == "sha1":
         return f"{SHA1}: the message is signed with SHA-1 and gilmsg.accept_sha1 is False"

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import gilmsg
@@ -393,6 +393,8 @@ timestamps = (json_values | st.integers() | st.floats(allow_nan=True, allow_infi
 
 @given(stamp=timestamps, now=st.floats(0, 4e9), age=st.floats(1, 1e9), skew=st.floats(1, 1e6),
        sha1=st.booleans(), claim=json_values)
+@example(stamp=float("inf"), now=0.0, age=1.0, skew=1.0, sha1=False, claim=None)  # OverflowError
+@example(stamp=float("-inf"), now=0.0, age=1.0, skew=1.0, sha1=False, claim=None)
 def test_freshness_decides_every_timestamp_without_raising(stamp, now, age, skew, sha1, claim):
     from gilmsg.core.admission import Admission, refusal
 
