@@ -113,20 +113,39 @@ def test_tail_counts_what_it_received_and_flips_ready_on_an_expired_crl(make_bus
     assert get(base + "/live")[0] == 200  # still running
 
 
+def _hold_ports(bus: DevBus) -> list[socket.socket]:
+    """Bind (without listening) every port of the bus's endpoints: a connect to one is refused,
+    no other process can take one meanwhile, and the kernel cannot pick one as the ephemeral
+    source port of the tail's own connect (a TCP self-connect, which libzmq retrying every
+    100 ms to a free local port eventually makes, would count as connected)."""
+    held = []
+    for endpoints in bus.config["endpoints"].values():
+        for endpoint in endpoints:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
+            held.append(sock)
+    return held
+
+
 def test_ready_says_no_endpoint_connected(make_bus):
     bus = make_bus(["pub", "r1"])  # nothing runs: a watching tail is connected to no one
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    tail = bus.spawn([str(Path(sys.executable).parent / "gilmsg-tail"), "--config-filename",
-                      str(bus.config_file), "--no-ack", "--monitoring", f"127.0.0.1:{port}"])
-    wait_up(tail, base)
-    deadline = time.monotonic() + UP_TIMEOUT
-    while True:  # "not consuming yet" until its loop runs
-        status, body = get(base + "/ready")
-        assert status == 503, body
-        if json.loads(body)["reason"] != "not consuming yet" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    held = _hold_ports(bus)
+    try:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        tail = bus.spawn([str(Path(sys.executable).parent / "gilmsg-tail"), "--config-filename",
+                          str(bus.config_file), "--no-ack", "--monitoring", f"127.0.0.1:{port}"])
+        wait_up(tail, base)
+        deadline = time.monotonic() + UP_TIMEOUT
+        while True:  # "not consuming yet" until its loop runs
+            status, body = get(base + "/ready")
+            assert status == 503, body
+            if json.loads(body)["reason"] != "not consuming yet" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            sock.close()
     assert json.loads(body)["reason"] == "no endpoint connected", body
 
 
