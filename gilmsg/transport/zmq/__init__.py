@@ -1,4 +1,4 @@
-"""The ZeroMQ transport, fedmsg's own: the only module of gilmsg that imports ``zmq``.
+"""The ZeroMQ transport, fedmsg's own: the only package of gilmsg that imports ``zmq``.
 
 A :class:`ZmqPublisher` binds (or, in ``active`` mode, connects) an XPUB socket, which also
 reports subscriptions, and listens for ACKs on one SUB socket connected to the rest of the bus;

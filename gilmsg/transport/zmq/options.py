@@ -15,7 +15,6 @@ from gilmsg.config import registry
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.errors import ConfigError
 
-
 #: Reconnect quickly to peers that start late: the bus is local or a LAN.
 RECONNECT_IVL_MS = 10
 RECONNECT_IVL_MAX_MS = 50
