@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,9 @@ import gilmsg
 from gilmsg import config as gconfig
 from gilmsg.commands import _common, _monitoring
 from gilmsg.core import wire as gmessage
+
+if TYPE_CHECKING:
+    from gilmsg.tail import Tail
 
 PROG = "gilmsg-tail"
 
@@ -295,17 +298,7 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
 
     def body() -> int:
         _common.setup_logging(PROG, debug=debug)
-        overrides: dict[str, Any] = {"name": name} if name else {}
-        if validate is not None:
-            overrides["validate_signatures"] = validate
-        cfg = _common.load_config(config_filename, overrides)
-        if not no_ack and not cfg.get("name"):
-            raise _common.SetupError(
-                f"no identity to acknowledge as: pass --name NAME (one of: "
-                f"{_common.known_names(cfg)}), or --no-ack to watch without acknowledging"
-            )
-        if not no_ack:
-            _common.warn_own_certificate(PROG, cfg, "every ACK it sends will be ignored")
+        cfg = _tail_config(config_filename, name, validate, no_ack)
         ack_topics = gconfig.ack_topics(cfg)
         # Bound (or exit 4) before anything is consumed; closed with the command.
         server = _monitoring.start(PROG, monitoring_address, cfg, consuming=True)
@@ -326,31 +319,65 @@ def main(config_filename: str | None, name: str | None, topic: str, fmt: str | N
                     stream.reject("not handled: topic hidden by --include/--exclude")
                     continue  # acknowledged already (tail_messages does it before yielding)
                 if show:
-                    if fmt_name == "pretty":
-                        text = format_pretty(msg_topic, envelope, is_ack, color=colored)
-                    elif fmt_name == "json":
-                        text = format_json(msg_topic, envelope, is_ack, credentials)
-                    else:
-                        text = FORMATTERS[fmt_name](msg_topic, envelope, is_ack)
+                    text = _render(fmt_name, msg_topic, envelope, is_ack, colored, credentials)
                     # A lone surrogate from the wire cannot be encoded: show it escaped.
                     click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"),
                                color=colored or None)
-                if exec_cmd is not None:
-                    status, last = run_exec(exec_cmd, msg_topic, envelope, keep_stderr=settle)
-                    if status != 0:
-                        exec_failures += 1
-                        how = f"exit status {status}" if status > 0 else f"signal {-status}"
-                        _common.warn(PROG, f"--exec command failed ({how}) for "
-                                           f"{envelope.get('msg_id')} on {msg_topic}")
-                        stream.reject(exec_failure(status, last))
-                    else:
-                        stream.processed()
+                if exec_cmd is not None and not _exec_and_settle(stream, exec_cmd, msg_topic,
+                                                                 envelope, settle):
+                    exec_failures += 1
                 handled += 1
                 if count is not None and handled >= count:
                     break
         return _common.EXIT_NOT_ACKNOWLEDGED if exec_failures else _common.EXIT_OK
 
     _common.run(PROG, body, debug=debug)
+
+
+def _tail_config(config_filename: str | None, name: str | None, validate: bool | None,
+                 no_ack: bool) -> dict[str, Any]:
+    """The configuration with the command line's overrides (``--name``, ``--validate``).
+
+    Raises:
+        _common.SetupError: ACKs are to be sent (no ``--no-ack``) and no identity is named.
+    """
+    overrides: dict[str, Any] = {"name": name} if name else {}
+    if validate is not None:
+        overrides["validate_signatures"] = validate
+    cfg = _common.load_config(config_filename, overrides)
+    if not no_ack and not cfg.get("name"):
+        raise _common.SetupError(
+            f"no identity to acknowledge as: pass --name NAME (one of: "
+            f"{_common.known_names(cfg)}), or --no-ack to watch without acknowledging"
+        )
+    if not no_ack:
+        _common.warn_own_certificate(PROG, cfg, "every ACK it sends will be ignored")
+    return cfg
+
+
+def _render(fmt_name: str, topic: str, envelope: Mapping[str, Any], is_ack: bool,
+            colored: bool, credentials: bool) -> str:
+    """One message as the output format ``fmt_name`` shows it (see :data:`FORMATTERS`)."""
+    if fmt_name == "pretty":
+        return format_pretty(topic, envelope, is_ack, color=colored)
+    if fmt_name == "json":
+        return format_json(topic, envelope, is_ack, credentials)
+    return FORMATTERS[fmt_name](topic, envelope, is_ack)
+
+
+def _exec_and_settle(stream: Tail, exec_cmd: str, topic: str, envelope: Mapping[str, Any],
+                     settle: bool) -> bool:
+    """Run ``--exec`` on one message and report its exit status to ``stream`` (which sends the
+    ``processed`` / ``rejected`` ACK when ``--settle`` asked for it). True if it exited 0."""
+    status, last = run_exec(exec_cmd, topic, envelope, keep_stderr=settle)
+    if status == 0:
+        stream.processed()
+        return True
+    how = f"exit status {status}" if status > 0 else f"signal {-status}"
+    _common.warn(PROG, f"--exec command failed ({how}) for "
+                       f"{envelope.get('msg_id')} on {topic}")
+    stream.reject(exec_failure(status, last))
+    return False
 
 
 FORMATTERS = {

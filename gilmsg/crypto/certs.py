@@ -248,13 +248,35 @@ def issue(
     if not force:
         _refuse_existing(key_path, cert_path)
     ca_key, ca_cert = _load_ca(base)
-    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = (
-        ed25519.Ed25519PrivateKey.generate() if key_type == "ed25519"
-        else rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS))
+    key = _new_key(key_type)
     now = _now()
     start = not_before or (now - dt.timedelta(minutes=5))
     end = not_after or (now + dt.timedelta(days=days))
-    cert = (
+    cert = _service_certificate(name, key, ca_key, ca_cert, start, end)
+    _write_all(
+        [
+            (key_path, _key_pem(key), 0o600),
+            (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644),
+        ],
+        force,
+    )
+    return key_path, cert_path
+
+
+def _new_key(key_type: str) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
+    """A fresh private key of ``key_type`` (one of :data:`KEY_TYPES`)."""
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+
+
+def _service_certificate(name: str, key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey,
+                         ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate,
+                         start: dt.datetime, end: dt.datetime) -> x509.Certificate:
+    """A service certificate for ``key`` (CN=``name``, random serial, valid from ``start`` to
+    ``end``, not a CA, for digital signatures and, with an RSA key, key encipherment), signed
+    by the CA with SHA-256."""
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca_cert.subject)
@@ -267,7 +289,7 @@ def issue(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=key_type == "rsa",
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=False,
@@ -283,14 +305,6 @@ def issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_all(
-        [
-            (key_path, _key_pem(key), 0o600),
-            (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644),
-        ],
-        force,
-    )
-    return key_path, cert_path
 
 
 def _sign_crl(

@@ -209,34 +209,13 @@ class Validator:
         """
         if not isinstance(envelope, Mapping):
             return Verdict(False, None, "envelope is not a JSON object")
-        signature = envelope.get("signature")
-        certificate = envelope.get("certificate")
-        if signature is None:
-            return Verdict(False, None, "message is not signed (no signature field)")
-        if certificate is None:
-            return Verdict(False, None, "message has no certificate field")
-        if not isinstance(signature, str):
-            return Verdict(False, None, "signature field is not a string")
-        if not isinstance(certificate, str):
-            return Verdict(False, None, "certificate field is not a string")
-
-        if len(certificate) > MAX_CERTIFICATE_FIELD:
-            return Verdict(False, None, f"certificate field is longer than "
-                                        f"{MAX_CERTIFICATE_FIELD} characters")
-        if len(signature) > MAX_SIGNATURE_FIELD:
-            return Verdict(False, None, f"signature field is longer than "
-                                        f"{MAX_SIGNATURE_FIELD} characters")
-        scheme = scheme_of(envelope)
-        if scheme is None:
-            claimed = envelope.get(HASH_FIELD)
-            quoted = repr(claimed)[:_MAX_QUOTED] if isinstance(claimed, str) else \
-                type(claimed).__name__
-            return Verdict(False, None, f"unknown signature hash in {HASH_FIELD}: {quoted} "
-                                        f"(known ones are {', '.join(SCHEMES)})")
-        if scheme == "sha1" and not accept_sha1:
-            return Verdict(False, certificate_cn(certificate),
-                           "signed with SHA-1, which gilmsg.accept_sha1 = False refuses")
-
+        credentials = _credentials(envelope)
+        if isinstance(credentials, Verdict):
+            return credentials
+        signature, certificate = credentials
+        scheme = _accepted_scheme(envelope, certificate, accept_sha1)
+        if isinstance(scheme, Verdict):
+            return scheme
         now = self._clock()
         trust = self.trust.current(now)
         if trust.generation != self._generation:  # new CA or CRL: every verdict may change
@@ -250,30 +229,79 @@ class Validator:
             return Verdict(False, cn, "certificate is not valid yet")
         if now > info.not_after:
             return Verdict(False, cn, "certificate has expired")
-        try:
-            raw = _unb64(signature)
-        except (binascii.Error, ValueError):
-            return Verdict(False, cn, "signature is not valid base64")
-        try:
-            data = canonical_bytes(envelope)
-        except (TypeError, ValueError, RecursionError):
-            return Verdict(False, cn, "envelope is not JSON-serialisable")
-        key = info.public_key
-        assert key is not None
-        try:
-            if isinstance(key, ed25519.Ed25519PublicKey):
-                if scheme != "ed25519":
-                    return Verdict(False, cn, f"certificate key is Ed25519 but {HASH_FIELD} "
-                                              f"says {scheme}")
-                key.verify(raw, data)
-            else:
-                if scheme == "ed25519":
-                    return Verdict(False, cn, f"certificate key is RSA but {HASH_FIELD} "
-                                              "says ed25519")
-                key.verify(raw, data, _PADDING, _RSA_HASHES[scheme])
-        except InvalidSignature:
-            return Verdict(False, cn, "signature does not match the message")
-        return Verdict(True, cn, "")
+        return _verify_signature(envelope, signature, scheme, info)
+
+
+def _credentials(envelope: Mapping[str, Any]) -> tuple[str, str] | Verdict:
+    """The envelope's ``(signature, certificate)`` fields, or the :class:`Verdict` refusing it:
+    a field missing, not a string, or longer than :data:`MAX_SIGNATURE_FIELD` /
+    :data:`MAX_CERTIFICATE_FIELD` (nothing is decoded here)."""
+    signature = envelope.get("signature")
+    certificate = envelope.get("certificate")
+    if signature is None:
+        return Verdict(False, None, "message is not signed (no signature field)")
+    if certificate is None:
+        return Verdict(False, None, "message has no certificate field")
+    if not isinstance(signature, str):
+        return Verdict(False, None, "signature field is not a string")
+    if not isinstance(certificate, str):
+        return Verdict(False, None, "certificate field is not a string")
+    if len(certificate) > MAX_CERTIFICATE_FIELD:
+        return Verdict(False, None, f"certificate field is longer than "
+                                    f"{MAX_CERTIFICATE_FIELD} characters")
+    if len(signature) > MAX_SIGNATURE_FIELD:
+        return Verdict(False, None, f"signature field is longer than "
+                                    f"{MAX_SIGNATURE_FIELD} characters")
+    return signature, certificate
+
+
+def _accepted_scheme(envelope: Mapping[str, Any], certificate: str,
+                     accept_sha1: bool) -> str | Verdict:
+    """The signature scheme :data:`HASH_FIELD` declares, or the :class:`Verdict` refusing it:
+    an unknown name, or SHA-1 when not ``accept_sha1``."""
+    scheme = scheme_of(envelope)
+    if scheme is None:
+        claimed = envelope.get(HASH_FIELD)
+        quoted = repr(claimed)[:_MAX_QUOTED] if isinstance(claimed, str) else \
+            type(claimed).__name__
+        return Verdict(False, None, f"unknown signature hash in {HASH_FIELD}: {quoted} "
+                                    f"(known ones are {', '.join(SCHEMES)})")
+    if scheme == "sha1" and not accept_sha1:
+        return Verdict(False, certificate_cn(certificate),
+                       "signed with SHA-1, which gilmsg.accept_sha1 = False refuses")
+    return scheme
+
+
+def _verify_signature(envelope: Mapping[str, Any], signature: str, scheme: str,
+                      info: _CertInfo) -> Verdict:
+    """The :class:`Verdict` on ``signature`` over ``envelope`` (minus its credentials) with the
+    key of a certificate already found valid: the scheme must fit the key (RSA with SHA-1 or
+    SHA-256, Ed25519 with Ed25519)."""
+    cn = info.common_name
+    try:
+        raw = _unb64(signature)
+    except (binascii.Error, ValueError):
+        return Verdict(False, cn, "signature is not valid base64")
+    try:
+        data = canonical_bytes(envelope)
+    except (TypeError, ValueError, RecursionError):
+        return Verdict(False, cn, "envelope is not JSON-serialisable")
+    key = info.public_key
+    assert key is not None
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            if scheme != "ed25519":
+                return Verdict(False, cn, f"certificate key is Ed25519 but {HASH_FIELD} "
+                                          f"says {scheme}")
+            key.verify(raw, data)
+        else:
+            if scheme == "ed25519":
+                return Verdict(False, cn, f"certificate key is RSA but {HASH_FIELD} "
+                                          "says ed25519")
+            key.verify(raw, data, _PADDING, _RSA_HASHES[scheme])
+    except InvalidSignature:
+        return Verdict(False, cn, "signature does not match the message")
+    return Verdict(True, cn, "")
 
 
 def _entry_cost(certificate: str, info: _CertInfo) -> int:

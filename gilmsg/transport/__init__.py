@@ -1,7 +1,7 @@
 """Transports: the seam between gilmsg and the bytes on the wire.
 
 :mod:`gilmsg.transport.base` is the interface; :mod:`gilmsg.transport.zmq` (the default, the
-only module that imports ``zmq``) and :mod:`gilmsg.transport.memory` (in-process, for tests)
+only package that imports ``zmq``) and :mod:`gilmsg.transport.memory` (in-process, for tests)
 implement it, as does :mod:`gilmsg.transport.amqp`. The config key ``gilmsg.transport`` picks
 one: ``"zmq"``, ``"amqp"``, ``"memory"`` or the dotted name of any module providing
 :class:`~gilmsg.transport.base.Transport`. Nothing is imported until used, and nothing here
