@@ -251,8 +251,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         store = ctx.obj.store()
         now = time.time()
         summary = store.stats(now).to_json()
-        # a runner records its activity every 10 s (the PostgreSQL store keeps none yet)
-        last = getattr(store, "last_runner", lambda: None)()
+        last = store.last_runner()  # a runner records its activity every 10 s
         summary["last_runner_age"] = None if last is None else round(now - last[0], 3)
         summary["last_runner"] = None if last is None else last[1]
         if as_json:
