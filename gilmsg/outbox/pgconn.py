@@ -81,12 +81,13 @@ SCHEMAS = {"outbox": OUTBOX_SCHEMA, "consumed-message record": CONSUMED_SCHEMA}
 #: ``{kind: {from_version: [statements to reach from_version + 1]}}``.
 MIGRATIONS: dict[str, dict[int, list[str]]] = {
     "outbox": {1: [
-        f"ALTER TABLE {NAMESPACE}.messages ADD COLUMN require TEXT NOT NULL DEFAULT 'received'",
-        f"ALTER TABLE {NAMESPACE}.recipients ADD COLUMN rejected TEXT",
+        f"ALTER TABLE {NAMESPACE}.messages ADD COLUMN IF NOT EXISTS require TEXT NOT NULL "
+        "DEFAULT 'received'",
+        f"ALTER TABLE {NAMESPACE}.recipients ADD COLUMN IF NOT EXISTS rejected TEXT",
     ]},
     "consumed-message record": {1: [
-        f"ALTER TABLE {NAMESPACE}.consumed ADD COLUMN status TEXT",
-        f"ALTER TABLE {NAMESPACE}.consumed ADD COLUMN reason TEXT",
+        f"ALTER TABLE {NAMESPACE}.consumed ADD COLUMN IF NOT EXISTS status TEXT",
+        f"ALTER TABLE {NAMESPACE}.consumed ADD COLUMN IF NOT EXISTS reason TEXT",
     ]},
 }
 
