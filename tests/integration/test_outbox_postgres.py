@@ -275,7 +275,11 @@ def test_publish_in_the_callers_transaction(pub_bus, server, tmp_path):
         with auto.transaction():  # an explicit transaction on an autocommit connection is fine
             inside = outbox.publish("x", {}, modname="outboxtest", recipients=["r1"],
                                     connection=auto)
-        assert outbox.store.get(inside.msg_id) is not None
+        assert outbox.store.get(inside.msg_id).require == "received"
+        with auto.transaction():  # the level asked for is kept with the message
+            strict = outbox.publish("x", {}, modname="outboxtest", recipients=["r1"],
+                                    require="processed", connection=auto)
+        assert outbox.store.get(strict.msg_id).require == "processed"
         other = psycopg.connect(server.create_database())
         with pytest.raises(InvalidInput, match="another database|connected to database"):
             outbox.publish("x", {}, modname="outboxtest", recipients=["r1"], connection=other)

@@ -28,21 +28,28 @@ pytest.importorskip("psycopg", reason="psycopg 3 is not installed "
 BIN = Path(sys.executable).parent
 
 
-def make_version_1(postgres, monkeypatch) -> str:
+def migrate(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "gilmsg-outbox"), "--outbox", url, "migrate"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def make_version_1(postgres, monkeypatch, kinds=("outbox", pg.PgConsumed.KIND)) -> str:
     """A database holding a version 1 outbox with one message owed to a and b, and a
-    version 1 consumed-message record with one key; its URL."""
+    version 1 consumed-message record with one key (of ``kinds``); its URL."""
     url = postgres.create_database()
     db = url.rsplit("/", 1)[1]
     with monkeypatch.context() as m:
-        m.setitem(pg.VERSIONS, "outbox", 1)
-        m.setitem(pg.VERSIONS, pg.PgConsumed.KIND, 1)
-        pg.connect(url, "outbox").close()
-        pg.connect(url, pg.PgConsumed.KIND).close()
+        for kind in kinds:
+            m.setitem(pg.VERSIONS, kind, 1)
+            pg.connect(url, kind).close()
+    if pg.PgConsumed.KIND in kinds:
+        postgres.sql(db, "INSERT INTO gilmsg.consumed VALUES ('k1', 'm0', 50)")
+    if "outbox" not in kinds:
+        return url
     postgres.sql(db, "INSERT INTO gilmsg.messages (msg_id, topic, digest, frame, created, "
                      "expires) VALUES ('m1', 't', 'd', '\\x6d31', 100, 1e12)")
     postgres.sql(db, "INSERT INTO gilmsg.recipients VALUES ('m1', 0, 'a', NULL), "
                      "('m1', 1, 'b', NULL)")
-    postgres.sql(db, "INSERT INTO gilmsg.consumed VALUES ('k1', 'm0', 50)")
     return url
 
 
@@ -53,10 +60,10 @@ def test_version_1_is_refused_then_migrated_with_its_rows(postgres, monkeypatch)
     with pytest.raises(OutboxError, match="version 1 is older .* migrate"):
         open_consumed(url)
 
-    run = subprocess.run([str(BIN / "gilmsg-outbox"), "--outbox", url, "migrate"],
-                         capture_output=True, text=True, timeout=60)
+    run = migrate(url)
     assert run.returncode == 0, run.stderr
     assert "outbox schema version 1 -> 2" in run.stderr
+    assert "consumed-message record schema version 1 -> 2" in run.stderr
     db = url.rsplit("/", 1)[1]
     assert sorted(postgres.sql(db, "SELECT kind, version FROM gilmsg.meta")) == [
         ("consumed-message record", 2), ("outbox", 2)]
@@ -72,3 +79,17 @@ def test_version_1_is_refused_then_migrated_with_its_rows(postgres, monkeypatch)
     assert consumed.done("k1") and consumed.settlement("k1") is None  # kept, not settled
     consumed.record("k2", "m2", status="processed")
     assert consumed.settlement("k2") == ("processed", None)
+
+
+def test_a_database_with_only_a_record_is_migrated(postgres, monkeypatch):
+    url = make_version_1(postgres, monkeypatch, kinds=(pg.PgConsumed.KIND,))
+    run = migrate(url)
+    assert run.returncode == 0, run.stderr
+    assert "consumed-message record schema version 1 -> 2" in run.stderr
+    assert "outbox" not in run.stderr.replace("gilmsg-outbox", "")  # none made
+    consumed = open_consumed(url)
+    assert consumed.done("k1") and consumed.settlement("k1") is None
+    consumed.record("k2", "m2", status="rejected", reason="bad schema")
+    assert consumed.settlement("k2") == ("rejected", "bad schema")
+    with pytest.raises(OutboxError, match="not a gilmsg outbox"):
+        open_store(url, create=False)
