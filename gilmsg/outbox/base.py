@@ -264,18 +264,19 @@ class SqlStore:
         changed = c.execute(self._q(
             "UPDATE {M} SET status = CASE WHEN EXISTS (SELECT 1 FROM {R} WHERE msg_id = ? AND "
             "rejected IS NOT NULL) THEN 'rejected' ELSE 'delivered' END, finished = ?, "
-            "lease_owner = NULL, lease_until = 0 WHERE msg_id = ? AND status = 'pending' AND "
-            "NOT EXISTS (SELECT 1 FROM {R} WHERE msg_id = ? " + unanswered + ")"),
-            (msg_id, now, msg_id, msg_id)).rowcount
+            "lease_owner = NULL, lease_until = 0, last_error = NULL WHERE msg_id = ? AND "
+            "status = 'pending' AND NOT EXISTS (SELECT 1 FROM {R} WHERE msg_id = ? "
+            + unanswered + ")"), (msg_id, now, msg_id, msg_id)).rowcount
         if not changed:
             return Status(row[0])
         reasons = c.execute(self._q("SELECT recipient, rejected FROM {R} WHERE msg_id = ? "
                                     "AND rejected IS NOT NULL ORDER BY position"),
                             (msg_id,)).fetchall()
+        if not reasons:
+            return Status.DELIVERED
         c.execute(self._q("UPDATE {M} SET last_error = ? WHERE msg_id = ?"),
-                  ("; ".join(f"rejected by {who}: {why}" for who, why in reasons) or None,
-                   msg_id))
-        return Status.REJECTED if reasons else Status.DELIVERED
+                  ("; ".join(f"rejected by {who}: {why}" for who, why in reasons), msg_id))
+        return Status.REJECTED
 
     def finish_attempt(self, msg_id: str, acks: Mapping[str, float], error: str | None,
                        now: float, rejected: Mapping[str, str] | None = None) -> Entry | None:
