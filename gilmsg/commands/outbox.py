@@ -251,8 +251,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         store = ctx.obj.store()
         now = time.time()
         summary = store.stats(now).to_json()
-        # a runner records its activity every 10 s (the PostgreSQL store keeps none yet)
-        last = getattr(store, "last_runner", lambda: None)()
+        last = store.last_runner()  # a runner records its activity every 10 s
         summary["last_runner_age"] = None if last is None else round(now - last[0], 3)
         summary["last_runner"] = None if last is None else last[1]
         if as_json:
@@ -302,22 +301,24 @@ def init(ctx: click.Context, dedup: bool) -> None:
 @main.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
-    """Bring a PostgreSQL outbox (and its consumed-message record, if any) to this gilmsg's
-    schema version. Upgrade gilmsg on every host sharing it first."""
+    """Bring a PostgreSQL outbox and its consumed-message record (each if present: a recipient
+    service's database may hold the record only) to this gilmsg's schema version. Upgrade
+    gilmsg on every host sharing it first."""
 
     def body() -> int:
         from gilmsg.outbox import postgres
 
         url = _pg_url(ctx, "migrate")
-        before, after = postgres.migrate(url, "outbox")
         conn = postgres.connect_raw(url, "outbox")
         try:
-            has_dedup = postgres.found_version(conn, postgres.PgConsumed.KIND) is not None
+            present = [kind for kind in ("outbox", postgres.PgConsumed.KIND)
+                       if postgres.found_version(conn, kind) is not None]
         finally:
             conn.close()
-        if has_dedup:
-            postgres.migrate(url, postgres.PgConsumed.KIND)
-        _common.note(PROG, f"{postgres.redact(url)}: outbox schema version {before} -> {after}")
+        for kind in present or ["outbox"]:  # neither: the outbox's "nothing to migrate"
+            before, after = postgres.migrate(url, kind)
+            _common.note(PROG, f"{postgres.redact(url)}: {kind} schema version {before} -> "
+                               f"{after}")
         return _common.EXIT_OK
 
     _run(ctx, body)

@@ -44,6 +44,30 @@ SCHEMA = [
 
 #: The statuses a settlement is recorded with.
 SETTLEMENTS = ("processed", "rejected")
+#: What the files and tables of a consumed-message record are called (in errors, in
+#: ``gilmsg.meta``).
+KIND = "consumed-message record"
+
+
+def check_settlement(status: str | None) -> None:
+    """Refuse a ``status`` to record that is neither None nor one of :data:`SETTLEMENTS`.
+
+    Raises:
+        InvalidInput: it is neither.
+    """
+    if status is not None and status not in SETTLEMENTS:
+        from gilmsg.errors import InvalidInput
+
+        raise InvalidInput(f"a recorded settlement is one of {', '.join(SETTLEMENTS)}, "
+                           f"got {status!r}")
+
+
+def settlement_of(status: Any, reason: Any) -> tuple[str, str | None] | None:
+    """The settlement a record's ``status`` and ``reason`` columns say: ``("processed",
+    None)``, ``("rejected", reason)``, or None (recorded without one)."""
+    if status not in SETTLEMENTS:
+        return None
+    return str(status), (str(reason) if status == "rejected" and reason is not None else None)
 
 
 def _migrate(conn: sqlite3.Connection, found: int) -> None:
@@ -60,7 +84,9 @@ class ConsumedRecord(Protocol):
     path: str
 
     def done(self, key: str) -> bool: ...
-    def record(self, key: str, msg_id: Any = None) -> None: ...
+    def settlement(self, key: str) -> tuple[str, str | None] | None: ...
+    def record(self, key: str, msg_id: Any = None, status: str | None = None,
+               reason: str | None = None) -> None: ...
     def __len__(self) -> int: ...
     def close(self) -> None: ...
 
@@ -68,7 +94,8 @@ class ConsumedRecord(Protocol):
 def open_consumed(location: str | os.PathLike) -> ConsumedRecord:
     """The consumed-message record at ``location``: a ``postgresql://`` URL (shared by every
     host of a recipient service, see :class:`gilmsg.outbox.postgres.PgConsumed`), else an
-    SQLite file (:class:`Consumed`). Both have ``done``, ``record``, ``len`` and ``close``.
+    SQLite file (:class:`Consumed`). Both have ``done``, ``settlement``, ``record``, ``len`` and
+    ``close``, with the same promises.
 
     Raises:
         OutboxError: the record cannot be used.
@@ -92,34 +119,27 @@ class Consumed:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
-        self._conn = sqlite.connect(path, schema=SCHEMA, version=SCHEMA_VERSION,
-                                    kind="consumed-message record", durability="normal",
-                                    migrate=_migrate)
+        self._conn = sqlite.connect(path, schema=SCHEMA, version=SCHEMA_VERSION, kind=KIND,
+                                    durability="normal", migrate=_migrate)
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """The first row of ``sql`` (None: none); a failure becomes an OutboxError."""
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchone()
+            except sqlite3.Error as exc:
+                raise sqlite.wrap(self.path, exc, KIND) from None
 
     def done(self, key: str) -> bool:
         """True if the message with this deduplication key was consumed before."""
-        with self._lock:
-            try:
-                row = self._conn.execute("SELECT 1 FROM consumed WHERE key = ?",
-                                         (key,)).fetchone()
-            except sqlite3.Error as exc:
-                raise sqlite.wrap(self.path, exc, "consumed-message record") from None
-        return row is not None
+        return self._one("SELECT 1 FROM consumed WHERE key = ?", (key,)) is not None
 
     def settlement(self, key: str) -> tuple[str, str | None] | None:
         """How the message with this key was settled, as recorded: ``("processed", None)`` or
         ``("rejected", reason)``; None if it was not consumed, or recorded without a
         settlement."""
-        with self._lock:
-            try:
-                row = self._conn.execute("SELECT status, reason FROM consumed WHERE key = ?",
-                                         (key,)).fetchone()
-            except sqlite3.Error as exc:
-                raise sqlite.wrap(self.path, exc, "consumed-message record") from None
-        if row is None or row[0] not in SETTLEMENTS:
-            return None
-        return str(row[0]), (str(row[1]) if row[0] == "rejected" and row[1] is not None
-                             else None)
+        row = self._one("SELECT status, reason FROM consumed WHERE key = ?", (key,))
+        return None if row is None else settlement_of(row[0], row[1])
 
     def record(self, key: str, msg_id: Any = None, status: str | None = None,
                reason: str | None = None) -> None:
@@ -131,24 +151,14 @@ class Consumed:
             InvalidInput: ``status`` is neither None nor a settlement.
             OutboxError: the file cannot be written.
         """
-        if status is not None and status not in SETTLEMENTS:
-            from gilmsg.errors import InvalidInput
-
-            raise InvalidInput(f"a recorded settlement is one of {', '.join(SETTLEMENTS)}, "
-                               f"got {status!r}")
-        with self._lock:
-            try:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO consumed (key, msg_id, at, status, reason) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (key, str(msg_id) if msg_id is not None else None, time.time(), status,
-                     reason if status == "rejected" else None))
-            except sqlite3.Error as exc:
-                raise sqlite.wrap(self.path, exc, "consumed-message record") from None
+        check_settlement(status)
+        self._one("INSERT OR IGNORE INTO consumed (key, msg_id, at, status, reason) "
+                  "VALUES (?, ?, ?, ?, ?)",
+                  (key, str(msg_id) if msg_id is not None else None, time.time(), status,
+                   reason if status == "rejected" else None))
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT count(*) FROM consumed").fetchone()[0]
+        return int(self._one("SELECT count(*) FROM consumed", ())[0])
 
     def close(self) -> None:
         """Close the file (idempotent)."""

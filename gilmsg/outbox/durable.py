@@ -164,7 +164,7 @@ class Outbox:
         """
         if connection is not None:
             return self.publish_in(connection, [(topic, msg)], modname or calling_module(),
-                                   recipients, **config)[0]
+                                   recipients, require=require, **config)[0]
         pending = self.publish_many([(topic, msg)], modname or calling_module(), recipients,
                                     ack_timeout, require=require, **config)[0]
         try:
@@ -260,8 +260,9 @@ class Outbox:
     def publish_in(self, connection: Any, items: Sequence[tuple[str | None, Any]],
                    modname: str | None = None,
                    recipients: Iterable[str] | str | None = None,
-                   **config: Any) -> list[Enqueued]:
-        """Write every ``(topic, msg)`` in the caller's open transaction on ``connection``.
+                   require: str | None = None, **config: Any) -> list[Enqueued]:
+        """Write every ``(topic, msg)`` in the caller's open transaction on ``connection``,
+        requiring ``require`` of each recipient (as :meth:`publish`; kept with the message).
 
         The transactional outbox (PostgreSQL only): nothing is sent here. The messages are
         stored if and when the caller commits, and a runner (:meth:`start_runner`, the hub
@@ -280,13 +281,14 @@ class Outbox:
             raise InvalidInput("publish(connection=...) needs a postgresql:// outbox (the "
                                "message is written in that database's transaction); this "
                                f"outbox is the SQLite file {self.path}")
+        require = self.require if require is None else wire.check_require(require)
         cfg = {**self.config, **config} if config else self.config
         names = self._recipients(recipients, cfg)
         # Nothing is sent from here, so no endpoint is bound: fedmsg's counter ``i`` is this
         # outbox's own.
         prepared = self._prepare(items, modname or calling_module(), names, cfg,
                                  lambda: next(self._i))
-        put_in(connection, prepared, time.time(), self.expiry)
+        put_in(connection, prepared, time.time(), self.expiry, require)
         return [Enqueued(msg_id, frames[0].decode("utf-8"), tuple(names))
                 for msg_id, _digest, frames, _names in prepared]
 
@@ -346,11 +348,8 @@ RUNNER_RECENT = 60.0
 def warn_if_no_runner(store: Any, now: float) -> bool:
     """Log one WARNING, with the command to run, if no runner was active on ``store`` within
     :data:`RUNNER_RECENT` seconds (then nothing re-sends what stays owed); True if it warned."""
-    last_runner = getattr(store, "last_runner", None)  # the PostgreSQL store keeps none yet
-    if last_runner is None:
-        return False
     try:
-        last = last_runner()
+        last = store.last_runner()
     except GilmsgError:
         return False
     if last is not None and now - last[0] <= RUNNER_RECENT:

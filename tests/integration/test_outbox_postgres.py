@@ -164,7 +164,7 @@ def test_newer_schema_refused_older_refused_with_the_command_to_migrate(postgres
     assert "no migration from schema version 0" in line
     monkeypatch.setitem(pg.MIGRATIONS["outbox"], 0,
                         ["ALTER TABLE gilmsg.messages ADD COLUMN IF NOT EXISTS note TEXT"])
-    assert pg.migrate(url, "outbox") == (0, 1)
+    assert pg.migrate(url, "outbox") == (0, pg.VERSIONS["outbox"])
     store = open_store(url)
     put(store)
     assert store.get("m1") is not None
@@ -275,7 +275,11 @@ def test_publish_in_the_callers_transaction(pub_bus, server, tmp_path):
         with auto.transaction():  # an explicit transaction on an autocommit connection is fine
             inside = outbox.publish("x", {}, modname="outboxtest", recipients=["r1"],
                                     connection=auto)
-        assert outbox.store.get(inside.msg_id) is not None
+        assert outbox.store.get(inside.msg_id).require == "received"
+        with auto.transaction():  # the level asked for is kept with the message
+            strict = outbox.publish("x", {}, modname="outboxtest", recipients=["r1"],
+                                    require="processed", connection=auto)
+        assert outbox.store.get(strict.msg_id).require == "processed"
         other = psycopg.connect(server.create_database())
         with pytest.raises(InvalidInput, match="another database|connected to database"):
             outbox.publish("x", {}, modname="outboxtest", recipients=["r1"], connection=other)

@@ -1,5 +1,6 @@
 """A durable publish keeps the promise it was asked for (issue 19, finding 9): real
-``gilmsg-tail`` recipients, the real ``gilmsg-outbox`` and ``gilmsg-logger`` commands."""
+``gilmsg-tail`` recipients, the real ``gilmsg-outbox`` and ``gilmsg-logger`` commands; each
+test once per backend (``store_location``: an SQLite file, a database of a real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ def cli(bus, *argv: str) -> subprocess.CompletedProcess:
                           env=bus.env())
 
 
-def test_require_processed_is_not_satisfied_by_received(make_bus, tmp_path):
+def test_require_processed_is_not_satisfied_by_received(make_bus, store_location):
     bus = make_bus(["pub", "r1"])
     bus.spawn_tail("r1")  # answers "received" only
-    path = tmp_path / "outbox.db"
+    path = store_location()
     with Outbox(path, **bus.config_for("pub")) as outbox:
         with pytest.raises(gilmsg.Timeout) as info:
             outbox.publish(topic="t", msg={"n": 1}, modname="req", recipients=["r1"],
@@ -38,10 +39,11 @@ def test_require_processed_is_not_satisfied_by_received(make_bus, tmp_path):
     assert entry.owed == ("r1",)
 
 
-def test_a_rejection_ends_redelivery_with_its_reason_shown_by_list_and_show(make_bus, tmp_path):
+def test_a_rejection_ends_redelivery_with_its_reason_shown_by_list_and_show(make_bus,
+                                                                            store_location):
     bus = make_bus(["pub", "r1"])
     bus.spawn_tail("r1", "--exec", "echo broken input >&2; exit 3", "--settle")
-    path = tmp_path / "outbox.db"
+    path = store_location()
     with Outbox(path, **bus.config_for("pub")) as outbox:
         with pytest.raises(gilmsg.Rejected) as info:
             outbox.publish(topic="t", msg={"n": 2}, modname="req", recipients=["r1"],
@@ -62,10 +64,10 @@ def test_a_rejection_ends_redelivery_with_its_reason_shown_by_list_and_show(make
     assert pending.stdout.strip() == ""  # nothing owed: no runner sends it again
 
 
-def test_gilmsg_logger_outbox_require_processed(make_bus, tmp_path):
+def test_gilmsg_logger_outbox_require_processed(make_bus, store_location):
     bus = make_bus(["pub", "r1"])
     bus.spawn_tail("r1", "--exec", "cat >/dev/null", "--settle")
-    path = tmp_path / "outbox.db"
+    path = store_location()
     done = cli(bus, "gilmsg-logger", "--name", "pub", "--recipients", "r1", "--outbox",
                str(path), "--require", "processed", "--ack-timeout", "30", "--message", "hi")
     assert done.returncode == _common.EXIT_OK, done.stdout + done.stderr

@@ -1,12 +1,15 @@
 """Loud when nothing will deliver: an outbox nobody runs is said so, once, with the command.
 
-Real processes: gilmsg-logger --outbox, gilmsg-outbox run and stats, on a DevBus.
+Real processes: gilmsg-logger --outbox, gilmsg-outbox run and stats, on a DevBus; the runner
+and check tests once per backend (``store_location``: an SQLite file, a database of a real
+PostgreSQL server).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from gilmsg.commands import _common
 from gilmsg.outbox import Outbox
+from gilmsg.outbox.postgres import redact
 
 BIN = Path(sys.executable).parent
 #: Bound on waiting for a started runner's first recorded activity.
@@ -36,14 +40,15 @@ def stats(bus, path: Path) -> dict:
 
 
 def test_logger_warns_once_while_no_runner_runs_and_stats_shows_the_last_one(make_bus,
-                                                                            tmp_path):
+                                                                            store_location):
     bus = make_bus(["pub", "r1", "runner"])
-    path = tmp_path / "outbox.db"
+    path = store_location()
     stored = logger(bus, path, "one\ntwo\n")
     assert stored.returncode == _common.EXIT_STORED, stored.stderr
     warnings = [line for line in stored.stderr.splitlines() if "no outbox runner" in line]
     assert len(warnings) == 1, stored.stderr  # once, for two messages
-    assert "(never)" in warnings[0] and f"gilmsg-outbox --outbox {path} run" in warnings[0]
+    shown = shlex.quote(redact(path))  # an SQLite path as it is, a URL without its password
+    assert "(never)" in warnings[0] and f"gilmsg-outbox --outbox {shown} run" in warnings[0]
     assert stats(bus, path)["last_runner"] is None
     assert "still owed to r1 (no ACK within 0.2s; r1: no subscriber connected;" in stored.stderr
 
@@ -77,11 +82,11 @@ def check(bus, path: Path, *args: str) -> subprocess.CompletedProcess:
                           env=bus.env())
 
 
-def test_check_thresholds_outputs_and_exit_codes(make_bus, tmp_path):
+def test_check_thresholds_outputs_and_exit_codes(make_bus, tmp_path, store_location):
     from prometheus_client.parser import text_string_to_metric_families
 
     bus = make_bus(["pub", "r1"])
-    path = tmp_path / "outbox.db"
+    path = store_location()
     assert logger(bus, path, "one\ntwo\n").returncode == _common.EXIT_STORED
 
     ok = check(bus, path, "--pending-warning", "3", "--oldest-critical", "3600")

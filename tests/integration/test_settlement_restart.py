@@ -3,7 +3,8 @@
 Real processes: ``gilmsg-tail --exec ... --settle --dedup-file F`` settles one message
 ``processed`` and one ``rejected``, is SIGKILLed, and is restarted with the same file; a
 publisher re-sending the same signed bytes with ``require="processed"`` gets ``processed`` and
-``rejected`` with the same reason, and the command is not run again.
+``rejected`` with the same reason, and the command is not run again. Once per backend of the
+record (``store_location``: an SQLite file, a database of a real PostgreSQL server).
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ def resend(bus, envelope: dict[str, Any]):
 
 
 def test_a_restarted_tail_answers_a_copy_with_its_recorded_settlement(make_bus, tmp_path,
-                                                                      monkeypatch):
+                                                                      monkeypatch,
+                                                                      store_location):
     monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
     bus = make_bus(["pub", "r1"])
-    seen = tmp_path / "r1-seen.db"
+    seen = store_location()
     args = ("--exec", SCRIPT, "--settle", "--dedup-file", str(seen))
     tail = bus.spawn_tail("r1", *args)
     sent: list[dict[str, Any]] = []

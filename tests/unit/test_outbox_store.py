@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from gilmsg.errors import OutboxError
+from gilmsg.errors import InvalidInput, OutboxError
 from gilmsg.outbox import policy
 from gilmsg.outbox.dedup import Consumed, open_consumed
 from gilmsg.outbox.policy import Entry, Status
@@ -161,6 +161,52 @@ def test_dead_lease_holder_is_taken_over_at_once(store_location):
     assert [s.entry.msg_id for s in store.claim(101.0, lease=10.0)] == ["m1"]
 
 
+def test_a_rejection_owes_nothing_more_and_the_level_is_kept(store_location):
+    store = open_store(store_location())
+    store.put([("m1", "d" * 64, [FRAMES[0], b"m1"], ("a", "b", "c"))], 100.0, 1000.0,
+              require="processed")
+    store.claim(100.0, lease=10.0)
+    after = store.finish_attempt("m1", {"a": 101.0}, "no ACK from b, c", 102.0,
+                                 rejected={"b": "bad schema"})
+    assert (after.status, after.owed, after.require) == (Status.PENDING, ("c",), "processed")
+    assert after.rejected == {"b": "bad schema"}
+    # the first answer stands: neither a later ACK nor a second rejection changes b's
+    assert store.record_acks("m1", {"b": 103.0}, rejected={"a": "late", "b": "other"}) \
+        is Status.PENDING
+    assert store.record_acks("m1", {"c": 104.0}) is Status.REJECTED
+    done = store.get("m1")
+    assert (done.status, done.acked, done.rejected) == (
+        Status.REJECTED, {"a": 101.0, "c": 104.0}, {"b": "bad schema"})
+    assert done.last_error == "rejected by b: bad schema" and done.require == "processed"
+    assert store.claim(1e9, lease=10.0) == []
+
+
+def test_runner_activity_keeps_the_latest_only(store_location):
+    path = store_location()
+    one, two = open_store(path), open_store(path)
+    assert one.last_runner() is None
+    one.runner_seen(10.0)
+    two.runner_seen(20.0)
+    assert one.last_runner() == (20.0, two.owner)
+    assert [kind for _at, kind, _detail in one.events("")] == ["runner"]  # one row, not two
+
+
+def test_a_settlement_survives_a_reopen_on_either_backend(store_location):
+    path = store_location()
+    one = open_consumed(path)
+    one.record("k1", "m1", status="processed")
+    one.record("k2", "m2", status="rejected", reason="bad schema")
+    one.record("k2", "m2", status="processed")  # the first record stands
+    one.record("k3", "m3")
+    one.close()
+    two = open_consumed(path)
+    assert [two.settlement(k) for k in ("k1", "k2", "k3", "k4")] == [
+        ("processed", None), ("rejected", "bad schema"), None, None]
+    with pytest.raises(InvalidInput, match="settlement"):
+        two.record("k5", status="received")
+    assert not two.done("k5") and len(two) == 3
+
+
 # -- faults -----------------------------------------------------------------------------------
 
 
@@ -205,7 +251,7 @@ def test_full_disk_stores_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        from gilmsg.errors import OutboxError
+        from gilmsg.errors import InvalidInput, OutboxError
         from gilmsg.outbox.store import Store
         s = Store({str(path)!r})
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
@@ -233,7 +279,7 @@ def test_read_only_file_system_stores_nothing(tmp_path):
     mnt.mkdir()
     script = textwrap.dedent(f"""
         import subprocess, sys
-        from gilmsg.errors import OutboxError
+        from gilmsg.errors import InvalidInput, OutboxError
         from gilmsg.outbox.store import Store
         Store({str(mnt / 'o.db')!r}).close()
         subprocess.run(["mount", "-o", "remount,ro", {str(mnt)!r}], check=True)
