@@ -10,9 +10,9 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   A publisher's Report therefore means "the hub validated and queued it", not "consume()
   finished": a slow or busy ``consume()`` does not delay ACKs, and the hub consumes what it
   acknowledged unless the process dies first (a stop by signal drains the queue). The queue
-  holds at most ``gilmsg.receive_backlog_bytes``; what arrives while it is full is dropped
-  unacknowledged, for its publisher to send again. The hub's receiving sockets get gilmsg's
-  heartbeats, limits and reconnection (:mod:`gilmsg.consumers.hub_sockets`);
+  holds about ``gilmsg.receive_backlog_bytes``: a message naming this consumer that arrives
+  while it is full is dropped unacknowledged, for its publisher to send again. The hub's
+  receiving sockets get gilmsg's heartbeats, limits, reconnection (:mod:`.hub_sockets`);
 * receipt ACKs that are ready together are batched (for publishers that take batched ACKs;
   others get one signed ACK per message): those of the messages the hub reads in one go, sent
   once they are all validated and queued. One signature then answers up to 64 messages. Set
@@ -296,15 +296,16 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     # datagrepper backlog, replay) is handled there instead.
 
     def _consume_json(self, message: Any) -> Any:
-        """Reactor thread: moksha's decoding, unless the queue is full (then dropped unread)."""
-        if self._backlog is not None and self._backlog.full():
-            return None
+        """Reactor thread: moksha's decoding, the message's size noted for the Backlog."""
         self._arriving = len(getattr(message, "body", None) or "")
         return super()._consume_json(message)
 
     def _consume(self, message: Message) -> Any:
         """Reactor thread, on receipt: check, ACK, dedup; queue first-time messages only."""
-        if self._stopping or not self._receive(message, batched=self.gilmsg_batch_acks):
+        if self._stopping or (self._backlog is not None and self._backlog.refuses(
+                message, self.common_name)):
+            return None
+        if not self._receive(message, batched=self.gilmsg_batch_acks):
             return None
         message[_RECEIVED] = True  # on the moksha wrapper only; removed before consume()
         if self._backlog is not None:

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from gilmsg import monitoring
+from gilmsg.core import wire
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.transport.zmq import (
     RECEIVE_BACKLOG_DEFAULT,
@@ -132,11 +133,12 @@ class GilmsgSubConnection(txzmq.ZmqSubConnection):
     options: LinkOptions = LinkOptions()
     hwm: int = RECEIVE_BACKLOG_DEFAULT // MAX_FRAME_BYTES
     watches: list[_Watch] = []
+    _watch: _Watch | None = None
 
     def _connectOrBind(self, endpoints: Any) -> None:  # noqa: N802 - txzmq's name
-        if getattr(self, "_gilmsg_watch", None) is None:
-            self._gilmsg_watch = harden(self, self.options, self.hwm, self.factory.reactor)
-            self.watches.append(self._gilmsg_watch)
+        if self._watch is None:  # the first connect: before it, as tune() requires
+            self._watch = harden(self, self.options, self.hwm, self.factory.reactor)
+            self.watches.append(self._watch)
         super()._connectOrBind(endpoints)
 
 
@@ -211,13 +213,17 @@ def _watch_readiness(cls: type[GilmsgSubConnection]) -> None:
 
 
 class Backlog:
-    """The bytes queued for a consumer's workers, bounded (``gilmsg.receive_backlog_bytes``).
+    """The bytes queued for a consumer's workers, bounded by ``gilmsg.receive_backlog_bytes``.
 
-    The reactor thread asks :meth:`full` before a message is acknowledged; one that arrives
-    while the queue is full is dropped before anything else happens to it: not acknowledged,
-    not remembered as seen, so its publisher sends it again (until ``ack_timeout``; an outbox
-    until delivered). A message admitted is counted by :meth:`add` and uncounted by :meth:`take`
-    when a worker picks it up, so the queue holds at most the bound plus one message.
+    The reactor thread asks :meth:`refuses` before a message is checked or acknowledged. While
+    the queue holds the bound or more, a message that names this consumer among its recipients
+    is refused: dropped before anything else happens to it (not acknowledged, not remembered
+    as seen), so its publisher, which waits for this consumer's ACK, sends it again (until its
+    ``ack_timeout``; an outbox until delivered). Other messages (plain fedmsg, a gilmsg message
+    naming nobody or others) are queued regardless: nobody would send them again. A message
+    admitted is counted by :meth:`add` and uncounted by :meth:`take` when a worker picks it up;
+    the messages that name this consumer therefore find at most the bound plus one message
+    queued ahead of them.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -226,14 +232,19 @@ class Backlog:
 
         self.limit = int(registry.lookup(config, RECEIVE_BACKLOG_KEY)[1])
         self.queued = 0  #: bytes queued now
-        self.dropped = 0  #: messages dropped at the bound so far
+        self.dropped = 0  #: messages refused at the bound so far
         self._lock = threading.Lock()
 
-    def full(self) -> bool:
-        """Reactor thread: True when a message arriving now must be dropped (and counts it)."""
+    def refuses(self, message: Mapping[str, Any], common_name: str) -> bool:
+        """Reactor thread: True when ``message`` (moksha's wrapper) must be dropped unanswered
+        now: the queue is full and the message names ``common_name`` among its recipients."""
         with self._lock:
             if self.queued < self.limit:
                 return False
+        body = message.get("body")
+        if not isinstance(body, dict) or common_name not in (wire.recipients_of(body) or ()):
+            return False
+        with self._lock:
             self.dropped += 1
             drops = self.dropped
         if drops & (drops - 1) == 0:  # 1st, 2nd, 4th ...: not a line per message
