@@ -22,6 +22,8 @@ from tests.integration.test_hub import records, start_hub, wait_consumed, wait_l
 from tests.integration.test_monitoring import get
 
 LOGGER = str(Path(sys.executable).parent / "gilmsg-logger")
+HERE = Path(__file__).resolve().parent
+PLAIN = "hub_plain_consumer:PlainConsumer"
 
 
 def _host_port(endpoint: str) -> tuple[str, int]:
@@ -57,6 +59,34 @@ def test_a_peer_that_fails_the_handshake_does_not_silence_the_hub_for_good(make_
     assert set(report.acks) == {"hub"}
     wait_line(hub, "dropped after a protocol error")  # the Reconnector did it
     wait_consumed(hub, report.msg_id)
+
+
+def test_connections_a_plain_consumer_made_first_get_the_same_protection(make_bus):
+    """moksha creates consumers in order: a FedmsgConsumer enabled before the GilmsgConsumer
+    made the hub's connections with moksha's class; they are given gilmsg's options and a
+    Reconnector (and connected again), so the failed handshake costs no endpoint either."""
+    from tests.integration.test_hub import EXAMPLE, EXAMPLE_SRC
+
+    bus = make_bus(["pub", "hub"])
+    listener = socket.create_server(_host_port(bus.config["endpoints"]["pub"][0]))
+    listener.settimeout(DEFAULT_WAIT)
+    hub = bus.spawn_hub("hub", consumers=[PLAIN, EXAMPLE], pythonpath=[EXAMPLE_SRC, HERE], **{
+        "gilmsg_example": True, "plain_consumer": True})
+    try:
+        for _ in range(2):  # moksha's connection, then the one gilmsg made again
+            peer, _ = listener.accept()
+            with peer:
+                peer.sendall(BAD_GREETING)
+                peer.settimeout(DEFAULT_WAIT)
+                while peer.recv(4096):
+                    pass
+    finally:
+        listener.close()
+    report = gilmsg.publish(topic="t", msg={"n": 1}, modname="test", recipients=["hub"],
+                            ack_timeout=30, **bus.config_for("pub"))
+    assert set(report.acks) == {"hub"}
+    wait_consumed(hub, report.msg_id)
+    wait_line(hub, f"plain consumed {report.msg_id}")
 
 
 def _logger(bus: DevBus) -> subprocess.Popen:
