@@ -309,7 +309,7 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
             return None
         message[_RECEIVED] = True  # on the moksha wrapper only; removed before consume()
         if self._backlog is not None:
-            message[_QUEUED] = self._backlog.add(self._arriving)
+            message[_QUEUED], self._arriving = self._backlog.add(self._arriving), 0
         return self._skipping_validate(message, super()._consume)
 
     def _do_work(self, message: Message) -> Any:
