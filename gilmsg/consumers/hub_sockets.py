@@ -180,8 +180,9 @@ def install(hub: Any, config: Mapping[str, Any], own: set[str]) -> None:
         _watch_readiness(cls)
 
 
+#: Endpoints the hub binds itself (its consumers' ACK sockets): a session with those says
+#: nothing about the bus.
 _OWN: set[str] = set()
-_lock = threading.Lock()
 
 
 def _upgrade(conn: Any, cls: type[GilmsgSubConnection], reactor: Any) -> None:
