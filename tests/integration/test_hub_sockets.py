@@ -89,6 +89,25 @@ def test_connections_a_plain_consumer_made_first_get_the_same_protection(make_bu
     wait_line(hub, f"plain consumed {report.msg_id}")
 
 
+def test_a_hub_without_an_enabled_gilmsg_consumer_keeps_mokshas_sockets(make_bus):
+    """The GilmsgConsumer is installed but disabled: moksha's own connections receive (none of
+    gilmsg's session lines), and a fedmsg message still reaches the plain consumer."""
+    from tests.integration.test_hub import EXAMPLE, EXAMPLE_SRC
+
+    bus = make_bus(["pub", "hub"])
+    hub = bus.spawn_hub("hub", consumers=[PLAIN, EXAMPLE], pythonpath=[EXAMPLE_SRC, HERE],
+                        wait=False, **{"gilmsg_example": False, "plain_consumer": True})
+    hub.wait_for(lambda line: "Running the MokshaHub reactor" in line)
+    sent = subprocess.run([LOGGER, "--config-filename", str(bus.config_file), "--name", "pub",
+                           "--ack-timeout", "30", "--json-report"], input="plain\n",
+                          capture_output=True, text=True, timeout=60, env=bus.env(),
+                          cwd=bus.root)
+    assert sent.returncode == 0, sent.stderr
+    msg_id = json.loads(sent.stdout)["msg_id"]
+    hub.wait_for(lambda line: f"plain consumed {msg_id}" in line)
+    assert not [line for line in hub.seen if "gilmsg: hub connect" in line], hub.seen
+
+
 def _logger(bus: DevBus) -> subprocess.Popen:
     return bus.spawn([LOGGER, "--config-filename", str(bus.config_file), "--name", "pub",
                       "--recipients", "hub", "--ack-timeout", "30", "--json-report"],
