@@ -185,3 +185,29 @@ def test_the_hub_reads_the_options_from_its_config(make_bus):
     assert hub.wait() == 4
     assert "gilmsg.receive_backlog_bytes" in hub.stderr and "Traceback" not in hub.stderr
 
+
+
+def test_the_connection_class_puts_the_options_on_the_socket_before_it_connects():
+    """In this process (no hub): the class moksha's extension is given, made from a config."""
+    import txzmq
+    import zmq
+
+    from gilmsg.consumers import hub_sockets
+
+    cls = hub_sockets.connection_class({"gilmsg.heartbeat_ivl": 0.5,
+                                        "gilmsg.receive_backlog_bytes": 4 << 20})
+    factory = txzmq.ZmqFactory()
+    try:
+        conn = cls(factory, txzmq.ZmqEndpoint("connect", f"tcp://127.0.0.1:{free_port()}"))
+        sock = conn.socket
+        assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 500
+        assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 3000
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == wire.MAX_FRAME_BYTES
+        assert sock.getsockopt(zmq.RCVHWM) == 4  # 4 MiB of frames of at most 1 MiB
+        assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
+        assert len(cls.watches) == 1 and hub_sockets.connected(cls) == set()
+    finally:  # monitors first: the context's term() would wait for them
+        for watch in cls.watches:
+            factory.reactor.removeReader(watch)
+            watch.reconnector.close()
+        factory.shutdown()
