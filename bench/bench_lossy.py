@@ -2,12 +2,16 @@
 
     sudo .venv/bin/python bench/bench_lossy.py [--runs 10] [--messages 50] [--loss 0.2]
                                                [--ack-timeout 10] [--modes before,after]
+                                               [--recipient tail|hub]
 
 Root only (network namespaces, TUN devices; see ``gilmsg/testing/lossy_link.py``). Each run builds a
 fresh link dropping ``--loss`` of the packets both ways, starts a real ``gilmsg-tail``
-(recipient ``r1``) in one namespace and a publisher process in the other, which sends one
-warm-up message (60 s timeout, not counted), then ``--messages`` acknowledged publishes one after
-the other, each with ``--ack-timeout``. Modes, interleaved run by run so both see the same load:
+(recipient ``r1``; with ``--recipient hub``, a stock ``fedmsg-hub`` running the example
+``GilmsgConsumer``, whose receiving sockets get the same options through
+``gilmsg.consumers.hub_sockets``) in one namespace and a publisher process in the other,
+which sends one warm-up message (60 s timeout, not counted), then ``--messages`` acknowledged
+publishes one after the other, each with ``--ack-timeout``. Modes, interleaved run by run so
+both see the same load:
 
 * ``before``: ``gilmsg.heartbeat_ivl``, ``gilmsg.connect_timeout``, ``gilmsg.tcp_user_timeout``
   and ``gilmsg.tcp_keepalive_idle`` set to 0 (the sockets as they were: no health options);
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import runpy
 import signal
 import statistics
@@ -43,7 +48,7 @@ MODES = {
 }
 
 
-def publisher(config_file: str, n: int, ack_timeout: float) -> None:
+def publisher(config_file: str, n: int, ack_timeout: float, recipient: str = "r1") -> None:
     """Inside namespace A: one warm-up, then ``n`` publishes; one JSON line per publish."""
     import gilmsg
 
@@ -55,7 +60,7 @@ def publisher(config_file: str, n: int, ack_timeout: float) -> None:
         t0 = time.monotonic()
         try:
             report = gilmsg.publish(topic="bench", msg={"i": i}, modname="lossy",
-                                    recipients=["r1"], ack_timeout=timeout, **config)
+                                    recipients=[recipient], ack_timeout=timeout, **config)
             return {"i": i, "ok": True, "msg_id": report.msg_id, "started": started,
                     "elapsed": time.monotonic() - t0, "sends": report.sends}
         except gilmsg.Timeout as exc:
@@ -70,18 +75,16 @@ def publisher(config_file: str, n: int, ack_timeout: float) -> None:
 def run_once(root: Path, mode: str, args: argparse.Namespace) -> dict:
     """One run of one mode; returns its figures."""
     with LossyLink(loss=args.loss) as link:
-        bus = DevBus(root, ["pub", "r1"], extra=MODES[mode])
+        who = args.recipient if args.recipient == "hub" else "r1"
+        bus = DevBus(root, ["pub", who], extra=MODES[mode])
         try:
             bus.config["endpoints"] = {"pub": [f"tcp://{link.addr_a}:{free_port()}"],
-                                       "r1": [f"tcp://{link.addr_b}:{free_port()}"]}
+                                       who: [f"tcp://{link.addr_b}:{free_port()}"]}
             bus.write_config()
-            exe = Path(sys.executable).parent
-            tail = bus.spawn(link.wrap(link.ns_b, [str(exe / "gilmsg-tail"), "--config-filename",
-                                                   str(bus.config_file), "--name", "r1",
-                                                   "--json"]))
+            tail = _recipient(bus, link, who)
             pub = bus.spawn(link.wrap(link.ns_a, [sys.executable, __file__, "--publisher",
                                                   str(bus.config_file), str(args.messages),
-                                                  str(args.ack_timeout)]))
+                                                  str(args.ack_timeout), who]))
             received: dict[str, float] = {}
             results = []
             deadline = time.monotonic() + 60 + args.messages * (args.ack_timeout + 5)
@@ -122,14 +125,39 @@ def run_once(root: Path, mode: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _recipient(bus: DevBus, link: LossyLink, who: str) -> Process:
+    """Start ``gilmsg-tail --json`` (r1) or a fedmsg-hub (hub) in namespace B."""
+    exe = Path(sys.executable).parent
+    if who != "hub":
+        return bus.spawn(link.wrap(link.ns_b, [str(exe / "gilmsg-tail"), "--config-filename",
+                                               str(bus.config_file), "--name", who, "--json"]))
+    from gilmsg.testing import HUB_READY_LOG
+
+    path = bus.write_hub_config("hub", gilmsg_example=True)
+    env = bus.env()
+    src = str(REPO / "examples" / "gilmsg_example")
+    env["PYTHONPATH"] = f"{src}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else src
+    hub = bus.spawn(link.wrap(link.ns_b, [str(exe / "fedmsg-hub"), "--config-filename", str(path),
+                                          "--with-consumers", HUB_CONSUMER]), env=env)
+    hub.wait_for(lambda line: HUB_READY_LOG in line, 60.0)
+    return hub
+
+
+#: The example consumer, and the log line it writes per consumed message.
+HUB_CONSUMER = "gilmsg_example.consumers:ExampleConsumer"
+HUB_CONSUMED = re.compile(r"ExampleConsumer consumed (\S+) on \S+\.lossy\.bench$")
+
+
 def _drain_tail(tail: Process, received: dict[str, float], wait: float = 0.0) -> None:
     try:
         line = tail.lines.get(timeout=wait) if wait else tail.lines.get_nowait()
     except Exception:
         return
     while True:
+        hub_line = HUB_CONSUMED.search(line)
         try:
-            envelope = json.loads(line)
+            envelope = json.loads(line) if hub_line is None else {
+                "msg_id": hub_line.group(1), "topic": ".lossy.bench"}
         except ValueError:
             envelope = {}
         msg_id = envelope.get("msg_id")
@@ -156,12 +184,14 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.2)
     parser.add_argument("--ack-timeout", type=float, default=10.0)
     parser.add_argument("--modes", default="before,after")
+    parser.add_argument("--recipient", choices=("tail", "hub"), default="tail")
     parser.add_argument("--verbose", action="store_true", help="print each publish's result")
-    parser.add_argument("--publisher", nargs=3, metavar=("CONFIG", "N", "TIMEOUT"),
+    parser.add_argument("--publisher", nargs=4, metavar=("CONFIG", "N", "TIMEOUT", "WHO"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
-        publisher(args.publisher[0], int(args.publisher[1]), float(args.publisher[2]))
+        publisher(args.publisher[0], int(args.publisher[1]), float(args.publisher[2]),
+                  args.publisher[3])
         return
     # SIGTERM unwinds like Ctrl-C: processes stopped, namespaces deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -169,7 +199,8 @@ def main() -> None:
     if why:
         sys.exit(f"bench_lossy: {why}")
     modes = args.modes.split(",")
-    print(f"loss {args.loss:.0%} both ways, {args.runs} runs x {args.messages} messages, "
+    print(f"recipient {args.recipient}, loss {args.loss:.0%} both ways, {args.runs} runs x "
+          f"{args.messages} messages, "
           f"ack_timeout {args.ack_timeout:g} s", flush=True)
     results: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="gilmsg-bench-lossy-") as tmp:

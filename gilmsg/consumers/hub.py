@@ -9,7 +9,10 @@ Write a subclass as for :class:`fedmsg.consumers.FedmsgConsumer` (``topic``, ``c
   its signature is checked and before it is queued for ``consume()`` (status ``"received"``).
   A publisher's Report therefore means "the hub validated and queued it", not "consume()
   finished": a slow or busy ``consume()`` does not delay ACKs, and the hub consumes what it
-  acknowledged unless the process dies first (a stop by signal drains the queue);
+  acknowledged unless the process dies first (a stop by signal drains the queue). The queue
+  holds about ``gilmsg.receive_backlog_bytes``: a message naming this consumer that arrives
+  while it is full is dropped unacknowledged, for its publisher to send again. The hub's
+  receiving sockets get gilmsg's heartbeats, limits, reconnection (:mod:`.hub_sockets`);
 * receipt ACKs that are ready together are batched (for publishers that take batched ACKs;
   others get one signed ACK per message): those of the messages the hub reads in one go, sent
   once they are all validated and queued. One signature then answers up to 64 messages. Set
@@ -116,6 +119,8 @@ ALLOW_FAILED_KEY = "gilmsg.allow_failed_consumers"
 _RECEIVED = "_gilmsg_received"
 #: Key set on a moksha wrapper: what the recipient handed over, reported once consume() is over.
 _HANDED = "_gilmsg_handed"
+#: Key set on a moksha wrapper: its bytes counted in the consumer's Backlog until a worker has it.
+_QUEUED = "_gilmsg_queued"
 #: ``<config_key>`` + this names the consumer's durable dedup file (see gilmsg.outbox.dedup).
 DEDUP_KEY_SUFFIX = ".gilmsg_dedup_path"
 
@@ -201,6 +206,9 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     validate_signatures: bool | None
     consume: Callable[[Message], Any]
 
+    _backlog: Any = None  # hub_sockets.Backlog once set up
+    _arriving = 0  # bytes of the message the reactor thread is handling
+
     def __init__(self, hub: Any) -> None:
         self._tls = threading.local()
         self._acks_wanted = False
@@ -215,6 +223,10 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
                 from gilmsg.monitoring import reactor as monitoring_reactor
 
                 monitoring_reactor.start(config)  # gilmsg.monitoring: bound now, or exit 4
+                from gilmsg.consumers import hub_sockets
+
+                self._backlog = hub_sockets.Backlog(config)
+                hub_sockets.install(hub, config, {self.recipient.address or ""})
             except GilmsgError as exc:
                 if config.get(ALLOW_FAILED_KEY):
                     raise  # moksha logs it and runs on without this consumer
@@ -283,15 +295,27 @@ class GilmsgConsumer(fedmsg.consumers.FedmsgConsumer):
     # message object are skipped. A message that reaches _do_work() another way (fedmsg's
     # datagrepper backlog, replay) is handled there instead.
 
+    def _consume_json(self, message: Any) -> Any:
+        """Reactor thread: moksha's decoding, the message's size noted for the Backlog."""
+        self._arriving = len(getattr(message, "body", None) or "")
+        return super()._consume_json(message)
+
     def _consume(self, message: Message) -> Any:
         """Reactor thread, on receipt: check, ACK, dedup; queue first-time messages only."""
-        if self._stopping or not self._receive(message, batched=self.gilmsg_batch_acks):
+        if self._stopping or (self._backlog is not None and self._backlog.refuses(
+                message, self.common_name)):
+            return None
+        if not self._receive(message, batched=self.gilmsg_batch_acks):
             return None
         message[_RECEIVED] = True  # on the moksha wrapper only; removed before consume()
+        if self._backlog is not None:
+            message[_QUEUED], self._arriving = self._backlog.add(self._arriving), 0
         return self._skipping_validate(message, super()._consume)
 
     def _do_work(self, message: Message) -> Any:
         """Worker thread (reactor thread in blocking mode): moksha's pre/consume/post."""
+        if self._backlog is not None:
+            self._backlog.take(message.pop(_QUEUED, 0))
         if not message.pop(_RECEIVED, False) and not self._receive(message):
             return True
         previous = getattr(self._tls, "handed", None)

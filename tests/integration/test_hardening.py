@@ -217,8 +217,9 @@ def test_a_bad_connection_health_value_is_a_config_error(make_bus, value):
 
 
 def test_a_hub_hears_a_publisher_again_after_an_oversize_frame(make_bus):
-    """The hub's receiving sockets are moksha's (no MAXMSGSIZE): the frame reaches moksha whole
-    and costs only itself; the consumer still acknowledges the real publisher afterwards."""
+    """The hub's receiving sockets carry gilmsg's MAXMSGSIZE (gilmsg.consumers.hub_sockets): the
+    frame is cut off, libzmq gives the endpoint up and the hub's Reconnector connects it again,
+    so the consumer still acknowledges the real publisher afterwards."""
     from tests.integration.test_hub import start_hub
 
     bus = make_bus(["pub", "hub"])

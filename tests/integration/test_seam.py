@@ -98,8 +98,12 @@ def _importers(library: str) -> list[str]:
 
 
 def test_only_the_zmq_transport_imports_zmq():
-    importers = _importers("zmq")
+    # Besides the ZeroMQ transport: the options gilmsg puts on moksha's own (txzmq) receiving
+    # sockets in fedmsg-hub; those sockets are moksha's, not a transport's, so they never pass
+    # the seam.
+    importers = [p for p in _importers("zmq") if p != "consumers/hub_sockets.py"]
     assert importers and all(path.startswith("transport/zmq/") for path in importers), importers
+    assert "consumers/hub_sockets.py" in _importers("zmq")
 
 
 def test_only_the_amqp_transport_imports_pika_and_only_its_callback_fedora_messaging():

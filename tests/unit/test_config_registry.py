@@ -29,6 +29,7 @@ NOT_CONFIG_KEYS = {
     "gilmsg_outbox",  # the moksha producer's entry-point name
     "gilmsg.py",  # the bus configuration file's name
     "_gilmsg_received", "_gilmsg_dedup_key", "_gilmsg_handed", "_gilmsg_cli",  # private attributes
+    "_gilmsg_queued",
 }
 #: Prometheus metric names (docs/monitoring.rst; gilmsg-outbox check --prometheus), with and
 #: without the ``_total`` prometheus_client appends to a counter's name.
