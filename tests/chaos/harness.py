@@ -163,7 +163,15 @@ class Run:
         lines += ["VIOLATION " + x for x in self.verdict.violations]
         if self.options.allow_known_gaps:
             lines += [f"KNOWN GAP ({model.KNOWN_GAP}) " + x for x in self.verdict.known_gaps]
+        lines.append(self.summary())
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line for a table of runs: seed, duration, PASS or FAIL, the closing figures."""
+        plant = f" plant {self.options.plant}" if self.options.plant else ""
+        verdict = "PASS" if self.verdict.ok else f"FAIL ({len(self.verdict.violations)})"
+        return (f"chaos summary: seed {self.options.seed} duration {self.options.duration:g} s"
+                f"{plant}: {verdict}; {self.verdict.figures()}")
 
 
 class System:
