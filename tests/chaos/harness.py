@@ -129,6 +129,7 @@ class Options:
     work: float = 0.02  # seconds each application works on a message
     plant: str | None = None
     allow_known_gaps: bool = False  # see model.KNOWN_GAP
+    gap: tuple[float, float] = (0.3, 2.5)  # seconds between drawn faults (model.schedule)
 
     def quiet_period(self) -> float:
         return self.quiet or max(8.0, self.duration / 6)
@@ -192,7 +193,7 @@ class System:
         horizon = options.duration - options.quiet_period()
         self.horizon = horizon
         self.result = Run(options, model.schedule(options.seed, options.duration,
-                                                  options.quiet_period()))
+                                                  options.quiet_period(), gap=options.gap))
         why = unavailable()
         if why:
             for kind in ("partition", "loss", "isolate"):
