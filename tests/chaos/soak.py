@@ -143,7 +143,8 @@ def format_table(table: dict[str, dict[str, Any]], window: float) -> str:
         slope, span = row[f"{resource}_per_hour"], row[f"{resource}_range"]
         if slope is None:
             return "-"
-        return f"{slope:+.2f} [{span[0]:g}..{span[1]:g}]"
+        low, high = (f"{v:.1f}" if resource == "rss_mib" else f"{v:g}" for v in span)
+        return f"{slope:+.2f} [{low}..{high}]"
 
     lines = [f"soak slopes per hour over a {window:.0f} s window (value range of the longest "
              "incarnation in brackets):",
