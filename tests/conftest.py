@@ -51,7 +51,8 @@ def _close_links():
 #: Markers whose tests a ``./run tests`` skips, visibly, unless ``-m`` names them: marker -> how.
 FULL_ONLY = {"faults_full": ("faults", "-m faults"), "load": ("load", "-m load"),
              "chaos": ("chaos", "-m chaos"), "chaos_planted": ("chaos_planted",
-                                                              "-m chaos_planted")}
+                                                              "-m chaos_planted"),
+             "soak": ("soak", "-m soak")}
 
 
 def full_run(config) -> bool:

@@ -129,6 +129,7 @@ class Options:
     work: float = 0.02  # seconds each application works on a message
     plant: str | None = None
     allow_known_gaps: bool = False  # see model.KNOWN_GAP
+    gap: tuple[float, float] = (0.3, 2.5)  # seconds between drawn faults (model.schedule)
 
     def quiet_period(self) -> float:
         return self.quiet or max(8.0, self.duration / 6)
@@ -163,7 +164,15 @@ class Run:
         lines += ["VIOLATION " + x for x in self.verdict.violations]
         if self.options.allow_known_gaps:
             lines += [f"KNOWN GAP ({model.KNOWN_GAP}) " + x for x in self.verdict.known_gaps]
+        lines.append(self.summary())
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line for a table of runs: seed, duration, PASS or FAIL, the closing figures."""
+        plant = f" plant {self.options.plant}" if self.options.plant else ""
+        verdict = "PASS" if self.verdict.ok else f"FAIL ({len(self.verdict.violations)})"
+        return (f"chaos summary: seed {self.options.seed} duration {self.options.duration:g} s"
+                f"{plant}: {verdict}; {self.verdict.figures()}")
 
 
 class System:
@@ -184,7 +193,7 @@ class System:
         horizon = options.duration - options.quiet_period()
         self.horizon = horizon
         self.result = Run(options, model.schedule(options.seed, options.duration,
-                                                  options.quiet_period()))
+                                                  options.quiet_period(), gap=options.gap))
         why = unavailable()
         if why:
             for kind in ("partition", "loss", "isolate"):

@@ -82,13 +82,14 @@ def _conflicts(new: Fault, active: Iterable[Fault]) -> bool:
 
 
 def schedule(seed: int, duration: float, quiet: float, *, kinds: Sequence[str] | None = None,
-             warmup: float = 3.0) -> list[Fault]:
+             warmup: float = 3.0, gap: tuple[float, float] = (0.3, 2.5)) -> list[Fault]:
     """The faults of a run: a pure function of its arguments.
 
     Faults start after ``warmup`` seconds and every one has ended by ``duration - quiet``; at
     most :data:`MAX_CONCURRENT` are in effect at once, never two on the link or on one target.
     ``kinds`` restricts the kinds drawn (the draws, hence the schedule, stay a function of the
-    arguments).
+    arguments). ``gap``: the range of the seconds from one drawn start to the next (the soak
+    draws minutes; the default keeps every chaos seed's schedule as it was).
     """
     rng = random.Random(seed)
     allowed = [k for k in _WEIGHTS if kinds is None or k in kinds]
@@ -99,7 +100,7 @@ def schedule(seed: int, duration: float, quiet: float, *, kinds: Sequence[str] |
     faults: list[Fault] = []
     t = warmup
     while True:
-        t += rng.uniform(0.3, 2.5)
+        t += rng.uniform(*gap)
         kind = rng.choices(allowed, weights)[0]
         if kind == "kill":
             length = rng.uniform(0.1, 4.0)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.chaos import harness
 from tests.chaos.harness import Options
+from tests.chaos.options import DEFAULT_DURATION, run_duration
 
 #: The default suite's run: its seed and length.
 FIXED_SEED = 20261201
@@ -35,7 +36,7 @@ def test_chaos(tmp_path, request):
     seed = request.config.getoption("--seed")
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
-    result = _run(tmp_path, Options(seed, request.config.getoption("--duration")))
+    result = _run(tmp_path, Options(seed, run_duration(request.config, DEFAULT_DURATION)))
     assert result.verdict.ok, "\n" + result.report()
 
 
