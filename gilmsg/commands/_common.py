@@ -111,6 +111,11 @@ def handle_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -
         return
 
     def raise_interrupted(signum: int, _frame: Any) -> None:
+        if _deferral.depth:
+            if _deferral.signum is None:
+                _deferral.signum = signum  # the first one waits for the section's end
+                return
+            _deferral.signum = None  # the second one interrupts the section: it is raised now
         raise Interrupted(signum)
 
     previous: dict[int, Any] = {}
@@ -124,6 +129,38 @@ def handle_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class _Deferral:
+    """Signals that arrived inside :func:`interrupts_deferred` (main thread only)."""
+
+    depth = 0
+    signum: int | None = None
+
+
+_deferral = _Deferral()
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold the first SIGINT/SIGTERM that arrives inside until :func:`raise_deferred`.
+
+    For a section whose outcome must be known to be reported truthfully (handing a message to
+    the link: after that it is in flight). A second signal inside interrupts at once, so a
+    section that hangs can still be stopped.
+    """
+    _deferral.depth += 1
+    try:
+        yield
+    finally:
+        _deferral.depth -= 1
+
+
+def raise_deferred() -> None:
+    """Raise the :class:`Interrupted` that :func:`interrupts_deferred` held, if any."""
+    signum, _deferral.signum = _deferral.signum, None
+    if signum is not None:
+        raise Interrupted(signum)
 
 
 def error(prog: str, message: str) -> None:

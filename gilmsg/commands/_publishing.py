@@ -117,8 +117,9 @@ class Session:
                         stop_code=_common.exit_code_for(exc))
         except GilmsgError as exc:
             return Slot(item, error=exc)
-        except (_common.Interrupted, KeyboardInterrupt):
-            self.record(Result(item.line, NOT_SENT, error="interrupted before sending"))
+        except (_common.Interrupted, KeyboardInterrupt):  # a second signal: it may have left
+            self.record(Result(item.line, FAILED, error="interrupted while sending; it may "
+                                                        "have left"))
             raise
         return Slot(item, pending)
 
@@ -234,7 +235,9 @@ class Session:
         try:
             for item in items:
                 self.last_line = item.line
-                window.append(self.start(item))
+                with _common.interrupts_deferred():  # a started message is reported in flight
+                    window.append(self.start(item))
+                _common.raise_deferred()
                 while window and (len(window) >= self.max_in_flight or window[0].done()):
                     self.finish(window.popleft())
                     if self.stop_code is not None:
