@@ -128,10 +128,11 @@ def table(r: dict[str, Any]) -> str:
                  "<= 100 ms", first <= 100))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     head = ("", "floor", "gilmsg", "ratio", "target")
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  met"]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + "  met"]
     for row in rows:
         met = "-" if row[5] is None else "yes" if row[5] else "NO"
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + f"  {met}")
+        cells = zip(row[:5], widths, strict=True)
+        lines.append("  ".join(c.ljust(w) for c, w in cells) + f"  {met}")
     return "\n".join(lines)
 
 
