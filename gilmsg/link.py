@@ -79,6 +79,10 @@ class Link:
         self._ack_topics: list[str] = [ack_topic]
         self._ack_endpoints: list[str] = list(ack_endpoints)
         self._listening = False
+        # Under _lock: listen()'s changes and the last one the listener has; the thread's poll
+        # (until when, watching subscribers?), None unless it is about to sleep or sleeping.
+        self._listen_version, self._synced_version = 0, -1
+        self._sleep: tuple[float, bool] | None = None
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         #: A wake-up was sent and the thread has not drained the commands since: the next
         #: command needs none (one write per batch of commands, not one per publish).
@@ -123,6 +127,7 @@ class Link:
             if new_topic:
                 self._ack_topics.append(ack_topic)
             self._ack_endpoints.extend(new_endpoints)
+            self._listen_version += 1
         self._command("listen", None)
 
     def listen_now(self) -> None:
@@ -177,7 +182,14 @@ class Link:
         future: Future = Future()
         with self._lock:
             self._futures[delivery.msg_id] = (future, verify)
-        self._command("deliver", (delivery, list(frames)))
+            # With the listener in place the message leaves from this thread, at once; else
+            # the thread sends it once the listener is (the ACKs need somewhere to arrive).
+            direct = (self._pub is not None and not self.closed and self._listening
+                      and self._synced_version == self._listen_version)
+        if direct:
+            self._go(delivery, list(frames))
+        else:
+            self._command("deliver", (delivery, list(frames)))
         return future
 
     def cancel(self, msg_id: str) -> None:
@@ -291,8 +303,12 @@ class Link:
                 with self._lock:
                     wakeup = self._machine.next_wakeup(now)
                     watch = len(self._machine) > 0 or self._join_waiters > 0
-                timeout = IDLE_POLL if wakeup is None else min(IDLE_POLL, max(0.0, wakeup - now))
+                    left = IDLE_POLL if wakeup is None else wakeup - now
+                    timeout = min(IDLE_POLL, max(0.0, left))
+                    self._sleep = (now + timeout, watch)
                 heard = pub.poll(timeout, watch)
+                with self._lock:
+                    self._sleep = None
                 if not self._drain_commands(pub):
                     return
                 if heard.joined:
@@ -335,21 +351,35 @@ class Link:
             if kind == "listen" and (self._listening or payload):
                 self._sync_listener(pub)
             elif kind == "deliver":
-                delivery, frames = payload
                 self._sync_listener(pub)  # listen before the message goes out
-                with self._lock:  # checked and registered at once: cancel() sees one or other
-                    if delivery.msg_id not in self._futures:  # cancelled before we got here
-                        continue
-                    actions = self._machine.handle(Sent(delivery, frames, time.monotonic()))
-                pub.send(frames)
-                monitoring.delivery_started()
-                self._apply(actions)
+                self._go(*payload)
+
+    def _go(self, delivery: Delivery, frames: list[bytes]) -> None:
+        """Send a delivery's first copy (from any thread) and hand it to the machine."""
+        pub = self._pub
+        with self._lock:  # checked and registered at once: cancel() sees one or other
+            if pub is None or delivery.msg_id not in self._futures:  # cancelled already
+                return
+            now = time.monotonic()
+            actions = self._machine.handle(Sent(delivery, frames, now))
+            due, plan = self._machine.next_wakeup(now), self._sleep
+            # The thread is woken only if it sleeps past what is due (else it plans with it).
+            wake = plan is not None and (not plan[1] or (due is not None and due < plan[0]))
+        pub.send(frames)  # any thread: the transport hands it over while the thread polls
+        monitoring.delivery_started()
+        self._apply(actions)
+        if wake and not self._wake_pending:
+            self._wake_pending = True
+            pub.wake()
 
     def _sync_listener(self, pub: Publisher) -> None:
         with self._lock:
             topics, endpoints = list(self._ack_topics), list(self._ack_endpoints)
+            version = self._listen_version
         pub.listen(topics, endpoints)
-        self._listening = True
+        with self._lock:
+            self._listening = True
+            self._synced_version = version
 
     def _on_ack_frames(self, frames: list[bytes]) -> None:
         decoded = wire.decode(frames)

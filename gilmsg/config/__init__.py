@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ class _ConfigFiles:
 _files = _ConfigFiles()
 
 
+_listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
+
+
 def _search_path() -> list[str]:
     """The files fedmsg's loader reads, in its order: ``*.py`` of each fedmsg.d, then the rest."""
     home, cwd = os.path.expanduser("~"), os.getcwd()
@@ -141,9 +145,14 @@ def _search_path() -> list[str]:
         folders.append(os.path.join(os.environ["VIRTUAL_ENV"], "etc/fedmsg.d"))
     files: list[str] = []
     for folder in folders:
-        try:
-            files += sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                            if f.endswith(".py"))
+        try:  # a folder's listing changes only with its mtime: a stat, not a listdir, per use
+            st = os.stat(folder)  # (unless modified in the last 2 s: mtimes are coarse)
+            stamp = (st.st_ino, st.st_mtime_ns)
+            listing = _listings.get(folder)
+            if listing is None or listing[0] != stamp or time.time_ns() - stamp[1] < 2e9:
+                listing = _listings[folder] = (stamp, sorted(
+                    os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py")))
+            files += listing[1]
         except OSError:
             pass
     return files + ["/etc/fedmsg-config.py", f"{home}/.fedmsg-config.py",

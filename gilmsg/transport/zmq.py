@@ -38,6 +38,8 @@ HWM = 100_000
 EXIT_LINGER_MS = 200
 #: ACK frames read per poll before timers get a turn.
 ACK_BATCH = 256
+#: Messages a receiver reads from one socket per poll (the others get their turn after).
+RECEIVE_BATCH = 16
 
 
 #: Largest frame the publishing socket accepts from its peers (they send only subscriptions,
@@ -485,7 +487,8 @@ class ZmqSubscription:
         return sum(len(w.connected) for w in list(self._watchers.values()))
 
     def receive(self, timeout: float) -> list[tuple[str, str, list[bytes]]]:
-        """One message from each socket that has one, waiting up to ``timeout`` seconds."""
+        """Up to :data:`RECEIVE_BATCH` messages from each socket that has some (in their order),
+        waiting up to ``timeout`` seconds."""
         due = [d for d in (w.next_due() for w in self._watchers.values()) if d is not None]
         if due:
             timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
@@ -496,6 +499,10 @@ class ZmqSubscription:
                 continue
             name, endpoint = self._subs[sock]
             out.append((name, endpoint, sock.recv_multipart()))
+            for _ in range(RECEIVE_BATCH - 1):  # what is queued already: one poll for all
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    break
+                out.append((name, endpoint, sock.recv_multipart(zmq.NOBLOCK)))
         if due:
             now = time.monotonic()
             for watcher in self._watchers.values():
