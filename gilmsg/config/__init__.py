@@ -102,7 +102,7 @@ class _ConfigFiles:
     """
 
     def __init__(self) -> None:
-        self._search: tuple[tuple[tuple[str, int, int], ...], dict[str, Any]] | None = None
+        self._search: tuple[tuple[tuple[str, int, int], ...], dict[str, Any] | str] | None = None
         self._named: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     def base(self, filename: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,7 +111,13 @@ class _ConfigFiles:
             if filename is None:
                 stamps = _stamps(_search_path())
                 if self._search is None or self._search[0] != stamps:
-                    self._search = (stamps, _load_search([s[0] for s in stamps]))
+                    try:  # a search without endpoints is remembered too (read once, not per use)
+                        found: dict[str, Any] | str = _load_search([s[0] for s in stamps])
+                    except ValueError as exc:
+                        found = str(exc)
+                    self._search = (stamps, found)
+                if isinstance(self._search[1], str):
+                    raise ValueError(self._search[1])
                 return self._search[1]
             stat = os.stat(filename)
             stamp = (stat.st_mtime_ns, stat.st_size)
