@@ -206,6 +206,36 @@ def floor_round_trips(floor: Floor, n: int) -> list[float]:
     return times
 
 
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes ``pids`` (0 for a gone one)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / ticks
+    return total
+
+
+class CpuSplit:
+    """CPU seconds of this process and of its recipients, summed over ``with`` blocks: on a
+    shared machine wall times swing with the load, CPU per message much less."""
+
+    def __init__(self, others: list[int]) -> None:
+        self.others = others
+        self.own = self.peers = 0.0
+
+    def __enter__(self) -> CpuSplit:
+        self._start = (time.process_time(), cpu_of(self.others))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.own += time.process_time() - self._start[0]
+        self.peers += cpu_of(self.others) - self._start[1]
+
+
 def spy(pid: int, out: Path, seconds: float) -> subprocess.Popen | None:
     """Start py-spy on ``pid`` for ``seconds`` (raw collapsed stacks), or None without it."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -242,6 +272,10 @@ def measure(bus: DevBus, count: int, args: argparse.Namespace, script: Path,
     rt_round = max(1, rt_n // args.rounds)
     out: dict[str, Any] = {"n": count, "g_rate": [], "f_rate": [], "g_lat": [], "f_lat": [],
                            "sends": [], "failures": 0, "g_rt": [], "f_rt": []}
+    g_cpu = CpuSplit([tails[name].proc.pid for name in names])
+    f_cpu = CpuSplit([echo.proc.pid for echo in floor.echoes])
+    g_rt_cpu = CpuSplit(g_cpu.others)
+    f_rt_cpu = CpuSplit(f_cpu.others)
     try:
         gilmsg_pipelined(cfg, names, min(per_round, 2 * args.window), args.window)  # warm-up
         floor.run(min(per_round, 2 * args.window), args.window)
@@ -254,12 +288,15 @@ def measure(bus: DevBus, count: int, args: argparse.Namespace, script: Path,
                      spy(tails[names[0]].proc.pid, args.profile / f"recipient-{tag}.txt",
                          seconds)]
         for _ in range(args.rounds):
-            rate, lat, sends, failures = gilmsg_pipelined(cfg, names, per_round, args.window)
+            with g_cpu:
+                rate, lat, sends, failures = gilmsg_pipelined(cfg, names, per_round,
+                                                              args.window)
             out["g_rate"].append(rate)
             out["g_lat"] += lat
             out["sends"].append(sends)
             out["failures"] += failures
-            result = floor.run(per_round, args.window)
+            with f_cpu:
+                result = floor.run(per_round, args.window)
             assert result is not None, "the floor lost an ACK"
             out["f_rate"].append(result[0])
             out["f_lat"] += result[1]
@@ -267,8 +304,14 @@ def measure(bus: DevBus, count: int, args: argparse.Namespace, script: Path,
             if proc is not None:
                 proc.wait(120)
         for _ in range(args.rounds):
-            out["g_rt"] += gilmsg_round_trips(cfg, names, rt_round)
-            out["f_rt"] += floor_round_trips(floor, rt_round)
+            with g_rt_cpu:
+                out["g_rt"] += gilmsg_round_trips(cfg, names, rt_round)
+            with f_rt_cpu:
+                out["f_rt"] += floor_round_trips(floor, rt_round)
+        pipelined, trips = per_round * args.rounds, rt_round * args.rounds
+        for key, split, per in (("g_cpu", g_cpu, pipelined), ("f_cpu", f_cpu, pipelined),
+                                ("g_rt_cpu", g_rt_cpu, trips), ("f_rt_cpu", f_rt_cpu, trips)):
+            out[key] = (split.own / per, split.peers / per)  # CPU s per message
     finally:
         floor.close()
         for echo in floor.echoes:
@@ -288,7 +331,12 @@ def report(r: dict[str, Any]) -> str:
             f"p50 ratio {pct(gl, .5) / pct(fl, .5):5.2f}x\n"
             f"      round trip gilmsg p50 {pct(gr, .5):7.3f} p99 {pct(gr, .99):7.3f} ms   "
             f"floor p50 {pct(fr, .5):7.3f} p99 {pct(fr, .99):7.3f} ms   "
-            f"p50 ratio {pct(gr, .5) / pct(fr, .5):5.2f}x")
+            f"p50 ratio {pct(gr, .5) / pct(fr, .5):5.2f}x\n"
+            f"      CPU ms/msg pipelined: publisher gilmsg {r['g_cpu'][0] * 1e3:.3f} floor "
+            f"{r['f_cpu'][0] * 1e3:.3f}, recipients gilmsg {r['g_cpu'][1] * 1e3:.3f} floor "
+            f"{r['f_cpu'][1] * 1e3:.3f}; round trip: publisher gilmsg "
+            f"{r['g_rt_cpu'][0] * 1e3:.3f} floor {r['f_rt_cpu'][0] * 1e3:.3f}, recipients "
+            f"gilmsg {r['g_rt_cpu'][1] * 1e3:.3f} floor {r['f_rt_cpu'][1] * 1e3:.3f}")
 
 
 def draw(results: list[dict[str, Any]], path: Path) -> None:

@@ -19,6 +19,10 @@
    latency distributions in a PNG (``--png``).
 2. Then every other benchmark of ``bench/`` with short settings (``--quick`` skips them), their
    summaries printed as they come; ``bench_lossy.py`` only as root.
+
+``--issue20 [ARGS]`` instead prints issue 20's table (gilmsg beside the protocol floor,
+pipelined and round trip, batched ACKs, start-up) from one run: see ``bench_issue20.py``, which
+takes ARGS.
 """
 
 from __future__ import annotations
@@ -143,6 +147,10 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     """Measure, print the table, draw the plot, run the other benchmarks."""
+    if sys.argv[1:2] == ["--issue20"]:
+        import bench_issue20
+
+        sys.exit(bench_issue20.main(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=300, help="measured round trips per row")
     parser.add_argument("--rounds", type=int, default=6, help="interleaving rounds")

@@ -24,7 +24,6 @@ from gilmsg.errors import (
     Timeout,
 )
 from gilmsg.publish import DEFAULT_ACK_TIMEOUT, PendingDelivery, publish, publish_async
-from gilmsg.tail import Tail, tail_messages
 
 __version__ = "0.2.0"
 
@@ -74,6 +73,10 @@ def __getattr__(name: str) -> Any:
         from gilmsg.deferred import publish_deferred
 
         return publish_deferred
+    if name in ("Tail", "tail_messages"):  # a publishing process never loads the receiver
+        from gilmsg import tail
+
+        return getattr(tail, name)
     if name == "Outbox":  # sqlite3 is loaded by the first durable publish only
         from gilmsg.outbox import Outbox
 

@@ -24,23 +24,9 @@ from gilmsg import config as gconfig
 from gilmsg import monitoring
 from gilmsg import transport as gtransport
 from gilmsg.core import causes, wire
+from gilmsg.core import delivery as core
 from gilmsg.core.admission import reason_kind
-from gilmsg.core.delivery import (
-    AckReceived,
-    AcksReceived,
-    Action,
-    Cancelled,
-    Delivery,
-    Event,
-    IgnoredAck,
-    Machine,
-    Report,
-    Resolve,
-    Send,
-    Sent,
-    SubscriberJoined,
-    Tick,
-)
+from gilmsg.core.delivery import Delivery, Machine, Report
 from gilmsg.errors import GilmsgError, Timeout
 from gilmsg.logsummary import RefusalLog
 from gilmsg.transport.base import Publisher, Transport
@@ -79,6 +65,10 @@ class Link:
         self._ack_topics: list[str] = [ack_topic]
         self._ack_endpoints: list[str] = list(ack_endpoints)
         self._listening = False
+        # Under _lock: listen()'s changes and the last one the listener has; the thread's poll
+        # (until when, watching subscribers?), None unless it is about to sleep or sleeping.
+        self._listen_version, self._synced_version = 0, -1
+        self._sleep: tuple[float, bool] | None = None
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         #: A wake-up was sent and the thread has not drained the commands since: the next
         #: command needs none (one write per batch of commands, not one per publish).
@@ -123,6 +113,7 @@ class Link:
             if new_topic:
                 self._ack_topics.append(ack_topic)
             self._ack_endpoints.extend(new_endpoints)
+            self._listen_version += 1
         self._command("listen", None)
 
     def listen_now(self) -> None:
@@ -177,12 +168,19 @@ class Link:
         future: Future = Future()
         with self._lock:
             self._futures[delivery.msg_id] = (future, verify)
-        self._command("deliver", (delivery, list(frames)))
+            # With the listener in place the message leaves from this thread, at once; else
+            # the thread sends it once the listener is (the ACKs need somewhere to arrive).
+            direct = (self._pub is not None and not self.closed and self._listening
+                      and self._synced_version == self._listen_version)
+        if direct:
+            self._go(delivery, list(frames))
+        else:
+            self._command("deliver", (delivery, list(frames)))
         return future
 
     def cancel(self, msg_id: str) -> None:
         """Stop re-sending ``msg_id`` and cancel its future (what arrived stays in its delivery)."""
-        self._feed(Cancelled(msg_id, time.monotonic()))
+        self._feed(core.Cancelled(msg_id, time.monotonic()))
         with self._lock:  # not in the machine yet: its deliver command is still queued
             entry = self._futures.pop(msg_id, None)
         if entry is not None:
@@ -236,18 +234,18 @@ class Link:
             self._wake_pending = True
             self._pub.wake()
 
-    def _feed(self, event: Event, verdict: Any = None) -> None:
+    def _feed(self, event: core.Event, verdict: Any = None) -> None:
         with self._lock:
             actions = self._machine.handle(event)
         self._apply(actions, verdict)
 
-    def _apply(self, actions: list[Action], verdict: Any = None) -> None:
+    def _apply(self, actions: list[core.Action], verdict: Any = None) -> None:
         for action in actions:
-            if isinstance(action, Send):
+            if isinstance(action, core.Send):
                 assert self._pub is not None
                 self._pub.send(action.frames)
                 monitoring.resent()
-            elif isinstance(action, Resolve):
+            elif isinstance(action, core.Resolve):
                 done = action.delivery  # ACKs heard by this delivery (not an outbox's earlier)
                 monitoring.delivery_over(done.state.value,
                                          {w: t for w, t in done.acks.items() if w in done.heard})
@@ -255,7 +253,7 @@ class Link:
                     entry = self._futures.pop(action.delivery.msg_id, None)
                 if entry is not None:
                     _resolve(entry[0], self._explained(action.result, action.delivery.topic))
-            elif isinstance(action, IgnoredAck):
+            elif isinstance(action, core.IgnoredAck):
                 reason = getattr(verdict, "reason", "")
                 kind = action.outcome.value + (f" ({reason_kind(reason)})" if reason else "")
                 refused_acks.refused(kind, f"ignored ACK for {action.ack.msg_id} from "
@@ -291,18 +289,22 @@ class Link:
                 with self._lock:
                     wakeup = self._machine.next_wakeup(now)
                     watch = len(self._machine) > 0 or self._join_waiters > 0
-                timeout = IDLE_POLL if wakeup is None else min(IDLE_POLL, max(0.0, wakeup - now))
+                    left = IDLE_POLL if wakeup is None else wakeup - now
+                    timeout = min(IDLE_POLL, max(0.0, left))
+                    self._sleep = (now + timeout, watch)
                 heard = pub.poll(timeout, watch)
+                with self._lock:
+                    self._sleep = None
                 if not self._drain_commands(pub):
                     return
                 if heard.joined:
-                    self._feed(SubscriberJoined(time.monotonic()))
+                    self._feed(core.SubscriberJoined(time.monotonic()))
                     with self._joins:
                         self._join_count += 1
                         self._joins.notify_all()
                 for frames in heard.frames:
                     self._on_ack_frames(frames)
-                self._feed(Tick(time.monotonic()))
+                self._feed(core.Tick(time.monotonic()))
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
             self._fail_all(GilmsgError(f"gilmsg link thread failed: {exc}"))
@@ -317,7 +319,7 @@ class Link:
         now = time.monotonic()
         with self._lock:
             for delivery in list(self._machine):  # their state says FAILED
-                self._machine.handle(Cancelled(delivery.msg_id, now, error))
+                self._machine.handle(core.Cancelled(delivery.msg_id, now, error))
                 monitoring.delivery_over("failed", delivery.acks)
             entries, self._futures = list(self._futures.values()), {}
         for future, _verify in entries:
@@ -335,21 +337,35 @@ class Link:
             if kind == "listen" and (self._listening or payload):
                 self._sync_listener(pub)
             elif kind == "deliver":
-                delivery, frames = payload
                 self._sync_listener(pub)  # listen before the message goes out
-                with self._lock:  # checked and registered at once: cancel() sees one or other
-                    if delivery.msg_id not in self._futures:  # cancelled before we got here
-                        continue
-                    actions = self._machine.handle(Sent(delivery, frames, time.monotonic()))
-                pub.send(frames)
-                monitoring.delivery_started()
-                self._apply(actions)
+                self._go(*payload)
+
+    def _go(self, delivery: Delivery, frames: list[bytes]) -> None:
+        """Send a delivery's first copy (from any thread) and hand it to the machine."""
+        pub = self._pub
+        with self._lock:  # checked and registered at once: cancel() sees one or other
+            if pub is None or delivery.msg_id not in self._futures:  # cancelled already
+                return
+            now = time.monotonic()
+            actions = self._machine.handle(core.Sent(delivery, frames, now))
+            due, plan = self._machine.next_wakeup(now), self._sleep
+            # The thread is woken only if it sleeps past what is due (else it plans with it).
+            wake = plan is not None and (not plan[1] or (due is not None and due < plan[0]))
+        pub.send(frames)  # any thread: the transport hands it over while the thread polls
+        monitoring.delivery_started()
+        self._apply(actions)
+        if wake and not self._wake_pending:
+            self._wake_pending = True
+            pub.wake()
 
     def _sync_listener(self, pub: Publisher) -> None:
         with self._lock:
             topics, endpoints = list(self._ack_topics), list(self._ack_endpoints)
+            version = self._listen_version
         pub.listen(topics, endpoints)
-        self._listening = True
+        with self._lock:
+            self._listening = True
+            self._synced_version = version
 
     def _on_ack_frames(self, frames: list[bytes]) -> None:
         decoded = wire.decode(frames)
@@ -370,19 +386,19 @@ class Link:
             verdict = entry[1](envelope)
         except GilmsgError as exc:  # CA or CRL unusable: the publishes cannot succeed
             for ack in wanted:
-                self._feed(Cancelled(ack.msg_id, now, exc))
+                self._feed(core.Cancelled(ack.msg_id, now, exc))
             return
         except Exception:  # a verifier bug on hostile input: refuse that ACK, keep the link
             log.exception("gilmsg: checking an ACK for %s failed; ignored", wanted[0].msg_id)
             for ack in wanted:
-                self._feed(AckReceived(ack, None, now))
+                self._feed(core.AckReceived(ack, None, now))
             return
         signer, claimed = (verdict.signer, None) if verdict.ok else (None, verdict.signer)
         refusal = None if verdict.ok else verdict.reason
         if len(acks) == 1 and not isinstance(envelope["msg"].get(wire.BATCH_FIELD), list):
-            self._feed(AckReceived(acks[0], signer, now, claimed, refusal), verdict)
+            self._feed(core.AckReceived(acks[0], signer, now, claimed, refusal), verdict)
         else:
-            self._feed(AcksReceived(acks, signer, now, claimed, refusal), verdict)
+            self._feed(core.AcksReceived(acks, signer, now, claimed, refusal), verdict)
 
 
 def _resolve(future: Future, result: Report | BaseException | None) -> None:

@@ -190,8 +190,9 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
         validator.check()
 
     envelope = wire.new_envelope(full_topic, body, link.next_i(), recipients)
+    digest = None
     if signer is not None:
-        envelope = signer.sign(envelope, gconfig.signature_hash(cfg))
+        envelope, digest = signer.sign_digest(envelope, gconfig.signature_hash(cfg))
     frames = wire.encode(full_topic, envelope)
     if pre_fire_hook is not None:
         pre_fire_hook(copy.deepcopy(envelope))  # what it changes would break the signature
@@ -203,7 +204,7 @@ def _start(started: float, topic: str | None, msg: Any, modname: str,
     assert validator is not None
     delivery = Delivery(
         msg_id=envelope["msg_id"],
-        digest=wire.digest(envelope),
+        digest=digest or wire.digest(envelope),
         topic=full_topic,
         recipients=recipients,
         started=started,

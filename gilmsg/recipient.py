@@ -179,24 +179,27 @@ class Recipient:
 
         A copy of a gilmsg message (same digest: the same signed content) that held before is
         not checked again (the last :data:`REPEAT_CACHE` digests are kept): a re-send costs no
-        RSA operation here."""
+        RSA operation here. (``_refusal`` also returns the digest it computed, or None.)"""
+        return self._refusal(envelope)[0]
+
+    def _refusal(self, envelope: Mapping[str, Any]) -> tuple[str | None, str | None]:
         if self._validator is None:
-            return None
+            return None, None
         digest = None
         if message.is_gilmsg(envelope) and isinstance(envelope.get("msg_id"), str):
             digest = message.digest(envelope)
             with self._cache_lock:
                 if digest in self._verified:
-                    return None
+                    return None, digest
         verdict = self._validator.validate(envelope)
         if not verdict.ok:
-            return str(verdict.reason)
+            return str(verdict.reason), digest
         if gconfig.routing_allows(str(envelope.get("topic")), verdict.signer or "", self.config):
             if digest is not None:
                 with self._cache_lock:
                     self._verified.put(digest, None)
-            return None
-        return f"{_ROUTING_REFUSAL} {verdict.signer} on this topic"
+            return None, digest
+        return f"{_ROUTING_REFUSAL} {verdict.signer} on this topic", digest
 
     def inadmissible(self, envelope: Mapping[str, Any]) -> str | None:
         """Why this (authentic) gilmsg message is still refused at this recipient's clock:
@@ -234,9 +237,9 @@ class Recipient:
             OutboxError: the durable record cannot be read.
             GilmsgError: the link is closed.
         """
-        refused = self.refusal(envelope)
+        refused, digest = self._refusal(envelope)
         inadmissible = self.inadmissible(envelope) if refused is None else None
-        event = Arrived(topic, envelope, refused, batch and self.ack, inadmissible)
+        event = Arrived(topic, envelope, refused, batch and self.ack, inadmissible, digest)
         result = self._carry_out(self._feed(event))
         assert result is not None
         if isinstance(result, Drop):

@@ -194,6 +194,7 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
             groups = [received] if batch_acks else [[r] for r in received]
             for group in groups:
                 ready = []
+                fed = False  # only what was fed can have left ACKs waiting for the tick
                 for name, endpoint, frames in group:
                     if not show_acks and frames[:1] in ack_topics:
                         continue
@@ -201,10 +202,12 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
                     if decoded is None:
                         continue
                     msg_topic, envelope = decoded
+                    fed = True
                     result = recipient.receive(msg_topic, envelope, batch=batch_acks)
                     if isinstance(result, Deliver):
                         ready.append(((name, endpoint, msg_topic, envelope), result.handed))
-                recipient.tick()  # every ACK is out before its message is yielded
+                if fed:
+                    recipient.tick()  # every ACK is out before its message is yielded
                 for item, handed in ready:
                     try:
                         yield item, handed

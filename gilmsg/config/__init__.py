@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,7 +123,7 @@ class _ConfigFiles:
     """
 
     def __init__(self) -> None:
-        self._search: tuple[tuple[tuple[str, int, int], ...], dict[str, Any]] | None = None
+        self._search: tuple[tuple[tuple[str, int, int], ...], dict[str, Any] | str] | None = None
         self._named: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     def base(self, filename: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,7 +132,13 @@ class _ConfigFiles:
             if filename is None:
                 stamps = _stamps(_search_path())
                 if self._search is None or self._search[0] != stamps:
-                    self._search = (stamps, _load_search([s[0] for s in stamps]))
+                    try:  # a search without endpoints is remembered too (read once, not per use)
+                        found: dict[str, Any] | str = _load_search([s[0] for s in stamps])
+                    except ValueError as exc:
+                        found = str(exc)
+                    self._search = (stamps, found)
+                if isinstance(self._search[1], str):
+                    raise ValueError(self._search[1])
                 return self._search[1]
             stat = os.stat(filename)
             stamp = (stat.st_mtime_ns, stat.st_size)
@@ -154,6 +161,9 @@ class _ConfigFiles:
 _files = _ConfigFiles()
 
 
+_listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
+
+
 def _search_path() -> list[str]:
     """The files fedmsg's loader reads, in its order: ``*.py`` of each fedmsg.d, then the rest."""
     home, cwd = os.path.expanduser("~"), os.getcwd()
@@ -162,9 +172,14 @@ def _search_path() -> list[str]:
         folders.append(os.path.join(os.environ["VIRTUAL_ENV"], "etc/fedmsg.d"))
     files: list[str] = []
     for folder in folders:
-        try:
-            files += sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                            if f.endswith(".py"))
+        try:  # a folder's listing changes only with its mtime: a stat, not a listdir, per use
+            st = os.stat(folder)  # (unless modified in the last 2 s: mtimes are coarse)
+            stamp = (st.st_ino, st.st_mtime_ns)
+            listing = _listings.get(folder)
+            if listing is None or listing[0] != stamp or time.time_ns() - stamp[1] < 2e9:
+                listing = _listings[folder] = (stamp, sorted(
+                    os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py")))
+            files += listing[1]
         except OSError:
             pass
     return files + ["/etc/fedmsg-config.py", f"{home}/.fedmsg-config.py",

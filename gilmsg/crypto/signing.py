@@ -19,6 +19,7 @@ is downloaded and cached on disk; the CRL is downloaded again once its next-upda
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -192,6 +193,12 @@ class Signer:
             CertificateError: the key or certificate on disk became unusable.
             InvalidInput: the envelope is not JSON-serialisable, or ``hash`` is unknown.
         """
+        return self.sign_digest(envelope, hash)[0]
+
+    def sign_digest(self, envelope: Mapping[str, Any], hash: str = "sha1"
+                    ) -> tuple[dict[str, Any], str]:
+        """:meth:`sign`, and :func:`gilmsg.core.wire.digest` of the signed envelope (from the
+        bytes just signed: the canonical JSON is not made twice). Raises as :meth:`sign`."""
         if hash not in _RSA_HASHES:
             raise InvalidInput(f"signature hash must be one of {', '.join(_RSA_HASHES)}, "
                                f"not {hash!r}")
@@ -213,7 +220,7 @@ class Signer:
             signature = pair.key.sign(data, _PADDING, _RSA_HASHES[hash])
         signed["signature"] = _b64(signature)
         signed["certificate"] = pair.certificate_field
-        return signed
+        return signed, hashlib.sha256(data).hexdigest()
 
 
 _signers: dict[tuple[str, str], Signer] = {}

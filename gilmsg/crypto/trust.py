@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from typing import Any, NamedTuple
 
@@ -131,6 +130,8 @@ class TrustStore:
         path = self._cache_path(url)
         try:
             os.makedirs(self.cache_dir, exist_ok=True)
+            import tempfile  # (shutil, random ...: only for a download, not at start-up)
+
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:

@@ -69,3 +69,25 @@ def test_no_endpoints_anywhere_is_a_config_error(tmp_path, monkeypatch):
     with pytest.raises(gconfig.ConfigError, match="No config value 'endpoints'"):
         gconfig.load()
     assert gconfig.load({"endpoints": {"a": ["tcp://127.0.0.1:1"]}})["post_init_sleep"] == 0.5
+
+
+def test_a_search_without_endpoints_is_read_once_until_a_file_changes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    (tmp_path / "fedmsg.d").mkdir()
+    (tmp_path / "fedmsg.d" / "a.py").write_text('config = {"environment": "e"}\n')
+    reads = []
+    real = gconfig._read_files
+    monkeypatch.setattr(gconfig, "_read_files", lambda files: reads.append(files) or real(files))
+    overrides = {"endpoints": {"a": ["tcp://127.0.0.1:1"]}}
+    for _ in range(3):  # as every publish of a process configured by keyword arguments
+        assert gconfig.load(overrides)["endpoints"] == overrides["endpoints"]
+    assert len(reads) == 1
+    with pytest.raises(gconfig.ConfigError, match="No config value 'endpoints'"):
+        gconfig.load()  # still refused without endpoints, from what was remembered
+    assert len(reads) == 1
+    (tmp_path / "fedmsg.d" / "a.py").write_text(
+        'config = {"endpoints": {"b": ["tcp://127.0.0.1:2"]}, "environment": "f"}\n')
+    assert gconfig.load()["environment"] == "f"  # a changed file is read again
+    assert len(reads) == 2

@@ -93,18 +93,20 @@ class Receipt(NamedTuple):
 
 
 def receive(topic: str, envelope: Mapping[str, Any], ack_topic: str,
-            common_name: str | None, batch_topic: str | None = None) -> Receipt:
+            common_name: str | None, batch_topic: str | None = None,
+            digest: str | None = None) -> Receipt:
     """Decide for ``envelope`` received on ``topic`` by the holder of ``common_name``.
 
     ``common_name`` None: this receiver sends no ACKs (it only watches). ``batch_topic``: the
-    topic batched ACKs for protocol 4 messages travel on (an ACK topic too).
+    topic batched ACKs for protocol 4 messages travel on (an ACK topic too). ``digest``: the
+    envelope's :func:`gilmsg.core.wire.digest` if the caller has it (computed here if None).
     """
     if topic == ack_topic or topic == batch_topic or not wire.is_gilmsg(envelope):
         return Receipt(False, None, False, None)
     msg_id = envelope.get("msg_id")
     if not isinstance(msg_id, str) or not msg_id:  # possible only unvalidated: fedmsg signs it
         return Receipt(True, None, False, None)
-    digest = wire.digest(envelope)
+    digest = digest or wire.digest(envelope)
     acknowledge = common_name is not None and wire.wants_ack_from(envelope, common_name)
     return Receipt(False, digest, acknowledge, digest)
 
@@ -295,7 +297,7 @@ class Receiver:
         if event.refusal is not None:
             return [Drop(Why.REFUSED, envelope.get("msg_id"), event.refusal)]
         receipt = receive(event.topic, envelope, self.ack_topic, self.common_name,
-                          self.batch_topic)
+                          self.batch_topic, event.digest)
         if receipt.drop:
             return [Drop(Why.NO_MSG_ID, envelope.get("msg_id"))]
         if receipt.key is None:

@@ -40,13 +40,15 @@ class Arrived(NamedTuple):
     :class:`Tick`. ``inadmissible``: why an authentic gilmsg message is still refused (stale,
     from the future, SHA-1: :func:`gilmsg.core.admission.refusal`); None when admitted. Such a
     message addressed to this receiver is answered with a signed ``rejected`` ACK carrying
-    the reason, and is not delivered."""
+    the reason, and is not delivered. ``digest``: its :func:`gilmsg.core.wire.digest`, if the
+    adapter computed it already."""
 
     topic: str
     envelope: Mapping[str, Any]
     refusal: str | None = None
     batch: bool = False
     inadmissible: str | None = None
+    digest: str | None = None
 
 
 class Looked(NamedTuple):
