@@ -10,6 +10,8 @@ durable outbox and its runner) sends it again.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -20,7 +22,7 @@ from gilmsg.errors import ConfigError
 from gilmsg.outbox import Outbox
 from gilmsg.transport import zmq as gzmq
 from gilmsg.transport.zmq.subscription import open_sub
-from tests.faults.checks import assert_once_each, await_delivered
+from tests.faults.checks import assert_once_each, await_delivered, delivered
 
 
 def test_the_backlog_is_counted_in_whole_frames():
@@ -101,25 +103,35 @@ def test_a_slow_recipient_at_a_one_frame_bound_loses_nothing(make_bus, tmp_path)
 
 
 def test_a_tail_behind_for_longer_than_the_heartbeat_timeout_lives(make_bus, tmp_path):
-    """The application takes 5 s over its first message (the heartbeat timeout is 1 s here)
-    while 150 more arrive: gilmsg-tail keeps reading its connections, so libzmq answers the
-    heartbeats and never stops a connection with a full queue (libzmq 4.3.5 aborted the
-    process there: issue 23). It is still running, and each message reaches it once."""
+    """gilmsg-tail (its application 50 ms a message) is stopped for 3 s, three times the
+    heartbeat timeout, while 200 messages are stored for it; its publisher drops the silent
+    connection meanwhile. Once continued, gilmsg-tail reads the burst from the kernel; libzmq
+    4.3.5 aborted here when its queue (32 frames) filled before it saw the dropped connection
+    (issue 23). It is still running, and each message reaches it once."""
     bus = make_bus(["pub", "r1"], extra={"gilmsg.heartbeat_ivl": 0.3,
                                          "gilmsg.heartbeat_timeout": 1.0})
-    first = tmp_path / "first-done"
-    r1 = bus.spawn_tail("r1", "--exec", f"test -e {first} || {{ touch {first}; sleep 5; }}",
+    r1 = bus.spawn_tail("r1", "--exec", "sleep 0.05",
                         "--dedup-file", str(tmp_path / "r1-seen.db"))
     with Outbox(tmp_path / "outbox.db", **bus.config_for("pub")) as outbox:
-        pending = outbox.publish_many([("slow", {"n": i}) for i in range(151)], "backlog",
-                                      ["r1"], ack_timeout=2.0)
         outbox.start_runner(window=2.0)
-        await_delivered(r1, [p.msg_id for p in pending], timeout=120)
-        deadline = time.monotonic() + 60
-        while outbox.store.stats(time.time()).counts.get("pending", 0):
-            assert time.monotonic() < deadline, "the outbox still owes messages"
+        ids = [p.msg_id for p in outbox.publish_many([("first", {"n": -1})], "backlog", ["r1"],
+                                                     ack_timeout=2.0)]
+        await_delivered(r1, ids, timeout=60)  # connected and subscribed
+        os.killpg(r1.proc.pid, signal.SIGSTOP)
+        try:
+            ids += [p.msg_id for p in outbox.publish_many(
+                [("slow", {"n": i}) for i in range(200)], "backlog", ["r1"], ack_timeout=2.0)]
+            time.sleep(3.0)  # the fault: stopped for 3 heartbeat timeouts
+        finally:
+            os.killpg(r1.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 120
+        while set(ids) - set(delivered(r1)) or outbox.store.stats(
+                time.time()).counts.get("pending", 0):
+            assert r1.proc.poll() is None, f"gilmsg-tail ended ({r1.proc.returncode}): " \
+                                           f"{r1.stderr[-300:]}"
+            assert time.monotonic() < deadline, "not every message was delivered"
             time.sleep(0.2)
-        assert outbox.store.stats(time.time()).counts.get("delivered") == 151
+        assert outbox.store.stats(time.time()).counts.get("delivered") == 201
     assert r1.proc.poll() is None, f"gilmsg-tail ended ({r1.proc.returncode}): {r1.stderr}"
     assert "Assertion failed" not in r1.stderr
     assert_once_each(r1)
