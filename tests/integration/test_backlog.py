@@ -10,6 +10,7 @@ durable outbox and its runner) sends it again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -47,9 +48,11 @@ def test_receiving_sockets_keep_the_generic_high_water_mark():
         ctx.term()
 
 
-def test_beyond_the_bound_arriving_messages_are_dropped_unread():
+def test_beyond_the_bound_arriving_messages_are_dropped_unread(caplog):
     """A bound of 1 MiB, 20 messages of 300 KiB and nobody reading: the first three are kept,
-    in order, and the other 17 dropped and counted; the reader thread kept reading."""
+    in order, and the other 17 dropped and counted; the reader thread kept reading. The first
+    drop is logged at once, the other 16 in one summary line (at close here)."""
+    caplog.set_level(logging.WARNING, "gilmsg.transport.zmq")
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.LINGER, 0)
@@ -75,6 +78,10 @@ def test_beyond_the_bound_arriving_messages_are_dropped_unread():
         sub.close()
         pub.close()
         ctx.term()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "receive backlog from peer" in lines[0] and "dropped unread" in lines[0]
+    assert lines[1].startswith("refused 16 more messages")
 
 
 def test_a_slow_recipient_at_a_one_frame_bound_loses_nothing(make_bus, tmp_path):
