@@ -124,8 +124,8 @@ KEYS: tuple[Key, ...] = (
         "TLS files for amqps:// endpoints (fedora-messaging's [tls] names).",
         "every process using the AMQP transport"),
     Key("gilmsg.receive_backlog_bytes", "whole number of bytes", 32 << 20,
-        "Most bytes a receiver queues per peer before it stops reading; a hub consumer's "
-        "queue bound too (docs/consuming.rst). 32 MiB.",
+        "Most bytes a receiver buffers per peer; beyond, what arrives is dropped unread and "
+        "unacknowledged (re-sent); a hub consumer's queue bound too (docs/consuming.rst).",
         _ZMQ),
     Key("gilmsg.outbox.require", '"received" or "processed"', "received",
         "What a durable publish that names no require waits for (stored with each message).",

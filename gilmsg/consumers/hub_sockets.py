@@ -8,10 +8,20 @@ calls :func:`install` before it subscribes; from then on the hub's ZeroMQ extens
 connections with :class:`GilmsgSubConnection`, which applies
 :func:`gilmsg.transport.zmq.tune` (the ``gilmsg.heartbeat_*`` / ``gilmsg.tcp_*`` /
 ``gilmsg.connect_timeout`` keys), ``MAXMSGSIZE`` (:data:`gilmsg.core.wire.MAX_FRAME_BYTES`) and
-``RCVHWM`` (``gilmsg.receive_backlog_bytes``), and runs a
+``RCVHWM``, and runs a
 :class:`gilmsg.transport.zmq.Reconnector` from the Twisted reactor thread (the thread that owns
 the socket). Connections a consumer created earlier (one without gilmsg) are given the same
 options and re-made at once. A hub without any gilmsg consumer never imports this module.
+
+``RCVHWM`` is the generic :data:`gilmsg.transport.zmq.HWM`: the reactor thread reads each
+socket empty as soon as it is readable (``txzmq``), so libzmq's queue holds only what arrives
+while the reactor is busy, and :class:`Backlog` bounds what follows. A bound inside libzmq
+would do harm: a full queue makes libzmq stop reading the connection and answer no heartbeat,
+and libzmq 4.3.5 can abort the process when that connection is then dropped
+(``docs/protocol.rst``). In ``moksha.blocking_mode`` only, where ``consume()`` runs in the
+reactor thread and no queue follows, ``RCVHWM`` stays ``gilmsg.receive_backlog_bytes`` / 1 MiB
+messages: memory stays bounded, but a ``consume()`` slower than the bus for
+``gilmsg.heartbeat_timeout`` can meet that abort.
 
 :class:`Backlog` bounds the consumer's own queue (moksha's ``incoming``, unbounded) in bytes.
 """
@@ -34,6 +44,7 @@ from gilmsg import monitoring
 from gilmsg.core import wire
 from gilmsg.core.wire import MAX_FRAME_BYTES
 from gilmsg.transport.zmq import (
+    HWM,
     RECEIVE_BACKLOG_DEFAULT,
     RECEIVE_BACKLOG_KEY,
     LinkOptions,
@@ -148,9 +159,18 @@ def connection_class(config: Mapping[str, Any]) -> type[GilmsgSubConnection]:
     Raises:
         ConfigError: a connection-health or ``gilmsg.receive_backlog_bytes`` value is wrong.
     """
-    attrs = {"options": LinkOptions.from_config(config), "hwm": receive_hwm(config),
-             "watches": []}
+    hwm = receive_hwm(config)  # validates the value
+    if not _blocking(config):  # the reactor drains the sockets; Backlog bounds the rest
+        hwm = HWM
+    attrs = {"options": LinkOptions.from_config(config), "hwm": hwm, "watches": []}
     return type("GilmsgSubConnection", (GilmsgSubConnection,), attrs)
+
+
+def _blocking(config: Mapping[str, Any]) -> bool:
+    """moksha's ``moksha.blocking_mode``: ``consume()`` runs in the reactor thread."""
+    value = config.get("moksha.blocking_mode", False)
+    return value.strip().lower() in ("true", "yes", "on", "1") if isinstance(value, str) \
+        else bool(value)
 
 
 def install(hub: Any, config: Mapping[str, Any], own: set[str]) -> None:

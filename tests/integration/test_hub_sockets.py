@@ -18,6 +18,7 @@ from pathlib import Path
 import gilmsg
 from gilmsg.core import wire
 from gilmsg.testing import DEFAULT_WAIT, DevBus, free_port
+from gilmsg.transport.zmq import HWM
 from tests.integration.test_hub import records, start_hub, wait_consumed, wait_line
 from tests.integration.test_monitoring import get
 
@@ -203,7 +204,7 @@ def test_the_connection_class_puts_the_options_on_the_socket_before_it_connects(
         assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 500
         assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 3000
         assert sock.getsockopt(zmq.MAXMSGSIZE) == wire.MAX_FRAME_BYTES
-        assert sock.getsockopt(zmq.RCVHWM) == 4  # 4 MiB of frames of at most 1 MiB
+        assert sock.getsockopt(zmq.RCVHWM) == HWM  # the reactor drains it; Backlog bounds
         assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
         assert len(cls.watches) == 1 and hub_sockets.connected(cls) == set()
     finally:  # monitors first: the context's term() would wait for them
@@ -211,3 +212,13 @@ def test_the_connection_class_puts_the_options_on_the_socket_before_it_connects(
             factory.reactor.removeReader(watch)
             watch.reconnector.close()
         factory.shutdown()
+
+
+def test_in_blocking_mode_the_connection_keeps_the_backlog_bound():
+    """``consume()`` runs in the reactor thread, no queue follows: libzmq's queue is bounded."""
+    from gilmsg.consumers import hub_sockets
+
+    cls = hub_sockets.connection_class({"moksha.blocking_mode": "True",
+                                        "gilmsg.receive_backlog_bytes": 4 << 20})
+    assert cls.hwm == 4  # 4 MiB of frames of at most 1 MiB
+    assert hub_sockets.connection_class({"gilmsg.receive_backlog_bytes": 4 << 20}).hwm == HWM

@@ -1,6 +1,6 @@
 """ZeroMQ socket options: what gilmsg sets on every socket it owns (:func:`tune`), the
-connection-health keys (:class:`LinkOptions`), the size limits of frames and queues, and how
-deep a receiving socket's queue is (:func:`receive_hwm`).
+connection-health keys (:class:`LinkOptions`), the size limits of frames and queues, and the
+receive backlog bound (:func:`receive_hwm`).
 """
 
 from __future__ import annotations
@@ -33,16 +33,17 @@ MAX_ACK_FRAME_BYTES = 64 << 10
 ACK_RCVHWM = 1000
 
 
-#: fedmsg.d key: the most bytes a receiver (``tail_messages``, ``gilmsg-tail``) queues per
-#: peer before it stops reading from that peer, and its default (32 MiB). ZeroMQ counts its
-#: queue in messages, so the queue is ``backlog // MAX_FRAME_BYTES`` messages deep: every frame
-#: is at most MAX_FRAME_BYTES (larger ones are cut off unread), hence the bound holds in bytes.
+#: fedmsg.d key: the most bytes a receiver (``tail_messages``, ``gilmsg-tail``) buffers per
+#: peer, beyond which what arrives is dropped unread (:class:`ZmqSubscription`), and its
+#: default (32 MiB). Its sockets keep RCVHWM at :data:`HWM`: a full libzmq queue stops reading
+#: the connection, which libzmq 4.3.5 can turn into an abort (docs/protocol.rst).
 RECEIVE_BACKLOG_KEY = "gilmsg.receive_backlog_bytes"
 RECEIVE_BACKLOG_DEFAULT = 32 << 20
 
 
 def receive_hwm(config: Mapping[str, Any]) -> int:
-    """The RCVHWM (messages) of a receiving socket: :data:`RECEIVE_BACKLOG_KEY` bytes' worth.
+    """:data:`RECEIVE_BACKLOG_KEY` in whole frames of MAX_FRAME_BYTES (validated): the RCVHWM
+    of a hub's receiving socket in ``moksha.blocking_mode`` only.
 
     Raises:
         ConfigError: the value is not a whole number of bytes from MAX_FRAME_BYTES to 16 GiB.
