@@ -273,8 +273,11 @@ class Recipient:
 
     def tick(self) -> None:
         """Send the ACKs :meth:`receive` held for a batch: as few signed ACKs as possible, up
-        to :data:`~gilmsg.core.wire.MAX_BATCH` entries in each."""
-        self._carry_out(self._feed(Tick()))
+        to :data:`~gilmsg.core.wire.MAX_BATCH` entries in each. They are sent before another
+        thread's event is decided (the core's lock is held until then): a settlement decided
+        meanwhile would overtake the receipt ACK it must follow."""
+        with self._lock:
+            self._carry_out(self._core.handle(Tick()))  # SendAcks only: nothing is fed back
 
     def finished(self, handed: Handed) -> bool:
         """The application returned from ``handed``: record it (durable record), then, in
@@ -429,22 +432,3 @@ def _log_refused(envelope: Mapping[str, Any], reason: str | None) -> None:
     reason = reason or ""
     refused_messages.refused(reason_kind(reason), f"dropped message {envelope.get('msg_id')} "
                                                   f"on {envelope.get('topic')}: {reason}")
-
-
-def own_certificate_problem(config: Mapping[str, Any]) -> str | None:
-    """Why the bus would refuse what this identity signs (revoked, expired, another CA), or None.
-
-    Signs a throw-away envelope with this identity's key and validates it as a peer would. None
-    also when it cannot tell (no CA configured, or a key or CA error the caller reports itself).
-    """
-    if not config.get("ca_cert_location"):
-        return None
-    from gilmsg.crypto import signing
-
-    try:
-        signed = signing.signer_for(config).sign(
-            message.new_envelope(gconfig.ack_topic(config), {}, 0))
-        verdict = signing.validator_for(config).validate(signed)
-    except GilmsgError:
-        return None
-    return None if verdict.ok else verdict.reason

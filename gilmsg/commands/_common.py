@@ -297,7 +297,7 @@ def known_names(config: Mapping[str, Any]) -> str:
 
 def warn_own_certificate(prog: str, config: Mapping[str, Any], consequence: str) -> None:
     """Say once, at start, that this identity's certificate will be refused, and what follows."""
-    from gilmsg.recipient import own_certificate_problem
+    from gilmsg.crypto.signing import own_certificate_problem
 
     problem = own_certificate_problem(config)
     if problem:

@@ -90,8 +90,9 @@ from gilmsg.config import registry
 from gilmsg.consumers import signals
 from gilmsg.consumers.signals import READY_LOG, STOP_SIGNALS  # noqa: F401  (documented names)
 from gilmsg.core.receiving import Drop, Handed, Why, check_ack_mode
+from gilmsg.crypto.signing import own_certificate_problem
 from gilmsg.errors import ConfigError, GilmsgError, InvalidInput
-from gilmsg.recipient import Recipient, own_certificate_problem
+from gilmsg.recipient import Recipient
 
 __all__ = [
     "ACK_MODE_KEY_SUFFIX", "ALLOW_FAILED_KEY", "BATCH_KEY_SUFFIX", "EXIT_CONSUMER_FAILED",

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from gilmsg import config as gconfig
 from gilmsg.config import routing_allows
-from gilmsg.core.wire import canonical_bytes
+from gilmsg.core.wire import canonical_bytes, new_envelope
 from gilmsg.crypto._x509 import (  # noqa: F401  (_unb64, _wrap: used by tests)
     _HASH,
     _PADDING,
@@ -65,7 +65,7 @@ from gilmsg.crypto.validation import (
     validate,
     validator_for,
 )
-from gilmsg.errors import CertificateError, InvalidInput
+from gilmsg.errors import CertificateError, GilmsgError, InvalidInput
 
 __all__ = [
     "Verdict",
@@ -73,6 +73,7 @@ __all__ = [
     "Validator",
     "signer_for",
     "validator_for",
+    "own_certificate_problem",
     "sign",
     "validate",
     "routing_allows",
@@ -245,3 +246,19 @@ def sign(envelope: Mapping[str, Any], **config: Any) -> dict[str, Any]:
     Returns a new dict; ``envelope`` is not modified.
     """
     return signer_for(config).sign(envelope, gconfig.signature_hash(config))
+
+
+def own_certificate_problem(config: Mapping[str, Any]) -> str | None:
+    """Why the bus would refuse what this identity signs (revoked, expired, another CA), or None.
+
+    Signs a throw-away envelope with this identity's key and validates it as a peer would. None
+    also when it cannot tell (no CA configured, or a key or CA error the caller reports itself).
+    """
+    if not config.get("ca_cert_location"):
+        return None
+    try:
+        signed = signer_for(config).sign(new_envelope(gconfig.ack_topic(config), {}, 0))
+        verdict = validator_for(config).validate(signed)
+    except GilmsgError:
+        return None
+    return None if verdict.ok else verdict.reason

@@ -68,9 +68,9 @@ def acks(actions) -> list[wire.Ack]:
     return out
 
 
-def deliver(core: Receiver, env) -> Handed:
+def deliver(core: Receiver, env, batch: bool = False) -> Handed:
     """Feed ``env`` (answering a LookUp with "not consumed") and return what was handed."""
-    actions = core.handle(Arrived(TOPIC, env))
+    actions = core.handle(Arrived(TOPIC, env, batch=batch))
     if isinstance(actions[-1], LookUp):
         actions = core.handle(Looked(actions[-1].handed, False))
     assert isinstance(actions[-1], Deliver), actions
@@ -432,6 +432,31 @@ def test_settlements_are_never_batched():
     core.handle(Tick())
     assert summary(core.handle(Finished(handed.key))) == ["processed"]
     assert core.batched == 0
+
+
+@pytest.mark.parametrize("durable", (True, False))
+@pytest.mark.parametrize("outcome", list(OUTCOMES))
+def test_a_settlement_takes_its_held_receipt_out_of_the_batch_and_sends_it_first(
+        outcome, durable):
+    """A hub's worker may settle a message before the receive loop's Tick: its receipt ACK,
+    still held, leaves before its settlement (a publisher requiring ``received`` must never
+    hear ``rejected`` first); a message not settled keeps its receipt for the Tick."""
+    core = receiver(settle=True, durable=durable)
+    env, other = envelope(1), envelope(2)
+    handed = deliver(core, env, batch=True)
+    deliver(core, other, batch=True)
+    assert core.batched == 2
+    actions = core.handle(OUTCOMES[outcome](handed.key))
+    settled = EXPECTED[(True, durable, outcome)]
+    if any(status in settled for status in ("processed", "rejected")):
+        assert summary(actions) == ["received", *settled]
+        assert acks(actions)[0].msg_id == env["msg_id"]
+        assert acks(actions)[0].digest == wire.digest(env)
+        waiting = [other["msg_id"]]
+    else:
+        assert summary(actions) == settled
+        waiting = [env["msg_id"], other["msg_id"]]
+    assert sorted(a.msg_id for a in acks(core.handle(Tick()))) == waiting
 
 
 # -- protocol 4: admission (freshness, SHA-1) and SHA-256 ACKs ----------------------------------

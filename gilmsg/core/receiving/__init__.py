@@ -34,11 +34,16 @@ dispatch on their type, never on their equality alone. They are defined in
 :mod:`gilmsg.core.receiving.events` and importable from here.
 
 The orderings that matter are encoded in the order of the actions: the receipt ACK goes out
-before the message is delivered (or found consumed before); and once the application is over
-with a message, :class:`Record` comes **before** the ``processed`` / ``rejected``
-:class:`SendAck`, so that a crash between the two loses an ACK (the publisher re-sends and is
-answered again, or times out: a false negative) and never consumes a message twice. See
-"Recipient" in ``docs/protocol.rst`` and the crash windows in ``docs/outbox.rst``.
+before the message is delivered (or found consumed before); a batched receipt ACK waits for the
+next :class:`Tick`, unless the message is settled first: then it is taken out of the batch and
+comes before the settlement, so **a message's receipt ACK never leaves after its
+settlement**; and once the application is over with a message, :class:`Record` comes
+**before** the ``processed`` / ``rejected`` :class:`SendAck`, so that a crash between the two
+loses an ACK (the publisher re-sends and is answered again, or times out: a false negative)
+and never consumes a message twice. See "Recipient" in ``docs/protocol.rst`` and the crash
+windows in ``docs/outbox.rst``. An adapter that feeds events from several threads keeps that
+order on the wire by sending a :class:`Tick`'s ACKs before it feeds the next event (a
+settlement decided meanwhile would overtake a receipt the Tick took out of the batch).
 """
 
 from __future__ import annotations
@@ -266,7 +271,8 @@ class Receiver:
             elif isinstance(event, Rejected) or (isinstance(event, Failed)
                                                  and not event.redelivered):
                 status, reason = "rejected", wire.bound_reason(event.reason)
-        actions: list[Action] = []
+        # a receipt ACK still held for a Tick leaves first: never a settlement before it
+        actions: list[Action] = self._held_receipt(handed) if status is not None else []
         if self.durable and not isinstance(event, Failed):
             # committed before the ACK, with the settlement it is about to send
             actions.append(Record(handed.key, handed.msg_id, status, reason))
@@ -284,10 +290,7 @@ class Receiver:
                 self._hashes.pop(handed.key, None)
             return [drop]  # no settlement kept: answered ``received``, as before
         reason = wire.bound_reason(event.reason) if event.status == "rejected" else None
-        actions: list[Action] = []
-        held = self._batch.pop(handed.msg_id, None)  # keyed by ack_msg_id, the msg_id
-        if held is not None:  # its receipt ACK waits for a Tick: it goes out first
-            actions.append(SendAck(*held))
+        actions = self._held_receipt(handed)  # it goes out first
         actions.append(self._settle(handed, event.status, reason))
         actions.append(drop)
         return actions
@@ -342,6 +345,12 @@ class Receiver:
         if handed.key is not None and (self.durable or handed.settle):
             self._open[handed.key] = handed
         return [Deliver(handed)]
+
+    def _held_receipt(self, handed: Handed) -> list[Action]:
+        """The receipt ACK of ``handed`` still held for a :class:`Tick`, taken out of the
+        batch to be sent now, before its settlement (empty if none is held)."""
+        held = self._batch.pop(handed.msg_id, None)  # keyed by ack_msg_id, the msg_id
+        return [SendAck(*held)] if held is not None else []
 
     def _settle(self, handed: Handed, status: str, reason: str | None) -> SendAck:
         assert handed.key is not None
