@@ -94,14 +94,18 @@ class ZmqPublisher:
     # -- any thread ------------------------------------------------------------------------
 
     def send(self, frames: Sequence[bytes]) -> None:
-        """Send now from this thread if the socket is free, else hand it to the polling thread."""
+        """Send now from this thread if the socket is free, else hand it to the polling thread.
+
+        Frames leave in the order of the calls, whichever thread sends them.
+        """
         with self._lock:
             if self._pub is None:
                 raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
             if not self._polled:
+                self._flush(self._pub)  # what was handed over before goes first
                 self._pub.send_multipart(frames)
                 return
-        self._outbox.put(frames)
+            self._outbox.put(frames)  # under the lock: no direct send can overtake it
         self.wake()
 
     def wake(self) -> None:
