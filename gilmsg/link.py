@@ -70,9 +70,7 @@ class Link:
         self._listen_version, self._synced_version = 0, -1
         self._sleep: tuple[float, bool] | None = None
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        #: A wake-up was sent and the thread has not drained the commands since: the next
-        #: command needs none (one write per batch of commands, not one per publish).
-        self._wake_pending = False
+        self._wake_pending = False  # woken, commands not drained yet: no second wake-up
         self._i = 0
         self._plain_sent = False  # the first plain publish waits post_init_sleep
         self._joins = threading.Condition()  # counts new subscribers, for wait_join()
@@ -293,8 +291,7 @@ class Link:
                     timeout = min(IDLE_POLL, max(0.0, left))
                     self._sleep = (now + timeout, watch)
                 heard = pub.poll(timeout, watch)
-                with self._lock:
-                    self._sleep = None
+                self._sleep = None  # (one store: atomic; _go reads it under the lock)
                 if not self._drain_commands(pub):
                     return
                 if heard.joined:
@@ -304,7 +301,11 @@ class Link:
                         self._joins.notify_all()
                 for frames in heard.frames:
                     self._on_ack_frames(frames)
-                self._feed(core.Tick(time.monotonic()))
+                now = time.monotonic()
+                with self._lock:  # a Tick before anything is due would change nothing
+                    due = self._machine.next_wakeup(now)
+                if due is not None and due <= now:
+                    self._feed(core.Tick(now))
         except Exception as exc:  # a bug here must not leave publishers waiting forever
             log.exception("gilmsg link thread failed")
             self._fail_all(GilmsgError(f"gilmsg link thread failed: {exc}"))
@@ -432,8 +433,7 @@ def link_for(config: Mapping[str, Any]) -> Link:
     with _links_lock:
         link = _links.get(key)
         if link is None or link.closed:
-            link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints,
-                                               config)
+            link = _links[key] = Link(transport, publishing, ack_topic, ack_endpoints, config)
     link.listen(ack_topic, ack_endpoints)
     link.listen(gconfig.batch_ack_topic(config), ack_endpoints)  # version 4 batches
     return link

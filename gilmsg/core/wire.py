@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -380,7 +381,7 @@ def encode(topic: str, envelope: Mapping[str, Any]) -> list[bytes]:
     frame is larger than :data:`MAX_FRAME_BYTES`, which every gilmsg receiver drops.
     """
     try:
-        frames = [topic.encode("utf-8"), dumps(envelope).encode("utf-8")]
+        frames = [topic.encode("utf-8"), _envelope_json(envelope).encode("utf-8")]
     except UnicodeEncodeError as exc:
         raise InvalidInput(f"topic {topic!r} is not valid text: {exc.reason}") from None
     size = max(len(frame) for frame in frames)
@@ -388,6 +389,31 @@ def encode(topic: str, envelope: Mapping[str, Any]) -> list[bytes]:
         raise InvalidInput(f"message too large: {size} bytes encoded, receivers accept at most "
                            f"{MAX_FRAME_BYTES}")
     return frames
+
+
+#: What a certificate field is made of: base64 in lines (fedmsg's format).
+_BASE64_LINES = re.compile(r"[A-Za-z0-9+/=\n]*")
+#: Certificate field -> its JSON text (few: one per signer); cleared when full.
+_certificate_json: dict[str, str] = {}
+
+
+def _envelope_json(envelope: Mapping[str, Any]) -> str:
+    """``dumps(envelope)``, the same text, without json escaping the certificate field (about
+    2 KB) character by character at each message: its JSON text is kept per certificate when
+    it is base64 and, as in every envelope, its key sorts first."""
+    cert = envelope.get("certificate")
+    if type(cert) is not str or not all(type(k) is str and k > "certificate"
+                                        for k in envelope if k != "certificate"):
+        return dumps(envelope)
+    text = _certificate_json.get(cert)
+    if text is None:
+        if not _BASE64_LINES.fullmatch(cert):
+            return dumps(envelope)
+        if len(_certificate_json) >= 64:
+            _certificate_json.clear()
+        text = _certificate_json[cert] = '"' + cert.replace("\n", "\\n") + '"'
+    rest = dumps({k: v for k, v in envelope.items() if k != "certificate"})
+    return f'{{"certificate":{text}{"," if len(rest) > 2 else ""}{rest[1:]}'
 
 
 def decode(frames: Sequence[bytes]) -> tuple[str, dict[str, Any]] | None:

@@ -166,6 +166,19 @@ def test_encode_decode_round_trip():
     assert wire.decode(frames) == ("t", ENVELOPE)
 
 
+@pytest.mark.parametrize("extra", [
+    {"certificate": "QUJD\nKy89\n", "signature": "c2ln", "crypto": "x509"},  # base64: written as is
+    {"certificate": "QUJD", "msg": {"certificate": "a\"b"}},  # the nested one is escaped
+    {"certificate": 'a"b\\c\n\u00e9'},  # not base64: json escapes it, as ever
+    {"certificate": "QUJD", "agent": "x"},  # a key sorting before it: the whole dumps
+    {"certificate": 7}, {"certificate": ""},
+])
+def test_encode_writes_exactly_the_canonical_json_of_the_envelope(extra):
+    envelope = {**ENVELOPE, **extra}
+    assert wire.encode("t", envelope)[1] == wire.dumps(envelope).encode("utf-8")
+    assert wire.encode("t", envelope)[1] == wire.dumps(envelope).encode("utf-8")  # cached
+
+
 @pytest.mark.parametrize("frames", [
     [], [b"t"], [b"t", b"{}", b"x"], [b"\xff", b"{}"], [b"t", b"not json"], [b"t", b"[1]"],
     [b"t", b'{"msg_id": 1}'], [b"t", b"{" * 100_000], [b"t", b" " * (wire.MAX_FRAME_BYTES + 1)],

@@ -188,8 +188,10 @@ class ZmqPublisher:
         with self._lock:
             self._polled = False
             self._flush(pub)
-            # Unwatched, the notices are only read to keep libzmq's queue of them short.
-            joined = self._read_notices(pub) and watch_subscribers
+            # Unwatched, the notices are only read to keep libzmq's queue of them short;
+            # watched, the poll said whether there are any (a read would raise zmq.Again).
+            joined = ((pub in events or not watch_subscribers) and self._read_notices(pub)
+                      and watch_subscribers)
         if self._wake_r in events:
             try:
                 while os.read(self._wake_r, 4096):
