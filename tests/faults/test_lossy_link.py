@@ -23,16 +23,21 @@ pytestmark = pytest.mark.skipif(_why is not None, reason=f"lossy link: {_why}")
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def lossy_bus(make_bus):
-    """``(link, bus)``: services ``pub`` (namespace A) and ``r1`` (namespace B), no loss yet."""
+def _across_the_link(make_bus, recipient: str):
+    """``(link, bus)``: ``pub`` in namespace A and ``recipient`` in namespace B, no loss yet."""
     with LossyLink(loss=0.0) as link:
-        bus = make_bus(["pub", "r1"])
+        bus = make_bus(["pub", recipient])
         bus.config["endpoints"] = {"pub": [f"tcp://{link.addr_a}:{free_port()}"],
-                                   "r1": [f"tcp://{link.addr_b}:{free_port()}"]}
+                                   recipient: [f"tcp://{link.addr_b}:{free_port()}"]}
         bus.write_config()
         yield link, bus
         bus.close()  # before the namespaces go
+
+
+@pytest.fixture
+def lossy_bus(make_bus):
+    """``(link, bus)``: services ``pub`` (namespace A) and ``r1`` (namespace B), no loss yet."""
+    yield from _across_the_link(make_bus, "r1")
 
 
 def _start(link, bus, ack_timeout):
@@ -98,13 +103,7 @@ def test_a_stalled_connection_is_replaced_within_seconds(lossy_bus):
 @pytest.fixture
 def lossy_hub_bus(make_bus):
     """``(link, bus)``: ``pub`` in namespace A, a hub acknowledging as ``hub`` in B, no loss."""
-    with LossyLink(loss=0.0) as link:
-        bus = make_bus(["pub", "hub"])
-        bus.config["endpoints"] = {"pub": [f"tcp://{link.addr_a}:{free_port()}"],
-                                   "hub": [f"tcp://{link.addr_b}:{free_port()}"]}
-        bus.write_config()
-        yield link, bus
-        bus.close()  # before the namespaces go
+    yield from _across_the_link(make_bus, "hub")
 
 
 def _start_hub(link, bus, ack_timeout):
