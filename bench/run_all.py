@@ -42,32 +42,12 @@ sys.path.insert(0, str(HERE))
 
 import zmq  # noqa: E402
 from bench_protocol import loopback_binds, quiet_tail  # noqa: E402
+from bench_scale import ECHO  # noqa: E402  (the floor's recipient, one definition)
 
 import gilmsg  # noqa: E402
 from gilmsg.core import wire  # noqa: E402
 from gilmsg.crypto import signing  # noqa: E402
 from gilmsg.testing import DevBus, Process, free_port  # noqa: E402
-
-ECHO = r"""
-import json, sys, zmq
-from gilmsg.crypto import signing
-from gilmsg.core import wire
-key, crt, ca, crl, listen, bind = sys.argv[1:7]
-signer, validator = signing.Signer(key, crt), signing.Validator(ca, crl)
-ctx = zmq.Context()
-sub = ctx.socket(zmq.SUB)
-sub.setsockopt(zmq.SUBSCRIBE, b"")
-sub.connect(listen)
-pub = ctx.socket(zmq.PUB)
-pub.bind(bind)
-print("ready", flush=True)
-while True:
-    topic, body = sub.recv_multipart()
-    envelope = json.loads(body)
-    if validator.validate(envelope).ok:
-        ack = signer.sign(wire.new_envelope("ack", wire.ack_body(envelope), envelope["i"]))
-        pub.send_multipart(wire.encode("ack", ack))
-"""
 
 FEDMSG_TAIL = r"""
 import json, sys, time, warnings
