@@ -132,16 +132,19 @@ class AckWatcher:
         self.acked: list[str] = []  # acknowledged msg_ids, in arrival order
         self.signers: list[str | None] = []
         self.sizes: list[int] = []  # entries in each ACK received
+        self.entries: list[wire.Ack] = []  # every ACK entry (status, reason), in order
 
     def _recv(self, timeout: float) -> bool:
         if not self.sock.poll(int(timeout * 1000)):
             return False
         _topic, envelope = wire.decode(self.sock.recv_multipart())
         signer = signing.validate(envelope, **self.bus_cfg).signer
-        for ack in wire.parse_acks(envelope) or []:  # a batched ACK answers several
+        acks = wire.parse_acks(envelope) or ()
+        for ack in acks:  # a batched ACK answers several
             self.acked.append(ack.msg_id)
             self.signers.append(signer)
-        self.sizes.append(len(wire.parse_acks(envelope) or []))
+            self.entries.append(ack)
+        self.sizes.append(len(acks))
         return True
 
     def until(self, msg_id: str, count: int = 1, timeout: float = DEFAULT_WAIT) -> list[str]:
