@@ -38,6 +38,19 @@ BAD_GREETING = (b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, 
                 + b"\0" + bytes(31))
 
 
+def _refuse(peer: socket.socket) -> None:
+    """Answer the hub's connection with BAD_GREETING and return once the hub has hung up: an
+    orderly close or a reset (libzmq may close with unread data, which the kernel sends as RST)."""
+    with peer:
+        peer.settimeout(DEFAULT_WAIT)
+        try:
+            peer.sendall(BAD_GREETING)
+            while peer.recv(4096):
+                pass
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+
+
 def test_a_peer_that_fails_the_handshake_does_not_silence_the_hub_for_good(make_bus):
     """Whoever holds the publisher's endpoint for a moment answers the hub's connection with a
     greeting the hub refuses; libzmq 4.3.5 then never connects to that endpoint again, so
@@ -48,11 +61,7 @@ def test_a_peer_that_fails_the_handshake_does_not_silence_the_hub_for_good(make_
     hub = start_hub(bus)
     try:
         peer, _ = listener.accept()  # the hub connecting to "pub"
-        with peer:
-            peer.sendall(BAD_GREETING)
-            peer.settimeout(DEFAULT_WAIT)
-            while peer.recv(4096):  # until the hub hangs up on the bad greeting
-                pass
+        _refuse(peer)
     finally:
         listener.close()
     report = gilmsg.publish(topic="t", msg={"n": 1}, modname="test", recipients=["hub"],
@@ -76,11 +85,7 @@ def test_connections_a_plain_consumer_made_first_get_the_same_protection(make_bu
     try:
         for _ in range(2):  # moksha's connection, then the one gilmsg made again
             peer, _ = listener.accept()
-            with peer:
-                peer.sendall(BAD_GREETING)
-                peer.settimeout(DEFAULT_WAIT)
-                while peer.recv(4096):
-                    pass
+            _refuse(peer)
     finally:
         listener.close()
     report = gilmsg.publish(topic="t", msg={"n": 1}, modname="test", recipients=["hub"],
