@@ -352,7 +352,7 @@ class Link:
             due, plan = self._machine.next_wakeup(now), self._sleep
             # The thread is woken only if it sleeps past what is due (else it plans with it).
             wake = plan is not None and (not plan[1] or (due is not None and due < plan[0]))
-        pub.send(frames)  # any thread: the transport hands it over while the thread polls
+        pub.send(frames)  # from this thread, whichever it is
         monitoring.delivery_started()
         self._apply(actions)
         if wake and not self._wake_pending:

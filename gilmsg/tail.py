@@ -179,7 +179,9 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
         raise
     holder.append(recipient)
     ack_topics = [[recipient.ack_topic.encode("utf-8")], [recipient.batch_topic.encode("utf-8")]]
-    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg)
+    ignore = () if show_acks else (recipient.ack_topic, recipient.batch_topic)
+    subscription = transport.module_for(cfg).subscribe(gconfig.named_endpoints(cfg), topic, cfg,
+                                                       ignore)
     monitoring.watch_subscription(subscription)
     try:
         monitoring.set_consuming(True)

@@ -29,7 +29,7 @@ transport; :class:`gilmsg.link.Link` drives a :class:`Publisher`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # for the types only: nothing here imports upward at run time
@@ -99,8 +99,12 @@ class Transport(Protocol):
         """
 
     def subscribe(self, endpoints: Sequence[tuple[str, str]], topic: str,
-                  config: Mapping[str, Any]) -> Subscription:
-        """Receive every message whose topic starts with ``topic`` from ``(name, endpoint)``."""
+                  config: Mapping[str, Any], ignore: Collection[str] = ()) -> Subscription:
+        """Receive every message whose topic starts with ``topic`` from ``(name, endpoint)``.
+
+        A message whose topic is exactly one of ``ignore`` may be dropped unread, as early as
+        the transport can (the receiver still checks: a transport may hand it over anyway).
+        """
 
     def remember_route(self, msg_id: str, route: str) -> None:
         """Route the ACKs this process sends for ``msg_id`` to ``route`` (or ignore it)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from gilmsg.config import Publishing
@@ -27,14 +27,17 @@ _connected: dict[str, list[_Inbox]] = {}
 class _Inbox:
     """What one subscriber receives, from the endpoints it connected to."""
 
-    def __init__(self, prefixes: Sequence[bytes], cond: threading.Condition) -> None:
+    def __init__(self, prefixes: Sequence[bytes], cond: threading.Condition,
+                 ignore: Collection[bytes] = ()) -> None:
         self.prefixes = list(prefixes)
+        self.ignore = frozenset(ignore)
         self.names: dict[str, str] = {}
         self.cond = cond
         self.items: deque[tuple[str, str, list[bytes]]] = deque()
 
     def offer(self, endpoint: str, frames: Sequence[bytes]) -> None:
-        if any(bytes(frames[0]).startswith(p) for p in self.prefixes):
+        topic = bytes(frames[0])
+        if topic not in self.ignore and any(topic.startswith(p) for p in self.prefixes):
             with self.cond:
                 self.items.append((self.names.get(endpoint, ""), endpoint, list(frames)))
                 self.cond.notify_all()
@@ -159,8 +162,10 @@ def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> MemoryP
 class MemorySubscription:
     """:class:`gilmsg.transport.base.Subscription` in memory."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str) -> None:
-        self._inbox = _Inbox([topic.encode("utf-8")], threading.Condition())
+    def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
+                 ignore: Collection[str] = ()) -> None:
+        self._inbox = _Inbox([topic.encode("utf-8")], threading.Condition(),
+                             [t.encode("utf-8") for t in ignore])
         with _lock:
             for name, endpoint in endpoints:
                 self._inbox.connect(name, endpoint)
@@ -186,6 +191,7 @@ def remember_route(msg_id: str, route: str) -> None:
 
 
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
-              config: Mapping[str, Any]) -> MemorySubscription:
-    """Subscribe to ``topic`` on every ``(name, endpoint)``."""
-    return MemorySubscription(endpoints, topic)
+              config: Mapping[str, Any], ignore: Collection[str] = ()) -> MemorySubscription:
+    """Subscribe to ``topic`` on every ``(name, endpoint)``, never taking the messages whose
+    topic is one of ``ignore``."""
+    return MemorySubscription(endpoints, topic, ignore)

@@ -84,6 +84,35 @@ def test_beyond_the_bound_arriving_messages_are_dropped_unread(caplog):
     assert lines[1].startswith("refused 16 more messages")
 
 
+def test_ignored_topics_are_dropped_by_the_reader_and_never_handed_over():
+    """A tail of the whole bus names the ACK topics in ``ignore``: the reader thread drops
+    those messages on their topic frame (counted in ``ignored``, not in the backlog), and the
+    application receives only the rest, in order. A topic that merely starts with an ignored
+    one is not ignored."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = gzmq.subscribe([("peer", f"tcp://127.0.0.1:{port}")], "", {}, ignore=["a.ack"])
+    try:
+        assert pub.poll(10_000), "the subscription never arrived"
+        assert pub.recv() == b"\x01"
+        for i in range(10):
+            pub.send_multipart([b"a.ack", b"ack %d" % i])
+            pub.send_multipart([b"a.ack.more" if i % 2 else b"t", b"msg %d" % i])
+        kept = []
+        deadline = time.monotonic() + 30
+        while len(kept) < 10:
+            assert time.monotonic() < deadline, f"received {kept}"
+            kept += [(frames[0], frames[1]) for _, _, frames in sub.receive(1.0)]
+        assert kept == [(b"a.ack.more" if i % 2 else b"t", b"msg %d" % i) for i in range(10)]
+        assert sub.ignored == 10 and sub.dropped == 0 and sub.buffered() == 0
+    finally:
+        sub.close()
+        pub.close()
+        ctx.term()
+
+
 def test_a_slow_recipient_at_a_one_frame_bound_loses_nothing(make_bus, tmp_path):
     """60 messages of 200 KiB stored at once; the recipient queues at most one frame per peer
     and takes 50 ms per message; each reaches it once and the outbox ends with nothing owed."""

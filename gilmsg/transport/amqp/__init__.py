@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -434,8 +434,9 @@ def open_publisher(publishing: Publishing, config: Mapping[str, Any]) -> AmqpPub
 
 
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
-              config: Mapping[str, Any]) -> AmqpSubscription:
-    """Receive every message whose topic starts with ``topic`` from the bus's broker(s).
+              config: Mapping[str, Any], ignore: Collection[str] = ()) -> AmqpSubscription:
+    """Receive every message whose topic starts with ``topic`` from the bus's broker(s), except
+    those whose topic is one of ``ignore`` (dropped as they arrive).
 
     Raises:
         ConfigError: a URL or the TLS setting is malformed, a broker's certificate is refused,
@@ -443,4 +444,4 @@ def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
     """
     from gilmsg.transport.amqp.subscription import AmqpSubscription
 
-    return AmqpSubscription(endpoints, topic, config)
+    return AmqpSubscription(endpoints, topic, config, ignore)

@@ -4,7 +4,7 @@ cluster, bound to the topic asked for (:func:`gilmsg.transport.amqp.subscribe`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import pika
@@ -34,10 +34,11 @@ class AmqpSubscription:
     """
 
     def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
-                 config: Mapping[str, Any]) -> None:
+                 config: Mapping[str, Any], ignore: Collection[str] = ()) -> None:
         self.exchange = _exchange(config)
         self.topic = topic
         self._prefix = topic.encode("utf-8")
+        self._ignore = frozenset(t.encode("utf-8") for t in ignore)
         self._tls = tls_settings(config)
         by_name: dict[str, list[str]] = {}
         for name, url in endpoints:
@@ -96,7 +97,7 @@ class AmqpSubscription:
             if not isinstance(topic, str):
                 topic = method.routing_key
             frame_topic = topic.encode("utf-8")
-            if not frame_topic.startswith(self._prefix):
+            if not frame_topic.startswith(self._prefix) or frame_topic in self._ignore:
                 return
             remember_route(props.message_id, props.reply_to)
             sender = headers.get("gilmsg_sender")

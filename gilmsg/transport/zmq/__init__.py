@@ -16,7 +16,7 @@ importable from here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from gilmsg.config import Publishing
@@ -59,6 +59,7 @@ def remember_route(msg_id: str, route: str) -> None:
 
 
 def subscribe(endpoints: Sequence[tuple[str, str]], topic: str,
-              config: Mapping[str, Any]) -> ZmqSubscription:
-    """Subscribe to ``topic`` on every ``(name, endpoint)``."""
-    return ZmqSubscription(endpoints, topic, config)
+              config: Mapping[str, Any], ignore: Collection[str] = ()) -> ZmqSubscription:
+    """Subscribe to ``topic`` on every ``(name, endpoint)``; the reader thread drops the
+    messages whose topic is one of ``ignore``."""
+    return ZmqSubscription(endpoints, topic, config, ignore)

@@ -1,15 +1,14 @@
 """The publishing side of the ZeroMQ transport: :class:`ZmqPublisher` (XPUB out, SUB for ACKs).
 
-ZeroMQ sockets are not thread-safe: the publishing socket is shared under a lock, except while
-the link's thread polls it for subscription notices; then other threads' sends are queued and
-the poll is woken up to send them.
+ZeroMQ sockets are not thread-safe: the publishing socket is used only under a lock, and never
+polled. Any thread sends on it directly; the link's thread reads its subscription notices after
+each of its polls (which it bounds by :data:`NOTICE_POLL_S` while someone waits for joins).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,10 @@ log = logging.getLogger("gilmsg.transport.zmq")
 ACK_BATCH = 256
 #: The most bytes of distinct subscription prefixes the publisher keeps track of.
 MAX_PREFIX_BYTES = 1 << 20
+#: Seconds between two reads of the subscription notices while joins are watched: how late a
+#: newly joined subscriber may be noticed (the publishing socket is never polled, so that any
+#: thread can send on it at once).
+NOTICE_POLL_S = 0.005
 
 
 class ZmqPublisher:
@@ -47,9 +50,8 @@ class ZmqPublisher:
         self.options = LinkOptions.from_config(config)
         self.address: str | None = None
         self._ctx = zmq.Context()
-        self._lock = threading.Lock()  # the publishing socket, _polled, _subscriptions
-        self._polled = False
-        self._outbox: queue.SimpleQueue[Sequence[bytes]] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # the publishing socket, _subscriptions, _join_heard
+        self._join_heard = False  # a join was read and not reported by poll() yet
         self._subscriptions = Subscriptions(MAX_PREFIX_BYTES)
         self._topics: set[str] = set()
         self._endpoints: set[str] = set()
@@ -65,7 +67,6 @@ class ZmqPublisher:
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
-        self._watching = False
         #: Watchers of the sockets that connect (the ACK listener; the publisher when active).
         self._reconnectors: dict[zmq.Socket, Reconnector] = {}
         if publishing.method == "connect":  # to the relay: the same libzmq give-up applies
@@ -94,19 +95,11 @@ class ZmqPublisher:
     # -- any thread ------------------------------------------------------------------------
 
     def send(self, frames: Sequence[bytes]) -> None:
-        """Send now from this thread if the socket is free, else hand it to the polling thread.
-
-        Frames leave in the order of the calls, whichever thread sends them.
-        """
+        """Send now, from this thread (frames leave in the order of the calls)."""
         with self._lock:
             if self._pub is None:
                 raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
-            if not self._polled:
-                self._flush(self._pub)  # what was handed over before goes first
-                self._pub.send_multipart(frames)
-                return
-            self._outbox.put(frames)  # under the lock: no direct send can overtake it
-        self.wake()
+            self._pub.send_multipart(frames)
 
     def wake(self) -> None:
         """Make the link thread's poll return."""
@@ -123,18 +116,13 @@ class ZmqPublisher:
                 pub = self._pub
                 if pub is None:
                     raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
-                own = not self._polled  # else the link thread reads the notices
-                if own:
-                    self._read_notices(pub)
+                self._read_notices(pub)
                 if self._subscriptions.covers(topic):
                     return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                if own:  # holding the lock: the link thread's sends wait at most 50 ms
-                    pub.poll(int(min(remaining, 0.05) * 1000) + 1)
-                    continue
-            time.sleep(min(remaining, 0.005))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(remaining, NOTICE_POLL_S))
 
     def reach(self, topic: str, ignore: tuple[str, ...] = ()) -> str:
         """What the subscriptions heard so far say of ``topic``: ``none``, ``elsewhere`` or
@@ -170,28 +158,20 @@ class ZmqPublisher:
                 log.error("gilmsg: cannot listen for ACKs from endpoint %r: %s", endpoint, exc)
 
     def poll(self, timeout: float, watch_subscribers: bool) -> Heard:
-        """Wait for ACKs, a subscriber (when watched) or a wake-up; send what others queued."""
+        """Wait for ACKs or a wake-up, at most :data:`NOTICE_POLL_S` while subscribers are
+        watched; then read the subscription notices (a join is reported when watched)."""
         pub = self._pub
         assert pub is not None
-        if watch_subscribers != self._watching:  # notices matter only to pending deliveries
-            self._watching = watch_subscribers
-            if watch_subscribers:
-                self._poller.register(pub, zmq.POLLIN)
-            else:
-                self._poller.unregister(pub)
+        if watch_subscribers:
+            timeout = min(timeout, NOTICE_POLL_S)
         due = [d for d in (w.next_due() for w in self._reconnectors.values()) if d is not None]
         if due:
             timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
-        with self._lock:
-            self._polled = watch_subscribers
         events = dict(self._poller.poll(max(0, int(timeout * 1000) + 1) if timeout else 0))
         with self._lock:
-            self._polled = False
-            self._flush(pub)
-            # Unwatched, the notices are only read to keep libzmq's queue of them short;
-            # watched, the poll said whether there are any (a read would raise zmq.Again).
-            joined = ((pub in events or not watch_subscribers) and self._read_notices(pub)
-                      and watch_subscribers)
+            # Unwatched, the notices are only read to keep libzmq's queue of them short.
+            self._read_notices(pub)
+            joined, self._join_heard = self._join_heard and watch_subscribers, False
         if self._wake_r in events:
             try:
                 while os.read(self._wake_r, 4096):
@@ -224,7 +204,6 @@ class ZmqPublisher:
                 watcher.close()
             pub, self._pub = self._pub, None
             if pub is not None:
-                self._flush(pub)
                 pub.close(EXIT_LINGER_MS)
         if self._sub is not None:
             self._sub.close(0)
@@ -234,20 +213,10 @@ class ZmqPublisher:
         watcher = self._reconnectors[sock] = Reconnector(sock)
         self._poller.register(watcher.monitor, zmq.POLLIN)
 
-    def _flush(self, pub: zmq.Socket) -> None:
-        while True:
-            try:
-                pub.send_multipart(self._outbox.get_nowait())
-            except queue.Empty:
-                return
-
-    def _read_notices(self, pub: zmq.Socket) -> bool:
-        """Read XPUB's subscription notices (caller holds the lock); True if someone joined."""
-        joined = False
-        while True:
-            try:
-                notice = pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return joined
-            joined = self._subscriptions.notice(notice) or joined
+    def _read_notices(self, pub: zmq.Socket) -> None:
+        """Read XPUB's subscription notices (caller holds the lock); a join is kept in
+        ``_join_heard`` for the link thread's :meth:`poll`, whichever thread read it."""
+        while int(pub.get(zmq.EVENTS)) & zmq.POLLIN:
+            if self._subscriptions.notice(pub.recv(zmq.NOBLOCK)):
+                self._join_heard = True
 

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -78,17 +78,23 @@ class ZmqSubscription:
     again (until its ``ack_timeout``; an outbox until delivered); a message nobody re-sends
     (plain fedmsg, or naming other recipients) is lost, as behind any full fedmsg queue.
 
+    A message whose topic frame is one of ``ignore`` (for a recipient tailing the whole bus: the
+    other recipients' ACKs) is dropped by the reader thread as it arrives, unparsed and
+    uncounted in the backlog, and never wakes the application (:attr:`ignored` counts them).
+
     Frames over 1 MiB are cut off unread and the connection is made again at once; the sockets
     use the connection-health keys of :class:`LinkOptions`.
     """
 
     def __init__(self, endpoints: Sequence[tuple[str, str]], topic: str,
-                 config: Mapping[str, Any]) -> None:
+                 config: Mapping[str, Any], ignore: Collection[str] = ()) -> None:
         options = LinkOptions.from_config(config)
         receive_hwm(config)  # validates the bound
         #: The bytes buffered per peer at most (``gilmsg.receive_backlog_bytes``).
         self.limit = int(registry.lookup(config, RECEIVE_BACKLOG_KEY)[1])
         self.dropped = 0  #: messages dropped at the bound so far
+        self.ignored = 0  #: messages dropped for their topic (``ignore``) so far
+        self._ignore = frozenset(t.encode("utf-8") for t in ignore)
         self._drops = RefusalLog(log, "messages")
         self._cond = threading.Condition()
         self._connected = 0
@@ -189,14 +195,22 @@ class ZmqSubscription:
 
     def _drain(self, sock: zmq.Socket) -> None:
         """Reader thread: take up to :data:`READ_BATCH` messages from ``sock`` into its peer's
-        buffer, dropping those beyond the bound."""
+        buffer, dropping those beyond the bound and those ``ignore`` names."""
         peer = self._peers[sock]
         taken = []
+        ignored = 0
         for _ in range(READ_BATCH):
             try:
-                taken.append(sock.recv_multipart(zmq.NOBLOCK))
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if frames[0] in self._ignore:
+                ignored += 1
+            else:
+                taken.append(frames)
+        self.ignored += ignored  # written by this thread only
+        if not taken:
+            return
         dropped = []
         with self._cond:
             for frames in taken:
