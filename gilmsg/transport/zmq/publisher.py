@@ -39,7 +39,7 @@ MAX_PREFIX_BYTES = 1 << 20
 #: Seconds between two reads of the subscription notices while joins are watched: how late a
 #: newly joined subscriber may be noticed (the publishing socket is never polled, so that any
 #: thread can send on it at once).
-NOTICE_POLL_S = 0.005
+NOTICE_POLL_S = 0.01
 
 
 class ZmqPublisher:
