@@ -380,6 +380,8 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-acks", action="store_true", help="gilmsg-tail --batch-acks")
+    parser.add_argument("--ack-endpoints", action="store_true",
+                        help="every service sends its ACKs on gilmsg.ack_endpoints")
     parser.add_argument("--own-topic", action="store_true",
                         help="recipients subscribe to the bench topic only (not the whole bus)")
     parser.add_argument("--png", type=Path, help="draw the curve here")
@@ -391,13 +393,14 @@ def main() -> int:
     names = [f"r{i}" for i in range(1, max(counts) + 1)]
     results = []
     with tempfile.TemporaryDirectory(prefix="gilmsg-bench-scale-") as tmp, DevBus(
-            Path(tmp), ["pub", "floor", *names]) as bus:
+            Path(tmp), ["pub", "floor", *names], ack_endpoints=args.ack_endpoints) as bus:
         script = Path(tmp) / "echo.py"
         script.write_text(ECHO)
         tails: dict[str, Any] = {}
         print(f"{os.cpu_count()} CPUs; window {args.window}; recipients "
               f"{'--batch-acks' if args.batch_acks else 'single ACKs'}, "
-              f"{'own topic' if args.own_topic else 'whole bus'}", flush=True)
+              f"{'own topic' if args.own_topic else 'whole bus'}"
+              f"{', gilmsg.ack_endpoints' if args.ack_endpoints else ''}", flush=True)
         try:
             for count in counts:
                 results.append(measure(bus, count, args, script, tails))

@@ -145,7 +145,7 @@ class Bridge:
     def _run_subscription(self, side: _Side) -> None:
         """Hear everything on the side's bus (ACKs included) but what the bridge sends there."""
         endpoints = [(n, e) for n, e in gconfig.named_endpoints(side.config)
-                     if n != side.publishing.name]
+                     + gconfig.named_ack_endpoints(side.config) if n != side.publishing.name]
         try:
             side.sub = side.transport.subscribe(endpoints, "", side.config)
         except BaseException as exc:
@@ -196,11 +196,11 @@ class Bridge:
             for origin in origins:
                 self.counts.acks[f"{side.label}->{origin.label}"] += 1
         for origin in origins:
-            self._send(origin, [bytes(frames[0]), bytes(frames[1])])
+            self._send(origin, [bytes(frames[0]), bytes(frames[1])], ack=True)
 
-    def _send(self, side: _Side, frames: list[bytes]) -> None:
-        try:
-            side.pub.send(frames)
+    def _send(self, side: _Side, frames: list[bytes], ack: bool = False) -> None:
+        try:  # an ACK leaves where the bridge's ACKs are heard (gilmsg.ack_endpoints)
+            (getattr(side.pub, "send_ack", side.pub.send) if ack else side.pub.send)(frames)
         except GilmsgError as exc:
             log.warning("bridge: cannot send on bus %s: %s", side.label, exc)
 

@@ -125,18 +125,18 @@ class Link:
             self._i += 1
             return self._i
 
-    def send(self, frames: Sequence[bytes]) -> None:
-        """Send frames once, fire-and-forget (the ACK path of every recipient)."""
-        if self._pub is None or self.closed:
+    def send(self, frames: Sequence[bytes], ack: bool = False) -> None:
+        """Send frames once; with ``ack``, where the transport sends ACKs (ack_endpoints)."""
+        pub = self._pub
+        if pub is None or self.closed:
             raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
-        self._pub.send(frames)
+        (getattr(pub, "send_ack", pub.send) if ack else pub.send)(frames)
 
     def remember_route(self, msg_id: str, route: str) -> None:
         """ACKs sent here for ``msg_id`` go to ``route`` (transport metadata of the received
         message, such as AMQP's ``reply_to``); ignored by transports that need no routing."""
-        remember = getattr(self._transport, "remember_route", None)  # optional for old modules
-        if remember is not None:
-            remember(msg_id, route)
+        # optional for old transport modules
+        getattr(self._transport, "remember_route", lambda *_: None)(msg_id, route)
 
     def send_plain(self, frames: Sequence[bytes], post_init_sleep: float) -> None:
         """A plain publish; like fedmsg, this identity's first one waits ``post_init_sleep``."""
@@ -428,7 +428,7 @@ def link_for(config: Mapping[str, Any]) -> Link:
     publishing = gconfig.publishing(config)
     transport = gtransport.module_for(config)
     ack_topic = gconfig.ack_topic(config)
-    ack_endpoints = gconfig.subscribe_endpoints(config, skip=publishing.name)
+    ack_endpoints = gconfig.ack_listen_endpoints(config, skip=publishing.name)
     key = (transport.__name__, publishing)
     with _links_lock:
         link = _links.get(key)

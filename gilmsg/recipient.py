@@ -395,13 +395,13 @@ class Recipient:
             if cached is not None and cached[0] != single.get("reason"):
                 cached = None
         if cached is not None:
-            self._link.send(cached[1])  # a repeat: the bytes signed the first time
+            self._link.send(cached[1], ack=True)  # a repeat: the bytes signed the first time
         else:
             topic = topic or self.ack_topic
             ack = message.new_envelope(topic, body, self._link.next_i())
             signed = self._signer.sign(ack, hash_name)
             frames = message.encode(topic, signed)
-            self._link.send(frames)
+            self._link.send(frames, ack=True)
             with self._cache_lock:
                 for entry in entries:
                     if entry.get("ack_digest") is not None:

@@ -20,8 +20,9 @@ def make_bus(tmp_path):
     """Factory: ``make_bus(["pub", "r1"], extra={...})``; every bus is closed after the test."""
     buses: list[DevBus] = []
 
-    def make(services, extra=None, subdir="bus"):
-        bus = DevBus(tmp_path / f"{subdir}{len(buses)}", services, extra=extra)
+    def make(services, extra=None, subdir="bus", ack_endpoints=False):
+        bus = DevBus(tmp_path / f"{subdir}{len(buses)}", services, extra=extra,
+                     ack_endpoints=ack_endpoints)
         buses.append(bus)
         return bus
 

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gilmsg.config import registry
+from gilmsg.config.ack_endpoints import (  # noqa: F401
+    ACK_ENDPOINTS_KEY,
+    ack_endpoints,
+    ack_listen_endpoints,
+    named_ack_endpoints,
+)
 from gilmsg.config.admission import (  # noqa: F401
     ACCEPT_SHA1_CERTIFICATES_KEY,
     ACCEPT_SHA1_KEY,

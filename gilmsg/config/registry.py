@@ -86,6 +86,10 @@ KEYS: tuple[Key, ...] = (
           "ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT): data unacknowledged this long kills the connection."),
     _link("tcp_keepalive_idle", 30.0,
           "TCP keepalive probes after this idle time (then every 10 s; 3 lost kill it)."),
+    Key("gilmsg.ack_endpoints", "dict: name -> address or list of addresses", None,
+        "Where each named recipient sends its ACKs (a ZeroMQ endpoint of their own) instead of "
+        "its endpoints entry: receivers of the whole bus never get them (docs/performance.rst).",
+        _ZMQ),
     Key("gilmsg.recipients", "dict: group name -> list of names or @groups", None,
         "Recipient groups: publishing to @NAME requires each member.", _PUBLISHERS),
     Key("gilmsg.known_recipients", "list of names", None,

@@ -264,10 +264,12 @@ class DevBus:
         root: an empty directory to hold ``ssl/`` and ``fedmsg.d/``.
         services: the service names; each is also its certificate's CN and its fedmsg ``name``.
         extra: config keys to add (``validate_signatures`` ...).
+        ack_endpoints: give each service a free ``gilmsg.ack_endpoints`` address too (its ACKs
+            leave there, unseen by receivers of the whole bus).
     """
 
     def __init__(self, root: str | os.PathLike, services: Iterable[str],
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, ack_endpoints: bool = False) -> None:
         self.root = Path(root)
         self.ssldir = self.root / "ssl"
         self.services = list(services)
@@ -290,6 +292,9 @@ class DevBus:
             "zmq_enabled": True,  # moksha (fedmsg-hub, fedmsg-relay) needs it
             "zmq_reconnect_ivl_max": 100,
         }
+        if ack_endpoints:
+            self.config["gilmsg.ack_endpoints"] = {
+                name: [f"tcp://127.0.0.1:{free_port()}"] for name in self.services}
         self.config.update(extra or {})
         self.config_dir = self.root / "fedmsg.d"
         self.write_config()
@@ -311,6 +316,8 @@ class DevBus:
         self.services.append(name)
         self.config["endpoints"][name] = [f"tcp://127.0.0.1:{free_port()}"]
         self.config["certnames"][name] = name
+        if "gilmsg.ack_endpoints" in self.config:
+            self.config["gilmsg.ack_endpoints"][name] = [f"tcp://127.0.0.1:{free_port()}"]
         self.write_config()
 
     def config_for(self, name: str, **overrides: Any) -> dict[str, Any]:

@@ -19,10 +19,12 @@ from gilmsg.crypto import certs  # noqa: E402
 SERVICES = ["zpub", "zr1", "apub", "ar1", "ar2", "bridge"]
 
 
-@pytest.fixture
-def two_buses(make_bus, rabbitmq):
-    """One CA; the fedmsg bus's config (the bus's own) and the AMQP bus's (amqp.d/gilmsg.py)."""
-    bus = make_bus(SERVICES)
+@pytest.fixture(params=[False, True], ids=["endpoints", "ack_endpoints"])
+def two_buses(make_bus, rabbitmq, request):
+    """One CA; the fedmsg bus's config (the bus's own) and the AMQP bus's (amqp.d/gilmsg.py).
+    With ``ack_endpoints``, the fedmsg bus's ACKs travel on gilmsg.ack_endpoints (which the
+    AMQP bus's config carries too, and its transport ignores)."""
+    bus = make_bus(SERVICES, ack_endpoints=request.param)
     amqp_cfg = json.loads(json.dumps(bus.config))
     amqp_cfg["gilmsg.transport"] = "amqp"
     amqp_cfg["endpoints"] = {name: [rabbitmq.url] for name in SERVICES}

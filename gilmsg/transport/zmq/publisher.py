@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from gilmsg.config import Publishing
+from gilmsg.config import Publishing, ack_endpoints
 from gilmsg.core.subscriptions import Subscriptions
 from gilmsg.errors import ConfigError, GilmsgError
 from gilmsg.transport.base import Heard
@@ -56,9 +56,14 @@ class ZmqPublisher:
         self._topics: set[str] = set()
         self._endpoints: set[str] = set()
         self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first listen()
+        self._acks: zmq.Socket | None = None  # gilmsg.ack_endpoints: where ACKs leave instead
         try:
             self._pub: zmq.Socket | None = self._open()
+            if publishing.method == "bind" and ack_endpoints(config, publishing.name):
+                self._acks = self._open_acks(ack_endpoints(config, publishing.name))
         except BaseException:
+            if self._pub is not None:
+                self._pub.close(0)
             self._ctx.term()
             raise
         # The wake pipe is never closed: a racing wake() must not write to a recycled fd.
@@ -92,6 +97,22 @@ class ZmqPublisher:
             + "; ".join(errors)
         )
 
+    def _open_acks(self, addresses: Sequence[str]) -> zmq.Socket:
+        """A PUB socket bound to the first bindable address of this name's ACK endpoints."""
+        sock = self._ctx.socket(zmq.PUB)
+        tune(sock, self.options)
+        errors = []
+        for address in addresses:
+            try:
+                sock.bind(address)
+            except zmq.ZMQError as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            return sock
+        sock.close(0)
+        raise ConfigError(f"cannot bind gilmsg.ack_endpoints[{self.publishing.name!r}]: "
+                          + "; ".join(errors))
+
     # -- any thread ------------------------------------------------------------------------
 
     def send(self, frames: Sequence[bytes]) -> None:
@@ -100,6 +121,14 @@ class ZmqPublisher:
             if self._pub is None:
                 raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
             self._pub.send_multipart(frames)
+
+    def send_ack(self, frames: Sequence[bytes]) -> None:
+        """Send an ACK: on this name's ``gilmsg.ack_endpoints`` socket if it has one, else as
+        :meth:`send` (frames leave in the order of the calls)."""
+        with self._lock:
+            if self._pub is None:
+                raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
+            (self._acks or self._pub).send_multipart(frames)
 
     def wake(self) -> None:
         """Make the link thread's poll return."""
@@ -205,6 +234,8 @@ class ZmqPublisher:
             pub, self._pub = self._pub, None
             if pub is not None:
                 pub.close(EXIT_LINGER_MS)
+            if self._acks is not None:
+                self._acks.close(EXIT_LINGER_MS)
         if self._sub is not None:
             self._sub.close(0)
         self._ctx.term()
