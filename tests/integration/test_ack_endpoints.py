@@ -120,3 +120,22 @@ def test_ack_endpoints_helpers():
         gconfig.ack_endpoints({"gilmsg.ack_endpoints": ["tcp://127.0.0.1:1"]}, "a")
     with pytest.raises(ConfigError, match="must list addresses"):
         gconfig.ack_endpoints({"gilmsg.ack_endpoints": {"a": [5]}}, "a")
+
+
+def test_an_ack_endpoint_in_use_is_a_config_error_and_nothing_stays_bound(make_bus):
+    bus = make_bus(["pub", "r1"], ack_endpoints=True)
+    ctx = zmq.Context()
+    holder = ctx.socket(zmq.PUB)
+    holder.setsockopt(zmq.LINGER, 0)
+    holder.bind(bus.config["gilmsg.ack_endpoints"]["pub"][0])
+    try:
+        with pytest.raises(ConfigError, match=r"cannot bind gilmsg.ack_endpoints\['pub'\]"):
+            gilmsg.publish(topic="t", msg={}, modname="test", recipients=["r1"],
+                           ack_timeout=1.0, **bus.config_for("pub"))
+        again = ctx.socket(zmq.PUB)  # the main endpoint was released with the failure
+        again.setsockopt(zmq.LINGER, 0)
+        again.bind(bus.config["endpoints"]["pub"][0])
+        again.close(0)
+    finally:
+        holder.close(0)
+        ctx.term()

@@ -57,8 +57,9 @@ class ZmqPublisher:
         self._endpoints: set[str] = set()
         self._sub: zmq.Socket | None = None  # the ACK listener, opened by the first listen()
         self._acks: zmq.Socket | None = None  # gilmsg.ack_endpoints: where ACKs leave instead
+        self._pub: zmq.Socket | None = None
         try:
-            self._pub: zmq.Socket | None = self._open()
+            self._pub = self._open()
             if publishing.method == "bind" and ack_endpoints(config, publishing.name):
                 self._acks = self._open_acks(ack_endpoints(config, publishing.name))
         except BaseException:
