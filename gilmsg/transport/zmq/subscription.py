@@ -30,10 +30,6 @@ log = logging.getLogger("gilmsg.transport.zmq")
 READER_POLL_S = 0.05
 #: Messages the reader takes from one socket before it looks at the others again.
 READ_BATCH = 256
-#: Seconds the reader thread leaves the sockets alone while the application has messages
-#: buffered and has not asked for more (it reads at once when asked): it then takes what
-#: arrived meanwhile in one round, instead of waking for each message.
-LAZY_S = 0.005
 #: Seconds :meth:`ZmqSubscription.close` waits for the reader thread to end.
 JOIN_TIMEOUT_S = 5.0
 
@@ -102,7 +98,6 @@ class ZmqSubscription:
         self._drops = RefusalLog(log, "messages")
         self._cond = threading.Condition()
         self._connected = 0
-        self._hungry = False  # the application found nothing buffered: read now
         self._stop = False
         self._error: BaseException | None = None
         self._ctx = zmq.Context()
@@ -146,10 +141,7 @@ class ZmqSubscription:
             RuntimeError: the reader thread failed (its error is the cause) or was closed.
         """
         with self._cond:
-            if not self._readable():
-                self._hungry = True
-                self._cond.notify_all()  # the reader thread may be waiting out LAZY_S
-                self._cond.wait_for(self._readable, max(0.0, timeout))
+            self._cond.wait_for(self._readable, max(0.0, timeout))
             if self._error is not None:
                 raise RuntimeError("gilmsg: the subscription's reader failed") from self._error
             if self._stop:
@@ -170,34 +162,28 @@ class ZmqSubscription:
         """Reader thread: poll, drain, re-connect, until :meth:`close`; an error is kept for
         :meth:`receive` to raise."""
         try:
-            busy = False
             while not self._stop:
-                with self._cond:
-                    if not busy and not self._hungry and self._readable():
-                        self._cond.wait_for(lambda: self._hungry or self._stop, LAZY_S)
-                    self._hungry = False
-                busy = self._round()
+                self._round()
         except BaseException as exc:  # noqa: BLE001 - handed to the application's thread
             log.error("gilmsg: the subscription's reader failed: %r", exc)
             with self._cond:
                 self._error = exc
                 self._cond.notify_all()
 
-    def _round(self) -> bool:
-        """One poll of every socket: events read, messages buffered, due re-connections made;
-        True if a socket had more than :data:`READ_BATCH` messages waiting."""
+    def _round(self) -> None:
+        """One poll of every socket: events read, messages buffered, due re-connections made."""
         timeout = READER_POLL_S
         due = [d for d in (w.next_due() for w in self._watchers.values()) if d is not None]
         if due:
             timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
         events = self._poller.poll(int(timeout * 1000) + 1)
-        watched = busy = False
+        watched = False
         for sock, _ in events:
             if sock in self._watchers:
                 self._watchers[sock].on_events(time.monotonic())
                 watched = True
             else:
-                busy = self._drain(sock) or busy
+                self._drain(sock)
         if due:
             now = time.monotonic()
             for watcher in self._watchers.values():
@@ -206,12 +192,10 @@ class ZmqSubscription:
             count = sum(len(w.connected) for w in self._watchers.values())
             with self._cond:
                 self._connected = count
-        return busy
 
-    def _drain(self, sock: zmq.Socket) -> bool:
+    def _drain(self, sock: zmq.Socket) -> None:
         """Reader thread: take up to :data:`READ_BATCH` messages from ``sock`` into its peer's
-        buffer, dropping those beyond the bound and those ``ignore`` names; True if it took a
-        whole batch (more may be waiting)."""
+        buffer, dropping those beyond the bound and those ``ignore`` names."""
         peer = self._peers[sock]
         taken = []
         ignored = 0
@@ -225,9 +209,8 @@ class ZmqSubscription:
             else:
                 taken.append(frames)
         self.ignored += ignored  # written by this thread only
-        full = len(taken) + ignored >= READ_BATCH
         if not taken:
-            return full
+            return
         dropped = []
         with self._cond:
             for frames in taken:
@@ -248,7 +231,6 @@ class ZmqSubscription:
                 f"buffered, {RECEIVE_BACKLOG_KEY} {self.limit}): a message of {size} bytes "
                 f"dropped unread and unacknowledged (a gilmsg publisher naming this recipient "
                 f"sends it again)")
-        return full
 
     def close(self) -> None:
         """Stop the reader thread (waiting up to :data:`JOIN_TIMEOUT_S`), then close every
