@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gilmsg.config import registry
 from gilmsg.errors import ConfigError
 
 #: Where each name sends its ACKs, when not on its ``endpoints`` entry.
@@ -21,7 +22,7 @@ def ack_endpoints(config: Mapping[str, Any], name: str) -> list[str]:
     Raises:
         ConfigError: ``gilmsg.ack_endpoints`` is not a dict of addresses.
     """
-    if (config.get("gilmsg.transport") or config.get("gilmsg_transport") or "zmq") != "zmq":
+    if registry.get(config, "gilmsg.transport") != "zmq":
         return []  # other transports route ACKs their own way (AMQP: the reply queue)
     table = config.get(ACK_ENDPOINTS_KEY) or {}
     if not isinstance(table, Mapping):

@@ -60,8 +60,10 @@ class ZmqPublisher:
         self._pub: zmq.Socket | None = None
         try:
             self._pub = self._open()
-            if publishing.method == "bind" and ack_endpoints(config, publishing.name):
-                self._acks = self._open_acks(ack_endpoints(config, publishing.name))
+            own_acks = ack_endpoints(config, publishing.name)
+            if publishing.method == "bind" and own_acks:
+                self._acks = self._ctx.socket(zmq.PUB)
+                self._attach(self._acks, "bind", own_acks, "gilmsg.ack_endpoints")
         except BaseException:
             if self._pub is not None:
                 self._pub.close(0)
@@ -80,38 +82,27 @@ class ZmqPublisher:
 
     def _open(self) -> zmq.Socket:
         pub = self._ctx.socket(zmq.XPUB)
-        tune(pub, self.options)
         pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-        errors = []
-        for address in self.publishing.addresses:
-            try:
-                getattr(pub, self.publishing.method)(address)
-            except zmq.ZMQError as exc:
-                errors.append(f"{address}: {exc}")
-                continue
-            self.address = address
-            return pub
-        pub.close(0)
-        raise ConfigError(
-            f"cannot {self.publishing.method} endpoints[{self.publishing.name!r}]: "
-            + "; ".join(errors)
-        )
+        self.address = self._attach(pub, self.publishing.method, self.publishing.addresses,
+                                    "endpoints")
+        return pub
 
-    def _open_acks(self, addresses: Sequence[str]) -> zmq.Socket:
-        """A PUB socket bound to the first bindable address of this name's ACK endpoints."""
-        sock = self._ctx.socket(zmq.PUB)
+    def _attach(self, sock: zmq.Socket, method: str, addresses: Sequence[str],
+                table: str) -> str:
+        """Tune ``sock`` and bind (or connect) it to the first usable of ``addresses``; that
+        address. If none can be used, ``sock`` is closed and a ConfigError names ``table``."""
         tune(sock, self.options)
         errors = []
         for address in addresses:
             try:
-                sock.bind(address)
+                getattr(sock, method)(address)
             except zmq.ZMQError as exc:
                 errors.append(f"{address}: {exc}")
                 continue
-            return sock
+            return address
         sock.close(0)
-        raise ConfigError(f"cannot bind gilmsg.ack_endpoints[{self.publishing.name!r}]: "
+        raise ConfigError(f"cannot {method} {table}[{self.publishing.name!r}]: "
                           + "; ".join(errors))
 
     # -- any thread ------------------------------------------------------------------------
