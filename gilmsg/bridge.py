@@ -37,6 +37,7 @@ from gilmsg import config as gconfig
 from gilmsg import transport as gtransport
 from gilmsg.core import wire
 from gilmsg.errors import ConfigError, GilmsgError
+from gilmsg.transport.base import send_ack
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class Bridge:
 
     def _send(self, side: _Side, frames: list[bytes], ack: bool = False) -> None:
         try:  # an ACK leaves where the bridge's ACKs are heard (gilmsg.ack_endpoints)
-            (getattr(side.pub, "send_ack", side.pub.send) if ack else side.pub.send)(frames)
+            send_ack(side.pub, frames) if ack else side.pub.send(frames)
         except GilmsgError as exc:
             log.warning("bridge: cannot send on bus %s: %s", side.label, exc)
 

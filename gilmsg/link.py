@@ -29,7 +29,7 @@ from gilmsg.core.admission import reason_kind
 from gilmsg.core.delivery import Delivery, Machine, Report
 from gilmsg.errors import GilmsgError, Timeout
 from gilmsg.logsummary import RefusalLog
-from gilmsg.transport.base import Publisher, Transport
+from gilmsg.transport.base import Publisher, Transport, send_ack
 
 # The logger of the link's ACK verdicts kept its old name: operators filter on it.
 log = logging.getLogger("gilmsg.transport")
@@ -130,7 +130,7 @@ class Link:
         pub = self._pub
         if pub is None or self.closed:
             raise GilmsgError(f"gilmsg link {self.publishing.name!r} is closed")
-        (getattr(pub, "send_ack", pub.send) if ack else pub.send)(frames)
+        send_ack(pub, frames) if ack else pub.send(frames)
 
     def remember_route(self, msg_id: str, route: str) -> None:
         """ACKs sent here for ``msg_id`` go to ``route`` (transport metadata of the received

@@ -180,8 +180,9 @@ def _items(topic: str, ack: bool, show_acks: bool, settle: bool, dedup_path: str
     holder.append(recipient)
     ack_topics = [[recipient.ack_topic.encode("utf-8")], [recipient.batch_topic.encode("utf-8")]]
     ignore = () if show_acks else (recipient.ack_topic, recipient.batch_topic)
-    endpoints = gconfig.named_endpoints(cfg)  # with show_acks, where ACKs leave too:
-    endpoints += [e for e in gconfig.named_ack_endpoints(cfg) if show_acks and e not in endpoints]
+    endpoints = gconfig.named_endpoints(cfg)
+    if show_acks:  # where ACKs leave too
+        endpoints += [e for e in gconfig.named_ack_endpoints(cfg) if e not in endpoints]
     subscription = transport.module_for(cfg).subscribe(endpoints, topic, cfg, ignore)
     monitoring.watch_subscription(subscription)
     try:

@@ -108,3 +108,9 @@ class Transport(Protocol):
 
     def remember_route(self, msg_id: str, route: str) -> None:
         """Route the ACKs this process sends for ``msg_id`` to ``route`` (or ignore it)."""
+
+
+def send_ack(pub: Publisher, frames: Sequence[bytes]) -> None:
+    """Send the ACK ``frames`` where ``pub``'s transport sends ACKs: its optional ``send_ack``
+    (ZeroMQ: the ``gilmsg.ack_endpoints`` socket, when this name has one), else ``send``."""
+    getattr(pub, "send_ack", pub.send)(frames)
